@@ -1,0 +1,164 @@
+"""Every exception the server raises on purpose.
+
+HTTPError subclasses carry their own status, reason, extra headers and whether the
+connection must close afterwards, so the one place that turns exceptions into responses
+(connection.py) never needs an isinstance ladder. This module imports nothing from the
+package.
+"""
+
+from __future__ import annotations
+
+
+class PreforkError(Exception):
+    """Base class of every error the server raises deliberately."""
+
+
+class ConfigError(PreforkError):
+    """A configuration problem, located as precisely as we can: file, line and key."""
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.detail = message
+        where = []
+        if file:
+            where.append(f"{file}:{line}" if line else file)
+        if key:
+            where.append(f"[{key}]" if "." not in key else key)
+        prefix = ": ".join(where)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class ControlError(PreforkError):
+    """An httpdctl operation could not be carried out (not running, already running...)."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class StartupError(PreforkError):
+    """The master could not start: port in use, permission denied, workers failed to boot."""
+
+
+class HTTPError(PreforkError):
+    """An error that has an HTTP answer.
+
+    `close` says whether the connection must be closed after the response: always for
+    framing errors, where we no longer know where the next request would start
+    (RFC 9112 §9.6 / §11.2 on request smuggling).
+    """
+
+    status: int = 500
+    reason: str = "Internal Server Error"
+    close: bool = False
+
+    def __init__(
+        self, detail: str = "", *, headers: list[tuple[str, str]] | None = None,
+        close: bool | None = None,
+    ) -> None:
+        super().__init__(detail or self.reason)
+        self.detail = detail or self.reason
+        self.headers: list[tuple[str, str]] = list(headers or ())
+        if close is not None:
+            self.close = close
+
+
+class BadRequest(HTTPError):
+    status, reason, close = 400, "Bad Request", True
+
+
+class Unauthorized(HTTPError):
+    status, reason = 401, "Unauthorized"
+
+
+class Forbidden(HTTPError):
+    status, reason = 403, "Forbidden"
+
+
+class NotFound(HTTPError):
+    status, reason = 404, "Not Found"
+
+
+class MethodNotAllowed(HTTPError):
+    """405; RFC 9110 §15.5.6 requires an Allow header listing what the resource supports."""
+
+    status, reason = 405, "Method Not Allowed"
+
+    def __init__(self, allowed: list[str] | tuple[str, ...], detail: str = "") -> None:
+        super().__init__(detail, headers=[("Allow", ", ".join(allowed))])
+        self.allowed = tuple(allowed)
+
+
+class RequestTimeout(HTTPError):
+    status, reason, close = 408, "Request Timeout", True
+
+
+class Conflict(HTTPError):
+    status, reason = 409, "Conflict"
+
+
+class LengthRequired(HTTPError):
+    status, reason, close = 411, "Length Required", True
+
+
+class PreconditionFailed(HTTPError):
+    status, reason = 412, "Precondition Failed"
+
+
+class ContentTooLarge(HTTPError):
+    """413 (RFC 9110 §15.5.14). We close: the unread body would otherwise be parsed as a request."""
+
+    status, reason, close = 413, "Content Too Large", True
+
+
+class URITooLong(HTTPError):
+    status, reason, close = 414, "URI Too Long", True
+
+
+class UnsupportedMediaType(HTTPError):
+    status, reason = 415, "Unsupported Media Type"
+
+
+class RangeNotSatisfiable(HTTPError):
+    status, reason = 416, "Range Not Satisfiable"
+
+
+class ExpectationFailed(HTTPError):
+    status, reason, close = 417, "Expectation Failed", True
+
+
+class HeaderFieldsTooLarge(HTTPError):
+    """431 (RFC 6585 §5): too many header fields, or one too large."""
+
+    status, reason, close = 431, "Request Header Fields Too Large", True
+
+
+class InternalServerError(HTTPError):
+    status, reason, close = 500, "Internal Server Error", True
+
+
+class NotImplementedMethod(HTTPError):
+    """501: a method or transfer coding the server does not recognise (RFC 9110 §15.6.2)."""
+
+    status, reason, close = 501, "Not Implemented", True
+
+
+class ServiceUnavailable(HTTPError):
+    status, reason, close = 503, "Service Unavailable", True
+
+
+class VersionNotSupported(HTTPError):
+    status, reason, close = 505, "HTTP Version Not Supported", True
+
+
+class InsufficientStorage(HTTPError):
+    status, reason, close = 507, "Insufficient Storage", True
+
+
+class ClientDisconnected(PreforkError):
+    """The peer went away (EOF or reset) while we were reading or writing its request."""

@@ -1,0 +1,170 @@
+"""The messages handlers see: Request, Response, Headers and FileBody.
+
+Handlers receive a Request and return a Response; they never touch sockets. A Response body
+is bytes, a FileBody (a region of an open file, sent with sendfile), a list mixing both
+(multipart/byteranges), or an iterator of bytes (streamed with chunked coding when no
+Content-Length is set).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Headers:
+    """Case-insensitive, multi-valued header fields, in the order they arrived.
+
+    Names keep their original spelling for iteration; look-ups fold case.
+    """
+
+    __slots__ = ("_items", "_map")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = list(items)
+        self._map: dict[str, list[str]] = {}
+        for name, value in self._items:
+            self._map.setdefault(name.lower(), []).append(value)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Return the first value of `name`, or `default` when absent."""
+        values = self._map.get(name.lower())
+        return values[0] if values else default
+
+    def get_all(self, name: str) -> list[str]:
+        """Return every value of `name` in arrival order (empty list when absent)."""
+        return list(self._map.get(name.lower(), ()))
+
+    def get_joined(self, name: str) -> str | None:
+        """Return all values of a list-valued field joined with ", " (RFC 9110 §5.3)."""
+        values = self._map.get(name.lower())
+        return ", ".join(values) if values else None
+
+    def tokens(self, name: str) -> list[str]:
+        """Return the comma-separated, lower-cased tokens of a list-valued field."""
+        out: list[str] = []
+        for value in self._map.get(name.lower(), ()):
+            out.extend(t.strip().lower() for t in value.split(",") if t.strip())
+        return out
+
+    def count(self, name: str) -> int:
+        return len(self._map.get(name.lower(), ()))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+class BodyReader(Protocol):
+    """A request body as the handler sees it: bytes pulled on demand, already de-chunked."""
+
+    def read(self, size: int = -1) -> bytes:
+        """Return up to `size` bytes (all remaining when -1); b"" at the end of the body.
+
+        Raises ContentTooLarge when the body exceeds the limit, RequestTimeout when the
+        client is too slow, ClientDisconnected when it goes away.
+        """
+        ...
+
+
+class _EmptyBody:
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+
+EMPTY_BODY: BodyReader = _EmptyBody()
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One parsed request head plus its body reader.
+
+    `path` is the raw (still percent-encoded) path of the request-target; `query` is what
+    followed the "?" (without it), or "".
+    """
+
+    method: str
+    target: str
+    path: str
+    query: str
+    version: str  # "HTTP/1.1" or "HTTP/1.0"
+    headers: Headers
+    client: tuple[str, int]
+    keep_alive: bool = True
+    has_body: bool = False
+    content_length: int | None = None
+    body: BodyReader = field(default=EMPTY_BODY, compare=False, repr=False)
+
+    @property
+    def request_line(self) -> str:
+        return f"{self.method} {self.target} {self.version}"
+
+
+@dataclass(slots=True)
+class FileBody:
+    """A region of an open file, sent with sendfile; the connection closes `fd` when done."""
+
+    fd: int
+    offset: int
+    length: int
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+BodyPart = bytes | FileBody
+Body = bytes | FileBody | list[BodyPart] | Iterator[bytes]
+
+
+@dataclass(slots=True)
+class Response:
+    """What a handler answers. The connection adds Date, Server, Connection and framing."""
+
+    status: int
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    body: Body = b""
+    reason: str = ""
+    close: bool = False  # the handler wants the connection closed afterwards
+    # What the access log records for %b when the body is streamed; set by the connection.
+    sent_body_bytes: int = 0
+
+    def header(self, name: str) -> str | None:
+        """Return the first value of response header `name` (case-insensitive) or None."""
+        lname = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lname:
+                return value
+        return None
+
+    def body_length(self) -> int | None:
+        """Return the body's byte length when known without consuming it, else None."""
+        body = self.body
+        if isinstance(body, bytes):
+            return len(body)
+        if isinstance(body, FileBody):
+            return body.length
+        if isinstance(body, list):
+            return sum(len(p) if isinstance(p, bytes) else p.length for p in body)
+        return None
+
+    def close_files(self) -> None:
+        """Release any file descriptors the body holds (idempotent)."""
+        body = self.body
+        if isinstance(body, FileBody):
+            body.close()
+        elif isinstance(body, list):
+            for part in body:
+                if isinstance(part, FileBody):
+                    part.close()
