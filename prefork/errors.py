@@ -28,7 +28,7 @@ class ConfigError(PreforkError):
         if file:
             where.append(f"{file}:{line}" if line else file)
         if key:
-            where.append(f"[{key}]" if "." not in key else key)
+            where.append(key)
         prefix = ": ".join(where)
         super().__init__(f"{prefix}: {message}" if prefix else message)
 

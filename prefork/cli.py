@@ -1,0 +1,263 @@
+"""`httpdctl`: start, stop, restart, reload, status, configtest, reopen-logs.
+
+Errors are one line on stderr, "httpdctl: <what went wrong>", with a non-zero exit code:
+1 for failures (bad config, port in use, already running...), 3 when the server is not
+running (LSB's "program is not running"). The master is imported lazily so that
+`status` and `configtest` stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from .config import Config, load_config
+from .control import find_master, send
+from .errors import ConfigError, ControlError, StartupError
+
+EXIT_FAILURE = 1
+START_MARGIN = 10.0  # seconds beyond boot_timeout that `start` waits for the master's word
+STOP_MARGIN = 10.0  # seconds beyond graceful_timeout that `stop` waits for the master to exit
+RELOAD_MARGIN = 15.0
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
+    click.echo(f"httpdctl: {message}", err=True)
+    sys.exit(code)
+
+
+class Context:
+    def __init__(self, config_path: str | None, overrides: tuple[str, ...]) -> None:
+        self.config_path = config_path
+        self.overrides = overrides
+
+    def path(self) -> str:
+        return str(Path(self.config_path or os.environ.get("HTTPD_CONF") or "etc/httpd.ini")
+                   .resolve())
+
+    def load(self) -> Config:
+        try:
+            return load_config(self.path(), self.overrides)
+        except ConfigError as exc:
+            fail(str(exc))
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-f", "--config", "config_path", metavar="PATH",
+              help="Configuration file (default: $HTTPD_CONF or ./etc/httpd.ini).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override one setting, e.g. --set server.listen=0.0.0.0:8000 (repeatable).")
+@click.version_option(package_name="prefork", prog_name="prefork")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]) -> None:
+    """Control the prefork HTTP server."""
+    ctx.obj = Context(config_path, overrides)
+
+
+@main.command()
+@click.option("--foreground", is_flag=True,
+              help="Stay attached (for systemd and debugging); the error log mirrors to stderr.")
+@pass_ctx
+def start(ctx: Context, foreground: bool) -> None:
+    """Start the server; returns once the workers accept connections."""
+    config = ctx.load()
+    _start(ctx, config, foreground)
+
+
+def _start(ctx: Context, config: Config, foreground: bool) -> None:
+    from .master import Master
+
+    master = Master(config, ctx.path(), ctx.overrides, foreground=foreground)
+    try:
+        listeners = master.prepare()
+    except (ControlError, StartupError) as exc:
+        fail(str(exc))
+    if foreground:
+        sys.exit(master.run(listeners))
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    if os.fork() > 0:
+        os.close(write_end)
+        for sock in listeners:
+            sock.close()
+        master.pid_file.forget()
+        _await_start(read_end, config.workers.boot_timeout + START_MARGIN)
+        return
+    # The daemon: a new session, a second fork so it can never regain a terminal.
+    os.close(read_end)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.umask(0o022)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    master.ready_notice = write_end
+    code = 1
+    try:
+        code = master.run(listeners)
+    finally:
+        os._exit(code)
+
+
+def _await_start(read_end: int, timeout: float) -> None:
+    """Wait for the daemon's one-line report; print it and exit accordingly."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data and time.monotonic() < deadline:
+        ready, _, _ = select.select([read_end], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(read_end, 4096)
+        if not chunk:
+            break
+        data += chunk
+    os.close(read_end)
+    line = data.decode(errors="replace").strip()
+    if line.startswith("READY"):
+        _word, pid, *addresses = line.split()
+        click.echo(f"httpd started (pid {pid}), listening on {', '.join(addresses)}")
+        return
+    if line.startswith("ERROR"):
+        fail(line[6:] or "start-up failed (see the error log)")
+    fail("the server did not report that it started (see the error log)")
+
+
+def _wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+def _stop(config: Config, now: bool) -> None:
+    try:
+        master = send(config.server.pid_file, "stop-now" if now else "stop")
+    except ControlError as exc:
+        fail(str(exc), exc.exit_code)
+    timeout = (0 if now else config.workers.graceful_timeout) + STOP_MARGIN
+    if not _wait_for_exit(master.pid, timeout):
+        fail(f"master pid {master.pid} did not exit within {timeout:g}s")
+
+
+@main.command()
+@click.option("--now", is_flag=True, help="Fast stop: do not wait for in-flight requests.")
+@pass_ctx
+def stop(ctx: Context, now: bool) -> None:
+    """Stop gracefully (finish in-flight requests), or at once with --now."""
+    config = ctx.load()
+    _stop(config, now)
+    click.echo("httpd stopped")
+
+
+@main.command()
+@pass_ctx
+def restart(ctx: Context) -> None:
+    """Stop (gracefully) if running, then start a new master."""
+    config = ctx.load()
+    if find_master(config.server.pid_file) is not None:
+        _stop(config, now=False)
+        click.echo("httpd stopped")
+    _start(ctx, config, foreground=False)
+
+
+@main.command()
+@pass_ctx
+def reload(ctx: Context) -> None:
+    """Load the configuration again and replace the workers without dropping requests.
+
+    Exits non-zero with the reason when the new configuration or its workers fail; the
+    running generation then keeps serving.
+    """
+    config = ctx.load()  # a bad file fails here already, and names file, line and key
+    from .status import read_state
+
+    before = read_state(config).get("reload_seq", 0)
+    try:
+        send(config.server.pid_file, "reload")
+    except ControlError as exc:
+        fail(str(exc), exc.exit_code)
+    deadline = time.monotonic() + config.workers.boot_timeout + RELOAD_MARGIN
+    while time.monotonic() < deadline:
+        state = read_state(config)
+        if state.get("reload_seq", 0) > before:
+            result = state.get("reload", {})
+            if result.get("ok"):
+                click.echo(f"httpd reloaded: {result.get('message')}")
+                return
+            fail(f"reload failed: {result.get('message')} (previous generation still serving)")
+        time.sleep(0.05)
+    fail("the master did not report the reload's outcome in time (see the error log)")
+
+
+def _signal_command(verb: str, done: str) -> Callable[[Context], None]:
+    def command(ctx: Context) -> None:
+        config = ctx.load()
+        try:
+            master = send(config.server.pid_file, verb)
+        except ControlError as exc:
+            fail(str(exc), exc.exit_code)
+        click.echo(f"{done} (master pid {master.pid})")
+    return command
+
+
+main.command("reopen-logs", help="Reopen every log file (after logrotate moved them).")(
+    pass_ctx(_signal_command("reopen-logs", "logs reopened")))
+main.command("add-worker", help="Add one worker process (SIGTTIN).")(
+    pass_ctx(_signal_command("add-worker", "one more worker requested")))
+main.command("remove-worker", help="Remove one worker process (SIGTTOU).")(
+    pass_ctx(_signal_command("remove-worker", "one worker fewer requested")))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def status(ctx: Context, as_json: bool) -> None:
+    """Show the master, its workers and their threads (exit 3 when not running)."""
+    config = ctx.load()
+    from .status import collect, render
+
+    try:
+        data: dict[str, Any] = collect(config)
+    except ControlError as exc:
+        if as_json:
+            click.echo(json.dumps({"running": False, "error": str(exc)}))
+            sys.exit(exc.exit_code)
+        fail(str(exc), exc.exit_code)
+    if as_json:
+        click.echo(json.dumps({"running": True, **data}, indent=2))
+    else:
+        click.echo(render(data))
+
+
+@main.command()
+@pass_ctx
+def configtest(ctx: Context) -> None:
+    """Check the configuration file and report problems with file, line and key."""
+    config = ctx.load()
+    server = config.server
+    click.echo(f"Syntax OK: {config.source}")
+    click.echo(f"  listen {' '.join(str(a) for a in server.listen)}; document_root "
+               f"{server.document_root}; {config.workers.processes} workers x "
+               f"{config.workers.threads} threads")
+
+
+if __name__ == "__main__":
+    main()

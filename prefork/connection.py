@@ -1,0 +1,554 @@
+"""One client connection, from accept to close.
+
+How this works: the socket is always non-blocking. An event loop (loop.py) owns the
+connection and calls on_readable() / on_writable() / on_timeout(); each returns an Action
+telling the loop what to wait for next. The fast path, a request without a body (static
+GET/HEAD), is parsed, handled and written entirely inside those calls: no thread hand-off.
+A request that carries a body returns HANDOFF; the loop gives the connection to a blocking
+thread, which calls serve_blocking(): the body is then read through a BodyReader that waits
+with poll(2) on this one socket, so a slow upload never stalls the loop's other connections.
+
+This module is the ONLY place that turns an exception into an HTTP response: HTTPError
+subclasses carry their own status; anything else is a 500, logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import os
+import select
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import SERVER_SOFTWARE
+from .errors import (
+    ClientDisconnected,
+    HTTPError,
+    InternalServerError,
+    RequestTimeout,
+)
+from .http11 import (
+    LAST_CHUNK,
+    NEED_DATA,
+    REASONS,
+    BodyChunk,
+    EndOfMessage,
+    Limits,
+    RequestHead,
+    RequestParser,
+    encode_chunk,
+    format_response_head,
+    http_date,
+)
+from .log import AccessLog, AccessRecord, ErrorLog
+from .message import FileBody, Request, Response
+
+if TYPE_CHECKING:
+    from .handlers.router import Router
+    from .scoreboard import ThreadSlot
+
+RECV_SIZE = 65536
+SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
+LINGER_SECONDS = 2.0  # Apache's lingering close waits up to 2 s (MAX_SECS_TO_LINGER is 30)
+LINGER_READ_LIMIT = 1 << 20  # stop lingering after discarding this much
+SMALL_BODY_JOIN = 16384  # bytes bodies up to this size go out in the same send() as the head
+
+
+class Action(enum.Enum):
+    WANT_READ = 1
+    WANT_WRITE = 2
+    HANDOFF = 3  # hand the connection to a blocking thread (request with a body)
+    LINGER = 4  # response sent, write side shut; read and discard until EOF or deadline
+    CLOSE = 5  # already closed
+
+
+@dataclass(frozen=True, slots=True)
+class ServerContext:
+    """What every connection of a worker shares (built once per worker)."""
+
+    router: Router
+    access_log: AccessLog
+    error_log: ErrorLog
+    limits: Limits
+    keepalive_timeout: float
+    max_keepalive_requests: int
+    timeout: float
+    debug: bool
+
+
+def error_page(status: int, reason: str, detail: str) -> bytes:
+    """A small HTML error page; `detail` is escaped and never contains filesystem paths."""
+    return (f"<!DOCTYPE html>\n<html><head><title>{status} {reason}</title></head>"
+            f"<body><h1>{reason}</h1><p>{html.escape(detail)}</p>"
+            f"<hr><address>{SERVER_SOFTWARE}</address></body></html>\n").encode()
+
+
+class Connection:
+    """A client connection; see the module comment for the life cycle."""
+
+    def __init__(self, sock: socket.socket, client: tuple[str, int], local: tuple[str, int],
+                 ctx: ServerContext, slot: ThreadSlot, draining: bool = False) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.client = client
+        self.local = local
+        self.ctx = ctx
+        self.slot = slot
+        self.parser = RequestParser(ctx.limits)
+        self.requests = 0
+        self.draining = draining
+        now = time.monotonic()
+        self.deadline = now + ctx.timeout
+        self.head: RequestHead | None = None
+        self.request_start = 0.0
+        self.request_wall = 0.0
+        # Output queue: bytes / memoryview, FileBody regions, then an optional body iterator.
+        self.out: deque[bytes | memoryview | FileBody] = deque()
+        self.response: Response | None = None
+        self.streaming = None
+        self.chunked = False
+        self.body_sent = 0
+        self.keep_alive = True
+        self.continue_sent = False
+        self.message_complete = True  # the current request's body has been read to its end
+        self.closed = False
+
+    # ------------------------------------------------------------------ loop entry points
+
+    def on_readable(self) -> Action:
+        """Read what the socket has and serve any complete requests; return the next Action."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return Action.WANT_READ
+        except OSError:
+            return self.close()
+        if not data:
+            if self.parser.idle:
+                return self.close()
+            self.parser.feed_eof()
+        else:
+            self.parser.feed(data)
+        return self.advance()
+
+    def on_writable(self) -> Action:
+        try:
+            if not self._flush(blocking=False):
+                self.deadline = time.monotonic() + self.ctx.timeout
+                return Action.WANT_WRITE
+        except OSError:
+            self._finish_response(aborted=True)
+            return self.close()
+        return self._after_response()
+
+    def on_timeout(self) -> Action:
+        """Called by the loop once the deadline has passed."""
+        if self.out:  # the client stopped reading our response
+            self._finish_response(aborted=True)
+            return self.close()
+        if self.parser.idle or self.parser.eof:
+            return self.close()  # an idle keep-alive connection: close quietly, as Apache does
+        return self._respond_error(RequestTimeout("timed out reading the request"))
+
+    def on_linger_readable(self) -> Action:
+        """Discard what a client still sends after our final response (lingering close)."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return Action.LINGER
+        except OSError:
+            return self.close()
+        self.body_sent += len(data)  # reuse as a discard counter; the response is done
+        if not data or self.body_sent > LINGER_READ_LIMIT:
+            return self.close()
+        return Action.LINGER
+
+    def start_draining(self) -> Action | None:
+        """The worker is stopping: serve what is in flight, then close. Returns CLOSE when the
+        connection could be closed at once (idle, nothing buffered), else None."""
+        self.draining = True
+        if self.parser.idle and not self.out and self.head is None:
+            return self.close()
+        return None
+
+    # ------------------------------------------------------------------ request processing
+
+    def advance(self) -> Action:
+        """Serve every complete request the parser holds; return what to wait for next."""
+        while True:
+            try:
+                event = self.parser.next_event()
+            except HTTPError as exc:
+                return self._respond_error(exc)
+            except ClientDisconnected:
+                return self.close()
+            if event is NEED_DATA:
+                if self.parser.eof:
+                    return self.close()
+                now = time.monotonic()
+                if self.parser.idle:
+                    limit = self.ctx.keepalive_timeout if self.requests else self.ctx.timeout
+                    self.deadline = now + limit
+                elif self.head is None and self.parser.buffered and not self.request_start:
+                    self.request_start = now  # first byte of a head: header deadline starts
+                    self.deadline = now + self.ctx.timeout
+                return Action.WANT_READ
+            if isinstance(event, RequestHead):
+                self._begin(event)
+                if event.has_body:
+                    return Action.HANDOFF
+                try:
+                    self.parser.next_event()  # the EndOfMessage of a bodiless request
+                except HTTPError as exc:
+                    return self._respond_error(exc)
+                response = self._dispatch(event)
+                action = self._send(response, blocking=False)
+                if action is not None:
+                    return action
+                continue
+            # A BodyChunk/EndOfMessage here means a body the handler did not read: the
+            # connection was already marked to close, so this cannot happen; be safe.
+            return self.close()
+
+    def serve_blocking(self) -> Action:
+        """In a blocking thread: serve the current request (it has a body) to the end."""
+        assert self.head is not None
+        try:
+            response = self._dispatch(self.head, BodyReader(self))
+        except ClientDisconnected:
+            self._finish_response(aborted=True)
+            return self.close()
+        action = self._send(response, blocking=True)
+        if action is not None:
+            return action
+        return Action.WANT_READ
+
+    def _begin(self, head: RequestHead) -> None:
+        self.head = head
+        self.requests += 1
+        if not self.request_start:
+            self.request_start = time.monotonic()
+        self.request_wall = time.time()
+        self.continue_sent = False
+        self.message_complete = not head.has_body
+        self.slot.begin_request(self.parser.request_line or "", self.client[0],
+                                self.request_wall)
+        if self.ctx.debug:
+            self.ctx.error_log.debug(f"request {self.parser.request_line!r}", self.client)
+
+    def _dispatch(self, head: RequestHead, body: BodyReader | None = None) -> Response:
+        """Run the router; every exception becomes an error response here."""
+        request = Request(head.method, head.target, head.path, head.query, head.version,
+                          head.headers, self.client, head.keep_alive, head.has_body,
+                          head.content_length, body if body is not None else _NO_BODY)
+        try:
+            return self.ctx.router.handle(request, self.local)
+        except HTTPError as exc:
+            if self.ctx.debug or exc.status >= 500:
+                self.ctx.error_log.log("debug" if exc.status < 500 else "error",
+                                       f"{exc.status} {exc.detail}: {head.method} {head.target}",
+                                       self.client)
+            return self._error_response(exc)
+        except ClientDisconnected:
+            raise
+        except Exception as exc:  # the one place unexpected errors become 500s
+            self.ctx.error_log.error(
+                f"unhandled error serving {head.method} {head.target}: {exc!r}",
+                self.client, exc)
+            return self._error_response(InternalServerError("unexpected server error"))
+
+    def _error_response(self, exc: HTTPError) -> Response:
+        reason = exc.reason or REASONS.get(exc.status, "Error")
+        headers = [("Content-Type", "text/html; charset=utf-8"), *exc.headers]
+        return Response(exc.status, headers, error_page(exc.status, reason, exc.detail),
+                        reason, close=exc.close)
+
+    def _respond_error(self, exc: HTTPError) -> Action:
+        """Answer a protocol-level error (the parser's), then close: the framing is lost."""
+        if self.out:  # mid-response already: nothing sensible to add
+            return self.close()
+        if self.ctx.debug or exc.status == 408:
+            self.ctx.error_log.log("debug" if exc.status != 408 else "info",
+                                   f"{exc.status} {exc.detail}", self.client)
+        exc.close = True
+        if self.head is None:
+            self.request_wall = self.request_wall or time.time()
+            self.request_start = self.request_start or time.monotonic()
+        action = self._send(self._error_response(exc), blocking=False, lingering=True)
+        return action if action is not None else self.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def _send(self, response: Response, blocking: bool, lingering: bool = False) -> Action | None:
+        """Queue and write `response`. Returns None when done and the connection stays open
+        for another request, else the Action for the loop (WANT_WRITE, LINGER, CLOSE)."""
+        head = self.head
+        method = head.method if head else "GET"
+        version = head.version if head else "HTTP/1.1"
+        status = response.status
+        self.response = response
+        keep_alive = (head is not None and head.keep_alive and not response.close
+                      and not self.draining and self.ctx.keepalive_timeout > 0
+                      and self.message_complete
+                      and (not self.ctx.max_keepalive_requests
+                           or self.requests < self.ctx.max_keepalive_requests))
+        headers = response.headers
+        headers.append(("Date", http_date()))
+        headers.append(("Server", SERVER_SOFTWARE))
+        body = response.body
+        no_body = method == "HEAD" or status < 200 or status in (204, 304)
+        length = response.body_length()
+        self.chunked = False
+        self.streaming = None
+        if not no_body:
+            if length is not None:
+                if response.header("Content-Length") is None:
+                    headers.append(("Content-Length", str(length)))
+            elif version == "HTTP/1.1":
+                headers.append(("Transfer-Encoding", "chunked"))
+                self.chunked = True
+            else:
+                keep_alive = False  # HTTP/1.0 without a length: the close delimits the body
+        if keep_alive:
+            if version == "HTTP/1.0":
+                headers.append(("Connection", "keep-alive"))
+        else:
+            headers.append(("Connection", "close"))
+        self.keep_alive = keep_alive
+        reason = response.reason or REASONS.get(status, "Unknown")
+        head_bytes = format_response_head("HTTP/1.1", status, reason, headers)
+        self.body_sent = 0
+        out = self.out
+        if no_body:
+            response.close_files()
+            out.append(head_bytes)
+        elif isinstance(body, bytes):
+            if len(body) <= SMALL_BODY_JOIN:
+                out.append(head_bytes + body)
+            else:
+                out.append(head_bytes)
+                out.append(body)
+            self.body_sent = len(body)
+        elif isinstance(body, FileBody):
+            out.append(head_bytes)
+            out.append(body)
+        elif isinstance(body, list):
+            out.append(head_bytes)
+            out.extend(body)
+        else:
+            out.append(head_bytes)
+            self.streaming = body
+        if not keep_alive and lingering:
+            self.keep_alive = False
+        try:
+            done = self._flush(blocking)
+        except OSError:
+            self._finish_response(aborted=True)
+            return self.close()
+        if not done:
+            self.deadline = time.monotonic() + self.ctx.timeout
+            return Action.WANT_WRITE
+        return self._complete(lingering)
+
+    def _after_response(self) -> Action:
+        action = self._complete(lingering=False)
+        if action is not None:
+            return action
+        return self.advance()
+
+    def _complete(self, lingering: bool) -> Action | None:
+        self._finish_response(aborted=False)
+        if not self.keep_alive:
+            if lingering or not self.message_complete:
+                return self.linger()
+            return self.close()
+        self.parser.start_next_request()
+        return None
+
+    def _flush(self, blocking: bool) -> bool:
+        """Write queued output; returns True when everything is sent. Raises OSError."""
+        out = self.out
+        sock = self.sock
+        while True:
+            if not out and (self.streaming is None or not self._pull_stream()):
+                return True
+            item = out[0]
+            try:
+                if isinstance(item, FileBody):
+                    if item.length == 0:
+                        item.close()
+                        out.popleft()
+                        continue
+                    sent = os.sendfile(self.fd, item.fd, item.offset,
+                                       min(item.length, SENDFILE_CHUNK))
+                    if sent == 0:
+                        raise OSError("file shrank while it was being sent")
+                    item.offset += sent
+                    item.length -= sent
+                    self.body_sent += sent
+                    continue
+                more = socket.MSG_MORE if len(out) > 1 else 0
+                sent = sock.send(item, more)
+            except BlockingIOError:
+                if not blocking:
+                    return False
+                if not self._wait(select.POLLOUT):
+                    raise TimeoutError("timed out writing the response") from None
+                continue
+            if sent < len(item):
+                out[0] = memoryview(item)[sent:]
+            else:
+                out.popleft()
+
+    def _pull_stream(self) -> bool:
+        """Move the next piece of a streamed body into the queue; False once it is done."""
+        try:
+            piece = next(self.streaming)  # type: ignore[call-overload]
+        except StopIteration:
+            self.streaming = None
+            if self.chunked:
+                self.out.append(LAST_CHUNK)
+                return True
+            return False
+        if piece:
+            self.body_sent += len(piece)
+            self.out.append(encode_chunk(piece) if self.chunked else piece)
+        return True
+
+    def _wait(self, events: int) -> bool:
+        """Block this (blocking-pool) thread until the socket is ready; False on timeout."""
+        poller = select.poll()
+        poller.register(self.fd, events)
+        return bool(poller.poll(self.ctx.timeout * 1000))
+
+    def send_interim(self, data: bytes) -> None:
+        """Write an interim (1xx) response from a blocking thread; raises OSError."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view):]
+            except BlockingIOError:
+                if not self._wait(select.POLLOUT):
+                    raise TimeoutError("timed out writing 100 Continue") from None
+
+    def _finish_response(self, aborted: bool) -> None:
+        """Access log, scoreboard and clean-up for the response just completed (or abandoned)."""
+        response = self.response
+        if response is None:
+            return
+        self.response = None
+        for item in self.out:
+            if isinstance(item, FileBody):
+                item.close()
+        self.out.clear()
+        response.close_files()
+        if self.streaming is not None:
+            close = getattr(self.streaming, "close", None)
+            if close:
+                close()
+            self.streaming = None
+        head = self.head
+        ctx = self.ctx
+        if ctx.access_log.enabled:
+            ctx.access_log.log(AccessRecord(
+                self.client[0], self.local[1], self.parser.request_line or "",
+                head.method if head else "", head.path if head else "",
+                head.query if head else "", head.version if head else "",
+                response.status, self.body_sent, self.request_wall,
+                time.monotonic() - self.request_start,
+                head.headers if head else None, response.headers))
+        self.slot.end_request(self.body_sent)
+        if ctx.debug:
+            ctx.error_log.debug(f"response {response.status}, {self.body_sent} body bytes"
+                                f"{' (aborted)' if aborted else ''}, keep-alive "
+                                f"{'yes' if self.keep_alive and not aborted else 'no'}",
+                                self.client)
+        self.head = None
+        self.request_start = 0.0
+
+    # ------------------------------------------------------------------ closing
+
+    def linger(self) -> Action:
+        """Shut our write side and discard input briefly, so a client still sending its
+        request reads our error response instead of a connection reset (Apache's lingering
+        close)."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return self.close()
+        self.body_sent = 0
+        self.deadline = time.monotonic() + LINGER_SECONDS
+        return Action.LINGER
+
+    def close(self) -> Action:
+        if not self.closed:
+            self.closed = True
+            self._finish_response(aborted=True)
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        return Action.CLOSE
+
+
+class BodyReader:
+    """The request body for a handler running in a blocking thread (message.BodyReader)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.pending = bytearray()
+        self.done = False
+
+    def read(self, size: int = -1) -> bytes:
+        conn = self.conn
+        if not conn.continue_sent and conn.head is not None and conn.head.expect_continue:
+            conn.continue_sent = True  # RFC 9110 §10.1.1: only once the handler wants the body
+            try:
+                conn.send_interim(b"HTTP/1.1 100 Continue\r\n\r\n")
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from None
+        while not self.done and (size < 0 or len(self.pending) < size):
+            event = conn.parser.next_event()
+            if isinstance(event, BodyChunk):
+                self.pending += event.data
+            elif isinstance(event, EndOfMessage):
+                self.done = True
+                conn.message_complete = True
+            else:
+                self._receive()
+        if size < 0 or size >= len(self.pending):
+            data = bytes(self.pending)
+            self.pending.clear()
+            return data
+        data = bytes(self.pending[:size])
+        del self.pending[:size]
+        return data
+
+    def _receive(self) -> None:
+        conn = self.conn
+        while True:
+            try:
+                data = conn.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                if not conn._wait(select.POLLIN):
+                    raise RequestTimeout("timed out reading the request body") from None
+                continue
+            except OSError as exc:
+                raise ClientDisconnected(str(exc)) from None
+            if not data:
+                conn.parser.feed_eof()
+            else:
+                conn.parser.feed(data)
+            return
+
+
+class _NoBody:
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+
+_NO_BODY = _NoBody()

@@ -1,0 +1,1 @@
+"""Request handlers: the router, static files, uploads and server status."""

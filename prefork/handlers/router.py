@@ -1,0 +1,74 @@
+"""The router: request-level checks (Host, method) and dispatch to a handler.
+
+Handlers are plain objects with `serve(request) -> Response`; the router never touches
+sockets, and raises HTTPError subclasses for the connection to answer.
+"""
+
+from __future__ import annotations
+
+from ..config import Config
+from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
+from ..message import Request, Response
+from .static import StaticFiles
+
+# Methods this server knows (RFC 9110 §9 plus PATCH); anything else is 501 (RFC 9110 §9.1).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE",
+                           "CONNECT", "PATCH"})
+SERVER_METHODS = ("GET", "HEAD", "OPTIONS")  # what `OPTIONS *` advertises
+WILDCARDS = frozenset({"0.0.0.0", "::"})
+
+
+def split_host(host: str) -> tuple[str, int | None]:
+    """Split a Host value into (lower-case name without brackets, port or None)."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        name, _, port_text = host.partition(":")
+    port = int(port_text) if port_text.isdigit() else None
+    return name.lower(), port
+
+
+class Router:
+    """Checks the Host header against the configured names, then dispatches by path."""
+
+    def __init__(self, config: Config) -> None:
+        server = config.server
+        self.any_host = "*" in server.server_name
+        self.names = frozenset(n.lower().strip("[]") for n in server.server_name)
+        listen = server.listen
+        self.listen_hosts = frozenset(a.host for a in listen if a.host not in WILDCARDS)
+        self.listen_ports = frozenset(a.port for a in listen)
+        self.static = StaticFiles(server.document_root, config.static.index_files,
+                                  config.static.download_extensions)
+
+    def check_host(self, request: Request, local: tuple[str, int]) -> None:
+        """Raise Forbidden unless the Host names this server (seed 003; DNS rebinding).
+
+        Accepted: a configured server_name, a listen address, or the address the client
+        connected to. A port, when given, must be one we listen on (or the connection's).
+        Missing and malformed Host headers are the parser's business (400).
+        """
+        host = request.headers.get("Host")
+        if host is None or self.any_host:
+            return
+        name, port = split_host(host.strip())
+        if port is not None and port not in self.listen_ports and port != local[1]:
+            raise Forbidden(f"Host header names port {port}, which this server does not serve")
+        if name in self.names or name in self.listen_hosts or name == local[0]:
+            return
+        raise Forbidden("Host header does not name this server")
+
+    def handle(self, request: Request, local: tuple[str, int]) -> Response:
+        """Return the response for `request`; raises HTTPError subclasses."""
+        method = request.method
+        if method not in KNOWN_METHODS:
+            raise NotImplementedMethod(f"method {method} is not implemented")
+        self.check_host(request, local)
+        if request.path == "*":
+            if method != "OPTIONS":
+                raise BadRequest("the asterisk target is only valid with OPTIONS", close=False)
+            return Response(204, [("Allow", ", ".join(SERVER_METHODS))])
+        if method == "TRACE":
+            raise MethodNotAllowed(SERVER_METHODS, "TRACE is disabled")
+        return self.static.serve(request)

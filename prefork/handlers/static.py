@@ -1,0 +1,213 @@
+"""Static files under the document root: safe path resolution, index files, MIME types,
+validators, conditional and range requests, and the seed's forced downloads.
+
+Path safety (a request can only ever name a file under document_root):
+  1. the raw path may not contain encoded "/" or "\\" (%2f, %5c): 403;
+  2. it is percent-decoded exactly once; NUL, backslash or invalid UTF-8: 403 / 400;
+  3. "." and ".." segments are resolved lexically; a ".." that would climb above the root: 403;
+     any other segment starting with "." (hidden files) is refused, except .well-known: 403;
+  4. the result's real path (symlinks followed) must still lie under the root's: 403.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import stat
+import uuid
+from email.utils import formatdate
+from urllib.parse import quote, unquote_to_bytes
+
+from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, RangeNotSatisfiable
+from ..message import FileBody, Request, Response
+from . import preconditions
+from .preconditions import Unsatisfiable, Validators
+
+STATIC_METHODS = ("GET", "HEAD", "OPTIONS")
+_TEXT_TYPES = ("application/javascript", "application/json", "application/xml",
+               "image/svg+xml")
+ALLOWED_HIDDEN = frozenset({".well-known"})
+
+
+def _content_type_table() -> mimetypes.MimeTypes:
+    # Built-in table only: /etc/mime.types differs between machines, our answers should not.
+    table = mimetypes.MimeTypes(filenames=())
+    table.add_type("text/markdown", ".md")
+    table.add_type("image/webp", ".webp")
+    table.add_type("font/woff2", ".woff2")
+    return table
+
+
+class StaticFiles:
+    """Serves GET/HEAD/OPTIONS for files under `root`."""
+
+    def __init__(self, root: str, index_files: tuple[str, ...],
+                 download_extensions: tuple[str, ...]) -> None:
+        self.root = os.path.realpath(root)
+        self.index_files = index_files
+        self.download_extensions = frozenset(download_extensions)
+        self._types = _content_type_table()
+
+    # ------------------------------------------------------------- resolution
+
+    def resolve(self, raw_path: str) -> str:
+        """Map a raw (percent-encoded) request path to a filesystem path under the root.
+
+        Returns the path (which may not exist). Raises Forbidden for anything that would
+        leave the root or name a hidden file, BadRequest for undecodable bytes.
+        """
+        lowered = raw_path.lower()
+        if "%2f" in lowered or "%5c" in lowered:
+            raise Forbidden("encoded slashes are not allowed in paths")
+        try:
+            decoded = unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the path is not valid UTF-8", close=False) from None
+        if "\x00" in decoded or "\\" in decoded:
+            raise Forbidden("NUL or backslash in path")
+        segments: list[str] = []
+        for segment in decoded.split("/"):
+            if segment in ("", "."):
+                continue
+            if segment == "..":
+                if not segments:
+                    raise Forbidden("path escapes the document root")
+                segments.pop()
+            elif segment.startswith(".") and segment not in ALLOWED_HIDDEN:
+                raise Forbidden("hidden files are not served")
+            else:
+                segments.append(segment)
+        candidate = os.path.join(self.root, *segments)
+        real = os.path.realpath(candidate)
+        if real != self.root and not real.startswith(self.root + os.sep):
+            raise Forbidden("path resolves outside the document root (symbolic link)")
+        return real
+
+    # ------------------------------------------------------------- serving
+
+    def serve(self, request: Request) -> Response:
+        """Answer a GET, HEAD or OPTIONS for a static resource."""
+        if request.method not in STATIC_METHODS:
+            raise MethodNotAllowed(STATIC_METHODS)
+        path = self.resolve(request.path)
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            raise NotFound("no such file") from None
+        except NotADirectoryError:
+            raise NotFound("no such file") from None
+        except PermissionError:
+            raise Forbidden("permission denied") from None
+        if stat.S_ISDIR(info.st_mode):
+            if not request.path.endswith("/"):
+                location = request.path + "/" + (f"?{request.query}" if request.query else "")
+                return Response(301, [("Location", location),
+                                      ("Content-Type", "text/html; charset=utf-8")],
+                                _moved_body(location))
+            path, info = self._index(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise Forbidden("not a regular file")
+        if request.method == "OPTIONS":
+            return Response(204, [("Allow", ", ".join(STATIC_METHODS))])
+        return self._file_response(request, path, info)
+
+    def _index(self, directory: str) -> tuple[str, os.stat_result]:
+        for name in self.index_files:
+            candidate = os.path.join(directory, name)
+            try:
+                return candidate, os.stat(candidate)
+            except OSError:
+                continue
+        raise Forbidden("directory has no index file and listings are disabled")
+
+    def _file_response(self, request: Request, path: str, info: os.stat_result) -> Response:
+        validators = Validators(f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
+                                float(int(info.st_mtime)))
+        headers = [("Last-Modified", formatdate(validators.last_modified, usegmt=True)),
+                   ("ETag", validators.etag)]
+        if preconditions.evaluate(request.method, request.headers, validators):
+            return Response(304, headers)
+        content_type, disposition = self._type_for(path)
+        headers.append(("Content-Type", content_type))
+        if disposition:
+            headers.append(("Content-Disposition", disposition))
+        headers.append(("Accept-Ranges", "bytes"))
+        size = info.st_size
+        ranges = None
+        range_header = request.headers.get("Range")
+        if range_header is not None and request.method == "GET" and \
+                preconditions.if_range_allows(request.headers, validators):
+            try:
+                ranges = preconditions.parse_ranges(range_header, size)
+            except Unsatisfiable:
+                raise RangeNotSatisfiable(
+                    "no requested range overlaps the file",
+                    headers=[("Content-Range", f"bytes */{size}")]) from None
+        if request.method == "HEAD":
+            return Response(200, [*headers, ("Content-Length", str(size))], b"")
+        fd = self._open(path)
+        if ranges is None:
+            return Response(200, [*headers, ("Content-Length", str(size))],
+                            FileBody(fd, 0, size))
+        if len(ranges) == 1:
+            first, last = ranges[0]
+            return Response(206, [*headers, ("Content-Range", f"bytes {first}-{last}/{size}"),
+                                  ("Content-Length", str(last - first + 1))],
+                            FileBody(fd, first, last - first + 1))
+        return _multipart(headers, content_type, ranges, size, fd)
+
+    def _open(self, path: str) -> int:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except PermissionError:
+            raise Forbidden("permission denied") from None
+        except FileNotFoundError:
+            raise NotFound("no such file") from None
+
+    def _type_for(self, path: str) -> tuple[str, str | None]:
+        name = os.path.basename(path)
+        extension = os.path.splitext(name)[1].lower()
+        if extension in self.download_extensions:
+            return "application/octet-stream", _attachment(name)
+        guessed, _encoding = self._types.guess_type(name, strict=False)
+        if guessed is None:
+            return "application/octet-stream", None
+        if guessed.startswith("text/") or guessed in _TEXT_TYPES:
+            return guessed + "; charset=utf-8", None
+        return guessed, None
+
+
+def _attachment(name: str) -> str:
+    """Content-Disposition for a download (RFC 6266), with an RFC 8187 UTF-8 form if needed."""
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
+    value = f'attachment; filename="{ascii_name}"'
+    if ascii_name != name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
+
+
+def _moved_body(location: str) -> bytes:
+    from html import escape
+
+    return (f'<!DOCTYPE html>\n<html><head><title>301 Moved Permanently</title></head>'
+            f'<body><h1>Moved Permanently</h1><p>The document has moved '
+            f'<a href="{escape(location)}">here</a>.</p></body></html>\n').encode()
+
+
+def _multipart(headers: list[tuple[str, str]], content_type: str,
+               ranges: list[tuple[int, int]], size: int, fd: int) -> Response:
+    """206 multipart/byteranges (RFC 9110 §14.6): parts share one fd, closed after the last."""
+    boundary = uuid.uuid4().hex
+    body: list[bytes | FileBody] = []
+    for index, (first, last) in enumerate(ranges):
+        part_head = (f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n")
+        body.append(part_head.encode("latin-1") if index else part_head[2:].encode("latin-1"))
+        # Only the last FileBody owns the descriptor; the others use a duplicate.
+        body.append(FileBody(fd if index == len(ranges) - 1 else os.dup(fd),
+                             first, last - first + 1))
+    body.append(f"\r\n--{boundary}--\r\n".encode("latin-1"))
+    length = sum(len(p) if isinstance(p, bytes) else p.length for p in body)
+    kept = [(k, v) for k, v in headers if k != "Content-Type"]
+    return Response(206, [*kept, ("Content-Type", f"multipart/byteranges; boundary={boundary}"),
+                          ("Content-Length", str(length))], body)

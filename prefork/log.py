@@ -1,0 +1,295 @@
+"""Access log (Apache LogFormat, Combined by default) and error log (Apache 2.4 layout).
+
+How this works: each log owns one file descriptor opened with O_APPEND, and every record is
+written with a single os.write(), so lines from many processes and threads never interleave.
+reopen() opens the path again and dup2()s the new file onto the old descriptor number, which
+swaps files atomically for every thread without a lock (this is what logrotate needs).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import ACCESS_FORMAT_DIRECTIVE, LOG_LEVELS
+
+LOG_FILE_MODE = 0o640
+_OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+def _open_append(path: str) -> int:
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    return os.open(path, _OPEN_FLAGS, LOG_FILE_MODE)
+
+
+class _LogFile:
+    """An append-only file descriptor that can be reopened in place."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = _open_append(path)
+
+    def write(self, data: bytes) -> None:
+        try:
+            os.write(self.fd, data)
+        except OSError:
+            pass  # a full disk must not take the server down; nothing better to report to
+
+    def reopen(self) -> None:
+        new_fd = _open_append(self.path)
+        try:
+            os.dup2(new_fd, self.fd, inheritable=False)
+        finally:
+            os.close(new_fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# ------------------------------------------------------------------ escaping
+
+_SAFE = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+
+
+def escape(value: str) -> str:
+    """Escape like mod_log_config: quotes and backslashes, control and non-ASCII bytes as \\xhh."""
+    if all(ord(c) in _SAFE for c in value):
+        return value
+    out = []
+    for ch in value:
+        code = ord(ch)
+        if code in _SAFE:
+            out.append(ch)
+        elif ch in '"\\':
+            out.append("\\" + ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+# ------------------------------------------------------------------ access log
+
+@dataclass(slots=True)
+class AccessRecord:
+    """Everything a LogFormat directive may ask for about one request."""
+
+    client_ip: str
+    local_port: int
+    request_line: str
+    method: str
+    path: str
+    query: str
+    protocol: str
+    status: int
+    body_bytes: int
+    start: float  # time.time() when the request began
+    duration: float  # seconds
+    request_headers: object = None  # message.Headers or None
+    response_headers: list[tuple[str, str]] | None = None
+    user: str = "-"
+    server_name: str = "-"
+
+
+class ClfClock:
+    """Formats %t ([10/Oct/2000:13:55:36 +0000]), cached per second.
+
+    The cache is one tuple replaced whole, so threads can share it without a lock.
+    """
+
+    __slots__ = ("_cached",)
+
+    def __init__(self) -> None:
+        self._cached: tuple[int, str] = (-1, "")
+
+    def format(self, timestamp: float) -> str:
+        second = int(timestamp)
+        cached = self._cached
+        if cached[0] == second:
+            return cached[1]
+        local = time.localtime(second)
+        offset = (local.tm_gmtoff or 0) // 60
+        sign = "+" if offset >= 0 else "-"
+        text = (time.strftime("[%d/%b/%Y:%H:%M:%S ", local)
+                + f"{sign}{abs(offset) // 60:02d}{abs(offset) % 60:02d}]")
+        self._cached = (second, text)
+        return text
+
+
+def _header_value(headers: object, name: str) -> str:
+    value = headers.get(name) if headers is not None else None  # type: ignore[attr-defined]
+    return escape(value) if value else "-"
+
+
+def _response_header(headers: list[tuple[str, str]] | None, name: str) -> str:
+    lname = name.lower()
+    for key, value in headers or ():
+        if key.lower() == lname:
+            return escape(value)
+    return "-"
+
+
+Field = Callable[[AccessRecord], str]
+
+_FIELDS: dict[str, Field] = {
+    "a": lambda r: r.client_ip,
+    "h": lambda r: r.client_ip,
+    "l": lambda r: "-",
+    "u": lambda r: r.user,
+    "r": lambda r: escape(r.request_line) if r.request_line else "-",
+    "s": lambda r: str(r.status),
+    "b": lambda r: str(r.body_bytes) if r.body_bytes else "-",
+    "B": lambda r: str(r.body_bytes),
+    "D": lambda r: str(int(r.duration * 1_000_000)),
+    "T": lambda r: str(int(r.duration)),
+    "m": lambda r: escape(r.method) or "-",
+    "U": lambda r: escape(r.path) or "-",
+    "q": lambda r: "?" + escape(r.query) if r.query else "",
+    "H": lambda r: r.protocol or "-",
+    "p": lambda r: str(r.local_port),
+    "P": lambda r: str(os.getpid()),
+    "v": lambda r: r.server_name,
+}
+
+
+def compile_access_format(fmt: str) -> Callable[[AccessRecord], str]:
+    """Compile an Apache LogFormat string into a function from AccessRecord to a line.
+
+    Raises ValueError for an unknown directive (config.py validates the same grammar).
+    """
+    parts: list[str | Field] = []
+    position = 0
+    for match in ACCESS_FORMAT_DIRECTIVE.finditer(fmt):
+        if match.start() > position:
+            parts.append(fmt[position:match.start()])
+        position = match.end()
+        arg, letter = match.group(1), match.group(3)
+        if letter == "%":
+            parts.append("%")
+        elif letter == "t":
+            clock = ClfClock()
+            parts.append(lambda r, clock=clock: clock.format(r.start))
+        elif letter == "i":
+            parts.append(lambda r, name=arg: _header_value(r.request_headers, name))
+        elif letter == "o":
+            parts.append(lambda r, name=arg: _response_header(r.response_headers, name))
+        elif letter in _FIELDS:
+            parts.append(_FIELDS[letter])
+        else:
+            raise ValueError(f"unsupported directive %{letter}")
+    if position < len(fmt):
+        parts.append(fmt[position:])
+    def render(record: AccessRecord) -> str:
+        return "".join(p if isinstance(p, str) else p(record) for p in parts)
+
+    return render
+
+
+class AccessLog:
+    """Writes one line per request; `None` path (access_log = off) makes log() a no-op."""
+
+    def __init__(self, path: str | None, fmt: str) -> None:
+        self.file = _LogFile(path) if path else None
+        self.render = compile_access_format(fmt)
+
+    @property
+    def enabled(self) -> bool:
+        return self.file is not None
+
+    def log(self, record: AccessRecord) -> None:
+        if self.file is not None:
+            self.file.write((self.render(record) + "\n").encode("utf-8", "backslashreplace"))
+
+    def reopen(self) -> None:
+        if self.file is not None:
+            self.file.reopen()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+# ------------------------------------------------------------------ error log
+
+LEVEL_RANK = {name: rank for rank, name in enumerate(LOG_LEVELS)}
+
+
+def error_time(timestamp: float) -> str:
+    """Apache 2.4 error-log time: Sat Nov 21 23:30:00.123456 2026."""
+    local = time.localtime(timestamp)
+    micros = int((timestamp % 1) * 1_000_000)
+    return time.strftime("%a %b %d %H:%M:%S", local) + f".{micros:06d} {local.tm_year}"
+
+
+class ErrorLog:
+    """`[date] [core:level] [pid N:tid N] [client ip:port] message`, filtered by level.
+
+    With `mirror_to_stderr` (httpdctl start --foreground) every record also goes to stderr,
+    which is where systemd's journal and a developer's terminal look.
+    """
+
+    def __init__(self, path: str | None, level: str = "info",
+                 mirror_to_stderr: bool = False) -> None:
+        self.file = _LogFile(path) if path else None
+        self.threshold = LEVEL_RANK[level]
+        self.mirror_to_stderr = mirror_to_stderr
+
+    def enabled_for(self, level: str) -> bool:
+        return LEVEL_RANK[level] >= self.threshold
+
+    def log(self, level: str, message: str, client: tuple[str, int] | str | None = None,
+            exc: BaseException | None = None) -> None:
+        """Write one record (and the traceback of `exc`, in the same write) if level passes."""
+        if LEVEL_RANK[level] < self.threshold:
+            return
+        prefix = (f"[{error_time(time.time())}] [core:{level}] "
+                  f"[pid {os.getpid()}:tid {threading.get_native_id()}] ")
+        if client:
+            who = client if isinstance(client, str) else f"{client[0]}:{client[1]}"
+            prefix += f"[client {who}] "
+        text = prefix + message.replace("\n", "\\n") + "\n"
+        if exc is not None:
+            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            text += "".join("    " + ln for chunk in lines for ln in chunk.splitlines(True))
+        data = text.encode("utf-8", "backslashreplace")
+        if self.file is not None:
+            self.file.write(data)
+        if self.mirror_to_stderr:
+            try:
+                sys.stderr.buffer.write(data)
+                sys.stderr.buffer.flush()
+            except (OSError, ValueError):
+                pass
+
+    def debug(self, message: str, client: tuple[str, int] | str | None = None) -> None:
+        if self.threshold == 0:
+            self.log("debug", message, client)
+
+    def info(self, message: str, client: tuple[str, int] | str | None = None) -> None:
+        self.log("info", message, client)
+
+    def notice(self, message: str, client: tuple[str, int] | str | None = None) -> None:
+        self.log("notice", message, client)
+
+    def warn(self, message: str, client: tuple[str, int] | str | None = None) -> None:
+        self.log("warn", message, client)
+
+    def error(self, message: str, client: tuple[str, int] | str | None = None,
+              exc: BaseException | None = None) -> None:
+        self.log("error", message, client, exc)
+
+    def reopen(self) -> None:
+        if self.file is not None:
+            self.file.reopen()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

@@ -1,0 +1,520 @@
+"""The master: binds, forks, reaps, respawns, reloads and stops. It never parses HTTP.
+
+How this works: signal handlers only append the signal to a queue (and signal.set_wakeup_fd
+wakes the main loop); the main loop, in `run()`, waits on that fd and on one pipe per
+starting worker, then dispatches queued signals to `handle_<name>` methods, reaps children,
+and keeps the current generation at its target size. A worker reports that it booted by
+writing one byte to its pipe; EOF without that byte means it died while booting.
+
+A reload (HUP) loads the new configuration first; if it is bad, nothing changes. Otherwise a
+new generation is forked (unchanged listen addresses keep their sockets) and only once all
+its workers report ready is the old generation told to stop gracefully; if any fails to
+boot, or boot_timeout passes, the new generation is killed and the old one keeps serving.
+The outcome is written to the state file, which `httpdctl reload` waits for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from .config import Config, load_config
+from .control import PidFile
+from .errors import ConfigError, StartupError
+from .listeners import bind_listeners, bound_address
+from .log import AccessLog, ErrorLog
+from .scoreboard import STARTING, Scoreboard
+from .systemd import sd_notify
+from .worker import EXIT_BOOT_FAILED, WorkerSpec, run_worker
+
+LOOP_INTERVAL = 0.5  # seconds between the master's housekeeping rounds
+BACKOFF_FIRST = 0.5  # seconds before respawning after a failed boot; doubles per failure
+BACKOFF_MAX = 30.0
+FAST_STOP_GRACE = 3.0  # seconds workers get to exit on INT/QUIT before SIGKILL
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                   signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+
+
+@dataclass
+class WorkerProcess:
+    pid: int
+    number: int
+    generation: int
+    slot: int
+    ready_fd: int | None  # read end of the boot pipe, until the worker reported
+    started: float
+    ready: bool = False
+    stopping: bool = False
+
+
+@dataclass
+class Generation:
+    number: int
+    config: Config
+    listeners: list[socket.socket]
+    target: int
+    error_log: ErrorLog
+    access_log: AccessLog
+    boot_deadline: float = 0.0
+    workers: dict[int, WorkerProcess] = field(default_factory=dict)
+
+
+class Master:
+    """Supervises generations of workers. `prepare()` in the start command, `run()` after."""
+
+    def __init__(self, config: Config, config_path: str, overrides: tuple[str, ...],
+                 foreground: bool = False) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.overrides = overrides
+        self.foreground = foreground
+        self.pid_file = PidFile(config.server.pid_file)
+        self.state_path = os.path.splitext(config.server.pid_file)[0] + ".state"
+        self.signals: deque[int] = deque()
+        self.generations: dict[int, Generation] = {}
+        self.current: Generation | None = None
+        self.pending: Generation | None = None  # a reload's generation until it booted
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.failures = 0
+        self.next_spawn = 0.0
+        self.reload_seq = 0
+        self.last_reload = {"ok": True, "message": "started"}
+        self.started = time.time()
+        self.scoreboard: Scoreboard | None = None
+        self.error_log: ErrorLog | None = None
+        self.ready_notice: int | None = None  # pipe to the `httpdctl start` that waits for us
+
+    # ------------------------------------------------------------------ start-up
+
+    def prepare(self) -> list[socket.socket]:
+        """Lock the PID file and bind the listeners; raises ControlError or StartupError."""
+        self.pid_file.acquire()
+        try:
+            return bind_listeners(self.config.server.listen, self.config.server.backlog)
+        except BaseException:
+            self.pid_file.release(remove=False)
+            raise
+
+    def run(self, listeners: list[socket.socket]) -> int:
+        """Start the first generation and supervise until stopped; returns the exit code."""
+        config = self.config
+        self.pid_file.write(os.getpid())
+        error_log, access_log = self._open_logs(config)
+        self.error_log = error_log
+        self.scoreboard = Scoreboard.create(config.server.scoreboard_file, os.getpid())
+        self._install_signals()
+        try:
+            from setproctitle import setproctitle
+
+            setproctitle(f"httpd: master -f {self.config_path}")
+        except ImportError:
+            pass
+        generation = Generation(1, config, listeners, config.workers.processes,
+                                error_log, access_log)
+        self.generations[1] = generation
+        self.current = generation
+        error_log.notice(f"prefork starting: master pid {os.getpid()}, "
+                         f"{generation.target} workers x {config.workers.threads} threads, "
+                         f"listening on {', '.join(bound_address(s) for s in listeners)}")
+        ok, message = self._boot(generation)
+        if not ok:
+            error_log.error(f"start-up failed: {message}")
+            self._tell_starter(f"ERROR {message}")
+            self._shutdown_all(fast=True)
+            self._cleanup()
+            return 1
+        self._write_state()
+        self._tell_starter(f"READY {os.getpid()} "
+                           + " ".join(bound_address(s) for s in listeners))
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
+        error_log.notice("ready: all workers accepting connections")
+        return self._supervise()
+
+    def _open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
+        logging = config.logging
+        error_log = ErrorLog(logging.error_log, logging.level, mirror_to_stderr=self.foreground)
+        access_path = None if logging.access_log == "off" else logging.access_log
+        return error_log, AccessLog(access_path, logging.access_format)
+
+    def _tell_starter(self, message: str) -> None:
+        if self.ready_notice is not None:
+            try:
+                os.write(self.ready_notice, message.encode() + b"\n")
+                os.close(self.ready_notice)
+            except OSError:
+                pass
+            self.ready_notice = None
+
+    def _boot(self, generation: Generation) -> tuple[bool, str]:
+        """Fork a generation and wait until all its workers are ready (start-up only)."""
+        generation.boot_deadline = time.monotonic() + generation.config.workers.boot_timeout
+        for number in range(1, generation.target + 1):
+            self._spawn(generation, number)
+        while True:
+            self._wait_events(LOOP_INTERVAL)
+            self._reap()
+            workers = generation.workers.values()
+            if any(s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) for s in self.signals):
+                return False, "stopped while starting"
+            if len(generation.workers) < generation.target:
+                return False, "a worker exited while booting (see the error log)"
+            if all(w.ready for w in workers):
+                return True, ""
+            if time.monotonic() > generation.boot_deadline:
+                return False, (f"workers did not report ready within "
+                               f"{generation.config.workers.boot_timeout:g}s")
+
+    # ------------------------------------------------------------------ processes
+
+    def _spawn(self, generation: Generation, number: int) -> WorkerProcess | None:
+        assert self.scoreboard is not None
+        try:
+            slot = self.scoreboard.claim_process_slot()
+        except RuntimeError as exc:
+            generation.error_log.error(str(exc))
+            return None
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        close_fds = [ready_r] + [w.ready_fd for g in self.generations.values()
+                                 for w in g.workers.values() if w.ready_fd is not None]
+        master_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            self.pid_file.forget()
+            run_worker(WorkerSpec(generation.config, generation.listeners, number,
+                                  generation.number, slot, self.scoreboard, master_pid,
+                                  ready_w, generation.error_log, generation.access_log,
+                                  close_fds + self._master_fds()))
+        os.close(ready_w)
+        os.set_blocking(ready_r, False)
+        self.scoreboard.set_process(slot, pid, generation.number, number, STARTING)
+        worker = WorkerProcess(pid, number, generation.number, slot, ready_r, time.monotonic())
+        generation.workers[pid] = worker
+        generation.error_log.info(f"worker {number} (generation {generation.number}) "
+                                  f"started, pid {pid}")
+        return worker
+
+    def _master_fds(self) -> list[int]:
+        fds = [self.wake_r, self.wake_w]
+        if self.ready_notice is not None:
+            fds.append(self.ready_notice)
+        return fds
+
+    def _reap(self) -> None:
+        """Collect exited workers, log why each ended, and free their slots."""
+        assert self.scoreboard is not None
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for generation in list(self.generations.values()):
+                worker = generation.workers.pop(pid, None)
+                if worker is not None:
+                    self._on_exit(generation, worker, status)
+                    break
+
+    def _on_exit(self, generation: Generation, worker: WorkerProcess, status: int) -> None:
+        assert self.scoreboard is not None
+        self.scoreboard.free_process_slot(worker.slot)
+        if worker.ready_fd is not None:
+            os.close(worker.ready_fd)
+            worker.ready_fd = None
+        log = generation.error_log
+        if os.WIFSIGNALED(status):
+            cause = f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
+        else:
+            code = os.WEXITSTATUS(status)
+            cause = "failed to boot" if code == EXIT_BOOT_FAILED else f"exited with code {code}"
+        what = f"worker {worker.number} (generation {worker.generation}, pid {worker.pid})"
+        if worker.stopping or self.stopping:
+            log.info(f"{what} stopped: {cause}")
+        elif not worker.ready:
+            self.failures += 1
+            delay = min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
+            self.next_spawn = time.monotonic() + delay
+            log.error(f"{what} {cause} before it was ready; next attempt in {delay:g}s")
+        else:
+            log.error(f"{what} {cause}; respawning")
+        if generation is not self.current and generation is not self.pending \
+                and not generation.workers:
+            self._retire(generation)
+
+    def _retire(self, generation: Generation) -> None:
+        """An old generation has no workers left: close its listeners nobody else uses."""
+        del self.generations[generation.number]
+        in_use = {id(s) for g in self.generations.values() for s in g.listeners}
+        for sock in generation.listeners:
+            if id(sock) not in in_use:
+                sock.close()
+
+    def _maintain(self) -> None:
+        """Keep the current generation at its target size (respecting boot back-off)."""
+        generation = self.current
+        if generation is None or self.stopping or time.monotonic() < self.next_spawn:
+            return
+        active = [w for w in generation.workers.values() if not w.stopping]
+        numbers = {w.number for w in active}
+        for number in range(1, generation.target + 1):
+            if number not in numbers:
+                self._spawn(generation, number)
+                return  # one at a time; the next round spawns the next
+        for worker in sorted(active, key=lambda w: -w.number):
+            if len([w for w in active if not w.stopping]) <= generation.target:
+                break
+            self._stop_worker(worker, signal.SIGTERM)
+
+    def _stop_worker(self, worker: WorkerProcess, signum: int) -> None:
+        worker.stopping = True
+        try:
+            os.kill(worker.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    # ------------------------------------------------------------------ the main loop
+
+    def _install_signals(self) -> None:
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, lambda s, _f: self.signals.append(s))
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def _wait_events(self, timeout: float) -> None:
+        fds = [self.wake_r] + [w.ready_fd for g in self.generations.values()
+                               for w in g.workers.values() if w.ready_fd is not None]
+        try:
+            readable, _, _ = select.select(fds, [], [], timeout)
+        except InterruptedError:
+            return
+        for fd in readable:
+            if fd == self.wake_r:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                continue
+            self._on_ready_pipe(fd)
+
+    def _on_ready_pipe(self, fd: int) -> None:
+        for generation in self.generations.values():
+            for worker in generation.workers.values():
+                if worker.ready_fd == fd:
+                    try:
+                        data = os.read(fd, 1)
+                    except BlockingIOError:
+                        return
+                    os.close(fd)
+                    worker.ready_fd = None
+                    if data == b"R":
+                        worker.ready = True
+                        if generation is self.current:
+                            self.failures = 0
+                    return
+
+    def _supervise(self) -> int:
+        while True:
+            self._wait_events(LOOP_INTERVAL)
+            while self.signals:
+                signum = self.signals.popleft()
+                handler = getattr(self, f"handle_{signal.Signals(signum).name.lower()}", None)
+                if handler is not None:
+                    handler()
+            self._reap()
+            if self.stopping:
+                if not any(g.workers for g in self.generations.values()):
+                    break
+                if time.monotonic() > self.stop_deadline:
+                    for generation in self.generations.values():
+                        for worker in generation.workers.values():
+                            self._stop_worker(worker, signal.SIGKILL)
+                continue
+            self._check_reload()
+            self._maintain()
+        self._cleanup()
+        if self.error_log:
+            self.error_log.notice("stopped")
+        return 0
+
+    # ------------------------------------------------------------------ signal handlers
+
+    def handle_sigchld(self) -> None:
+        """Reaping happens every round; the signal only woke us."""
+
+    def handle_sigterm(self) -> None:
+        self._begin_stop(fast=False)
+
+    def handle_sigint(self) -> None:
+        self._begin_stop(fast=True)
+
+    def handle_sigquit(self) -> None:
+        self._begin_stop(fast=True)
+
+    def _begin_stop(self, fast: bool) -> None:
+        if self.stopping and not fast:
+            return
+        self.stopping = True
+        sd_notify("STOPPING=1")
+        config = self.current.config if self.current else self.config
+        grace = FAST_STOP_GRACE if fast else config.workers.graceful_timeout
+        self.stop_deadline = time.monotonic() + grace
+        if self.error_log:
+            self.error_log.notice(f"{'fast' if fast else 'graceful'} stop requested; "
+                                  f"workers have {grace:g}s")
+        self._shutdown_all(fast)
+
+    def _shutdown_all(self, fast: bool) -> None:
+        for generation in self.generations.values():
+            for worker in generation.workers.values():
+                self._stop_worker(worker, signal.SIGQUIT if fast else signal.SIGTERM)
+        if fast:
+            deadline = time.monotonic() + FAST_STOP_GRACE
+            while any(g.workers for g in self.generations.values()) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+                self._reap()
+
+    def handle_sighup(self) -> None:
+        self._reload()
+
+    def handle_sigusr1(self) -> None:
+        for generation in self.generations.values():
+            generation.error_log.reopen()
+            generation.access_log.reopen()
+            for worker in generation.workers.values():
+                self._stop_worker_signal(worker, signal.SIGUSR1)
+        if self.error_log:
+            self.error_log.notice("log files reopened")
+
+    def _stop_worker_signal(self, worker: WorkerProcess, signum: int) -> None:
+        try:
+            os.kill(worker.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def handle_sigttin(self) -> None:
+        if self.current:
+            self.current.target += 1
+            self.current.error_log.notice(f"workers: {self.current.target} (TTIN)")
+
+    def handle_sigttou(self) -> None:
+        if self.current and self.current.target > 1:
+            self.current.target -= 1
+            self.current.error_log.notice(f"workers: {self.current.target} (TTOU)")
+
+    # ------------------------------------------------------------------ reload
+
+    def _reload(self) -> None:
+        log = self.error_log
+        assert log is not None and self.current is not None
+        if self.pending is not None:
+            log.warn("reload requested while another is in progress; ignored")
+            return
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
+        try:
+            config = load_config(self.config_path, self.overrides)
+        except ConfigError as exc:
+            self._reload_done(False, f"configuration error: {exc}")
+            return
+        current = self.current
+        reuse = {a: s for a, s in zip(current.config.server.listen, current.listeners,
+                                      strict=True)}
+        try:
+            listeners = bind_listeners(config.server.listen, config.server.backlog, reuse)
+        except StartupError as exc:
+            self._reload_done(False, str(exc))
+            return
+        error_log, access_log = self._open_logs(config)
+        generation = Generation(current.number + 1, config, listeners,
+                                config.workers.processes, error_log, access_log)
+        generation.boot_deadline = time.monotonic() + config.workers.boot_timeout
+        self.generations[generation.number] = generation
+        self.pending = generation
+        log.notice(f"reloading: starting generation {generation.number}")
+        for number in range(1, generation.target + 1):
+            self._spawn(generation, number)
+
+    def _check_reload(self) -> None:
+        generation = self.pending
+        if generation is None:
+            return
+        workers = list(generation.workers.values())
+        if len(workers) == generation.target and all(w.ready for w in workers):
+            old = self.current
+            self.current = generation
+            self.pending = None
+            self.config = generation.config
+            self.error_log = generation.error_log
+            if old is not None:
+                for worker in old.workers.values():
+                    self._stop_worker(worker, signal.SIGTERM)
+                if not old.workers:
+                    self._retire(old)
+            self._reload_done(True, f"generation {generation.number} serving")
+            return
+        failed = len(workers) < generation.target
+        if failed or time.monotonic() > generation.boot_deadline:
+            reason = ("a new worker failed to boot (see the error log)" if failed else
+                      f"new workers not ready within {generation.config.workers.boot_timeout:g}s")
+            for worker in workers:
+                self._stop_worker(worker, signal.SIGKILL)
+            self.pending = None
+            deadline = time.monotonic() + FAST_STOP_GRACE
+            while generation.workers and time.monotonic() < deadline:
+                time.sleep(0.02)
+                self._reap()
+            if generation.number in self.generations:
+                self._retire(generation)
+            self._reload_done(False, reason)
+
+    def _reload_done(self, ok: bool, message: str) -> None:
+        self.reload_seq += 1
+        self.last_reload = {"ok": ok, "message": message}
+        log = self.error_log
+        if log:
+            if ok:
+                log.notice(f"reload complete: {message}")
+            else:
+                log.error(f"reload failed, previous generation keeps serving: {message}")
+        self._write_state()
+        sd_notify("READY=1\nSTATUS=" + ("serving" if ok else f"reload failed: {message}"))
+
+    # ------------------------------------------------------------------ state and clean-up
+
+    def _write_state(self) -> None:
+        """Publish what `httpdctl status/reload` need: addresses, generation, reload result."""
+        current = self.current
+        state = {
+            "pid": os.getpid(),
+            "started": self.started,
+            "config": self.config_path,
+            "generation": current.number if current else 0,
+            "listen": [bound_address(s) for s in current.listeners] if current else [],
+            "reload_seq": self.reload_seq,
+            "reload": self.last_reload,
+            "scoreboard": self.config.server.scoreboard_file,
+        }
+        temp = self.state_path + ".tmp"
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+        os.replace(temp, self.state_path)
+
+    def _cleanup(self) -> None:
+        for path in (self.state_path,):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        for generation in self.generations.values():
+            for sock in generation.listeners:
+                sock.close()
+        self.pid_file.release(remove=True)

@@ -1,0 +1,221 @@
+"""The scoreboard: shared-memory slots, one per worker process and one per worker thread.
+
+How this works: the master creates a file (scoreboard_file) of fixed size and maps it
+MAP_SHARED before forking, so every worker writes into the same pages, and `httpdctl status`
+maps the same file read-only from outside. Each slot has exactly one writer (the master for
+process slots' identity, the owning thread for a thread slot), so writers never lock; a reader
+may see a slot mid-update, which costs at worst one stale number in a status report.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+MAGIC = b"PFSB0001"
+# Capacity, like Apache's ServerLimit/ThreadLimit: a reload briefly runs two generations,
+# so process slots are twice the largest `processes` plus room for recycling.
+PROCESS_LIMIT = 128
+THREAD_LIMIT = 128
+
+_HEADER = struct.Struct("<8sIIId")  # magic, process_limit, thread_limit, master_pid, started
+_PROCESS = struct.Struct("<IIIBxxxdQ")  # pid, generation, number, state, started, served
+_THREAD = struct.Struct("<cxxxIQQIxxxxdd112s32s")
+# state letter, generation, requests, bytes, open connections, request start, last update,
+# request line, client address
+
+HEADER_SIZE = 64
+PROCESS_SLOT = 64
+THREAD_SLOT = _THREAD.size
+PROCESS_BASE = HEADER_SIZE
+THREAD_BASE = PROCESS_BASE + PROCESS_LIMIT * PROCESS_SLOT
+TOTAL_SIZE = THREAD_BASE + PROCESS_LIMIT * THREAD_LIMIT * THREAD_SLOT
+
+# Process slot states.
+FREE, STARTING, READY, STOPPING = 0, 1, 2, 3
+PROCESS_STATE_NAMES = {FREE: "free", STARTING: "starting", READY: "ready",
+                       STOPPING: "stopping"}
+
+# Apache mod_status letters for thread slots.
+OPEN = b"."
+WAITING = b"_"
+STARTING_THREAD = b"S"
+READING = b"R"
+WRITING = b"W"
+LOGGING = b"L"
+GRACEFUL = b"G"
+CLOSING = b"C"
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    slot: int
+    pid: int
+    generation: int
+    number: int
+    state: int
+    started: float
+    served: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    process_slot: int
+    thread: int
+    state: str
+    generation: int
+    requests: int
+    bytes: int
+    connections: int
+    request_start: float
+    last_update: float
+    request_line: str
+    client: str
+
+
+class Scoreboard:
+    """A mapped scoreboard file. Create with `create()` (master) or `open()` (readers)."""
+
+    def __init__(self, path: str, buffer: mmap.mmap) -> None:
+        self.path = path
+        self.buffer = buffer
+
+    @classmethod
+    def create(cls, path: str, master_pid: int) -> Scoreboard:
+        """Create (or reset) the scoreboard file and map it shared; returns the Scoreboard."""
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.ftruncate(fd, TOTAL_SIZE)
+            buffer = mmap.mmap(fd, TOTAL_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        _HEADER.pack_into(buffer, 0, MAGIC, PROCESS_LIMIT, THREAD_LIMIT, master_pid, time.time())
+        for slot in range(PROCESS_LIMIT):
+            for thread in range(THREAD_LIMIT):
+                buffer[_thread_offset(slot, thread)] = OPEN[0]
+        return cls(path, buffer)
+
+    @classmethod
+    def open(cls, path: str) -> Scoreboard:
+        """Map an existing scoreboard read-only; raises OSError or ValueError if unusable."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            buffer = mmap.mmap(fd, TOTAL_SIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        if buffer[:8] != MAGIC:
+            raise ValueError(f"{path} is not a prefork scoreboard")
+        return cls(path, buffer)
+
+    def header(self) -> tuple[int, float]:
+        """Return (master pid, master start time)."""
+        _magic, _plimit, _tlimit, pid, started = _HEADER.unpack_from(self.buffer, 0)
+        return pid, started
+
+    # ---------------------------------------------------------------- processes (master)
+
+    def claim_process_slot(self) -> int:
+        """Return a free process slot number; raises RuntimeError when all are in use."""
+        for slot in range(PROCESS_LIMIT):
+            if self.process(slot).state == FREE:
+                return slot
+        raise RuntimeError(f"all {PROCESS_LIMIT} scoreboard process slots are in use")
+
+    def set_process(self, slot: int, pid: int, generation: int, number: int, state: int) -> None:
+        _PROCESS.pack_into(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT,
+                           pid, generation, number, state, time.time(), 0)
+
+    def set_process_state(self, slot: int, state: int) -> None:
+        self.buffer[PROCESS_BASE + slot * PROCESS_SLOT + 12] = state
+
+    def free_process_slot(self, slot: int) -> None:
+        self.set_process(slot, 0, 0, 0, FREE)
+        for thread in range(THREAD_LIMIT):
+            offset = _thread_offset(slot, thread)
+            self.buffer[offset:offset + THREAD_SLOT] = b"\0" * THREAD_SLOT
+            self.buffer[offset] = OPEN[0]
+
+    def process(self, slot: int) -> ProcessInfo:
+        pid, generation, number, state, started, served = _PROCESS.unpack_from(
+            self.buffer, PROCESS_BASE + slot * PROCESS_SLOT)
+        return ProcessInfo(slot, pid, generation, number, state, started, served)
+
+    def processes(self) -> Iterator[ProcessInfo]:
+        for slot in range(PROCESS_LIMIT):
+            info = self.process(slot)
+            if info.state != FREE:
+                yield info
+
+    # ---------------------------------------------------------------- threads (workers)
+
+    def thread_slot(self, process_slot: int, thread: int, generation: int) -> ThreadSlot:
+        return ThreadSlot(self.buffer, _thread_offset(process_slot, thread), generation)
+
+    def threads(self, process_slot: int) -> Iterator[ThreadInfo]:
+        for thread in range(THREAD_LIMIT):
+            offset = _thread_offset(process_slot, thread)
+            if self.buffer[offset] in (0, OPEN[0]):
+                continue
+            (state, generation, requests, nbytes, connections, start, updated, line,
+             client) = _THREAD.unpack_from(self.buffer, offset)
+            yield ThreadInfo(process_slot, thread, state.decode("latin-1"), generation,
+                             requests, nbytes, connections, start, updated,
+                             line.rstrip(b"\0").decode("latin-1"),
+                             client.rstrip(b"\0").decode("latin-1"))
+
+    def close(self) -> None:
+        self.buffer.close()
+
+
+def _thread_offset(process_slot: int, thread: int) -> int:
+    return THREAD_BASE + (process_slot * THREAD_LIMIT + thread) * THREAD_SLOT
+
+
+class ThreadSlot:
+    """One thread's slot; only that thread writes it. Counters live in Python and are
+    copied into shared memory on each update (so the hot path does one pack_into)."""
+
+    __slots__ = (
+        "buffer",
+        "bytes",
+        "client",
+        "connections",
+        "generation",
+        "line",
+        "offset",
+        "requests",
+        "start",
+    )
+
+    def __init__(self, buffer: mmap.mmap, offset: int, generation: int) -> None:
+        self.buffer = buffer
+        self.offset = offset
+        self.generation = generation
+        self.requests = 0
+        self.bytes = 0
+        self.connections = 0
+        self.start = 0.0
+        self.line = b""
+        self.client = b""
+        self.update(WAITING)
+
+    def update(self, state: bytes) -> None:
+        _THREAD.pack_into(self.buffer, self.offset, state, self.generation, self.requests,
+                          self.bytes, self.connections, self.start, time.time(), self.line,
+                          self.client)
+
+    def begin_request(self, line: str, client: str, now: float) -> None:
+        self.line = line.encode("latin-1", "replace")[:112]
+        self.client = client.encode("latin-1", "replace")[:32]
+        self.start = now
+        self.update(WRITING)
+
+    def end_request(self, sent: int) -> None:
+        self.requests += 1
+        self.bytes += sent
+        self.update(WAITING)

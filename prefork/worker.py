@@ -1,0 +1,247 @@
+"""A worker process: everything after fork().
+
+The worker sets its title, asks the kernel to signal it when the master dies, drops
+privileges, builds its handlers, starts `threads` event loops (loop.py) and a blocking pool,
+tells the master it is ready (one byte on its pipe), then its main thread only watches:
+signals, the master's existence and the recycling limit. It never binds or forks.
+
+Signals: TERM = graceful (stop accepting, finish requests, exit 0), INT/QUIT = exit now,
+USR1 = reopen logs, HUP ignored (reloads are the master's business).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import random
+import select
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+
+from .config import Config
+from .connection import ServerContext
+from .handlers.router import Router
+from .http11 import Limits
+from .log import AccessLog, ErrorLog
+from .loop import BlockingPool, Capacity, EventLoop
+from .scoreboard import READY, STOPPING, Scoreboard
+
+# Exit codes the master interprets (gunicorn uses 3 for a worker that failed to boot).
+EXIT_OK = 0
+EXIT_BOOT_FAILED = 3
+EXIT_ORPHANED = 4
+
+WATCH_INTERVAL = 1.0  # seconds between the main thread's checks
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+@dataclass
+class WorkerSpec:
+    """What the master hands a new worker."""
+
+    config: Config
+    listeners: list[socket.socket]
+    number: int
+    generation: int
+    process_slot: int
+    scoreboard: Scoreboard
+    master_pid: int
+    ready_fd: int  # write end of the pipe the master watches
+    error_log: ErrorLog
+    access_log: AccessLog
+    close_fds: list[int]  # descriptors of the master's that this worker must not keep
+
+
+def set_parent_death_signal(signum: int) -> None:
+    """Ask Linux to send `signum` when the parent dies (prctl PR_SET_PDEATHSIG); best effort."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the periodic getppid() check still catches an orphaned worker
+
+
+def drop_privileges(user: str, group: str) -> None:
+    """Switch to `user`/`group` when running as root (supplementary groups dropped).
+
+    Raises PermissionError or KeyError (unknown user/group) for the boot-failure path.
+    """
+    if os.getuid() != 0 or not user:
+        return
+    import grp
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(entry.pw_uid)
+    if os.getuid() == 0:
+        raise PermissionError(f"still root after switching to {user}")
+
+
+class Worker:
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.stop_requested = False
+        self.fast_exit = False
+        self.reopen_requested = False
+        self.loops: list[EventLoop] = []
+        self.pool: BlockingPool | None = None
+        self.request_limit = 0
+
+    def run(self) -> int:
+        """Serve until told to stop; returns the process exit code."""
+        spec = self.spec
+        log = spec.error_log
+        try:
+            self._setup()
+        except Exception as exc:
+            log.error(f"worker {spec.number} (generation {spec.generation}) failed to boot: "
+                      f"{exc}", exc=exc)
+            return EXIT_BOOT_FAILED
+        os.write(spec.ready_fd, b"R")
+        os.close(spec.ready_fd)
+        spec.scoreboard.set_process_state(spec.process_slot, READY)
+        code = self._watch()
+        self._drain()
+        return code
+
+    def _setup(self) -> None:
+        spec = self.spec
+        config = spec.config
+        for fd in spec.close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            from setproctitle import setproctitle
+
+            setproctitle(f"httpd: worker {spec.number} gen {spec.generation}")
+        except ImportError:
+            pass
+        set_parent_death_signal(signal.SIGTERM)
+        self._install_signals()
+        if os.getppid() != spec.master_pid:
+            raise RuntimeError("the master exited while this worker was starting")
+        drop_privileges(config.server.user, config.server.group)
+        http = config.http
+        ctx = ServerContext(
+            router=Router(config),
+            access_log=spec.access_log,
+            error_log=spec.error_log,
+            limits=Limits(http.limit_request_line, http.limit_request_fields,
+                          http.limit_request_field_size, http.limit_request_body),
+            keepalive_timeout=http.keepalive_timeout,
+            max_keepalive_requests=http.max_keepalive_requests,
+            timeout=http.timeout,
+            debug=spec.error_log.enabled_for("debug"),
+        )
+        workers = config.workers
+        capacity = Capacity(workers.max_connections)
+        threads = workers.threads
+        self.pool = BlockingPool(workers.blocking_threads, spec.scoreboard, spec.process_slot,
+                                 threads, spec.generation)
+        for index in range(threads):
+            slot = spec.scoreboard.thread_slot(spec.process_slot, index, spec.generation)
+            loop = EventLoop(index, spec.listeners, ctx, slot, capacity, self.pool)
+            capacity.loops.append(loop)
+            self.loops.append(loop)
+        if workers.max_requests:
+            self.request_limit = workers.max_requests + random.randint(
+                0, workers.max_requests_jitter)
+        for loop in self.loops:
+            loop.start()
+
+    def _install_signals(self) -> None:
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+
+        def graceful(_signum: int, _frame: object) -> None:
+            self.stop_requested = True
+
+        def fast(_signum: int, _frame: object) -> None:
+            self.stop_requested = True
+            self.fast_exit = True
+
+        def reopen(_signum: int, _frame: object) -> None:
+            self.reopen_requested = True
+
+        signal.signal(signal.SIGTERM, graceful)
+        signal.signal(signal.SIGINT, fast)
+        signal.signal(signal.SIGQUIT, fast)
+        signal.signal(signal.SIGUSR1, reopen)
+        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+            signal.signal(ignored, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def _watch(self) -> int:
+        """The main thread's loop: returns the exit code once the worker should stop."""
+        spec = self.spec
+        log = spec.error_log
+        while not self.stop_requested:
+            select.select([self.wake_r], [], [], WATCH_INTERVAL)
+            try:
+                while os.read(self.wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            if self.fast_exit:
+                os._exit(EXIT_OK)
+            if self.reopen_requested:
+                self.reopen_requested = False
+                spec.access_log.reopen()
+                spec.error_log.reopen()
+            if os.getppid() != spec.master_pid:
+                log.error("the master process is gone; this worker stops")
+                return EXIT_ORPHANED
+            if not all(loop.thread.is_alive() for loop in self.loops):
+                log.error("an event loop thread died; this worker stops to be replaced")
+                return EXIT_OK
+            if self.request_limit and self._requests_served() >= self.request_limit:
+                log.info(f"worker {spec.number} recycling after {self._requests_served()} "
+                         f"requests ([workers] max_requests)")
+                return EXIT_OK
+        return EXIT_OK
+
+    def _requests_served(self) -> int:
+        return sum(t.requests for t in self.spec.scoreboard.threads(self.spec.process_slot))
+
+    def _drain(self) -> None:
+        """Graceful stop: loops take what is queued, finish in-flight requests, then end.
+        The master enforces graceful_timeout with SIGKILL; we also give up at that point."""
+        spec = self.spec
+        spec.scoreboard.set_process_state(spec.process_slot, STOPPING)
+        for loop in self.loops:
+            loop.request_drain()
+        deadline = time.monotonic() + spec.config.workers.graceful_timeout
+        for loop in self.loops:
+            while loop.thread.is_alive() and time.monotonic() < deadline and not self.fast_exit:
+                loop.thread.join(0.2)
+        if self.pool is not None:
+            self.pool.shutdown()
+        for sock in spec.listeners:
+            sock.close()
+
+
+def run_worker(spec: WorkerSpec) -> None:
+    """Entry point in the child after fork(); never returns."""
+    code = EXIT_BOOT_FAILED
+    try:
+        code = Worker(spec).run()
+    except BaseException as exc:  # the child must never fall back into the master's code
+        try:
+            spec.error_log.error(f"worker {spec.number} crashed: {exc!r}", exc=exc)
+        except Exception:
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os._exit(code)

@@ -1,0 +1,231 @@
+"""Fixtures that run real prefork servers: a temporary server root (etc/, htdocs/, var/),
+`bin/httpdctl` in a subprocess, port 0 on 127.0.0.1, and clean-up of every process by PID."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HTTPDCTL = [sys.executable, str(REPO / "bin" / "httpdctl")]
+CTL_TIMEOUT = 60.0
+
+BASE_SETTINGS: dict[str, dict[str, str]] = {
+    "server": {"listen": "127.0.0.1:0", "server_name": "localhost"},
+    "workers": {"processes": "2", "threads": "2", "graceful_timeout": "10",
+                "boot_timeout": "10"},
+    "http": {"keepalive_timeout": "5", "timeout": "10"},
+    "logging": {"level": "info"},
+}
+
+
+def write_config(root: Path, settings: dict[str, dict[str, str]]) -> Path:
+    """Write root/etc/httpd.ini from BASE_SETTINGS updated with `settings`."""
+    merged: dict[str, dict[str, str]] = {s: dict(v) for s, v in BASE_SETTINGS.items()}
+    for section, values in settings.items():
+        merged.setdefault(section, {}).update(values)
+    lines = []
+    for section, values in merged.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {value}" for key, value in values.items())
+        lines.append("")
+    path = root / "etc" / "httpd.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def make_root(base: Path) -> Path:
+    """A server root with the project's site plus test files (a 2 MiB binary, a subdir)."""
+    root = base / "srv"
+    shutil.copytree(REPO / "htdocs", root / "htdocs",
+                    ignore=shutil.ignore_patterns("uploads"))
+    (root / "var" / "log").mkdir(parents=True)
+    (root / "var" / "run").mkdir(parents=True)
+    docs = root / "htdocs"
+    (docs / "big.bin").write_bytes(os.urandom(2 << 20))
+    (docs / "sub").mkdir()
+    (docs / "sub" / "index.html").write_text("<!DOCTYPE html><title>sub</title>sub index\n")
+    (docs / "sub" / "page.html").write_text("<!DOCTYPE html><title>page</title>page\n")
+    (docs / "empty").mkdir()
+    (docs / ".secret").write_text("hidden\n")
+    (base / "outside.txt").write_text("outside the document root\n")
+    (docs / "escape.txt").symlink_to(base / "outside.txt")
+    (docs / "inside-link.html").symlink_to(docs / "sub" / "page.html")
+    return root
+
+
+@dataclass
+class Server:
+    root: Path
+    config: Path
+    port: int = 0
+    pid: int = 0
+    known_pids: set[int] = field(default_factory=set)
+
+    # ----------------------------------------------------------------- control
+
+    def ctl(self, *args: str, check: bool = True,
+            timeout: float = CTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*HTTPDCTL, "-f", str(self.config), *args],
+                                capture_output=True, text=True, timeout=timeout,
+                                stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise AssertionError(f"httpdctl {' '.join(args)} failed ({result.returncode}): "
+                                 f"{result.stdout}{result.stderr}")
+        return result
+
+    def start(self) -> subprocess.CompletedProcess[str]:
+        result = self.ctl("start")
+        match = re.search(r"pid (\d+)\), listening on \S+?:(\d+)", result.stdout)
+        assert match, result.stdout
+        self.pid, self.port = int(match.group(1)), int(match.group(2))
+        self.known_pids.add(self.pid)
+        self.known_pids.update(self.worker_pids())
+        return result
+
+    def status(self) -> dict:
+        result = self.ctl("status", "--json", check=False)
+        return json.loads(result.stdout)
+
+    def worker_pids(self, generation: int | None = None) -> list[int]:
+        pids = [w["pid"] for w in self.status().get("workers", [])
+                if generation is None or w["generation"] == generation]
+        self.known_pids.update(pids)
+        return pids
+
+    def stop(self) -> None:
+        self.ctl("stop", check=False)
+
+    def cleanup(self) -> None:
+        """Stop the server and SIGKILL any process we ever saw that is still there."""
+        with contextlib.suppress(Exception):
+            self.ctl("stop", "--now", check=False, timeout=20)
+        for pid in self.known_pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+    # ----------------------------------------------------------------- talking to it
+
+    def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def get(self, path: str, method: str = "GET", headers: dict[str, str] | None = None,
+            body: bytes | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+        conn = self.connection()
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            data = response.read()
+            return response, data
+        finally:
+            conn.close()
+
+    def socket(self, timeout: float = 10.0) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return sock
+
+    def raw(self, data: bytes, timeout: float = 10.0) -> bytes:
+        """Send raw bytes, half-close, and return everything until the server closes."""
+        with self.socket(timeout) as sock:
+            sock.sendall(data)
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+            return read_all(sock)
+
+    def log(self, name: str) -> str:
+        path = self.root / "var" / "log" / name
+        return path.read_text() if path.exists() else ""
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
+             interval: float = 0.05) -> object:
+    """Poll `predicate` until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/stat") as handle:
+            if handle.read().split(")")[-1].split()[0] == "Z":
+                return False
+    return True
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
+    """Build (and by default start) servers; every one is stopped and killed afterwards."""
+    servers: list[Server] = []
+
+    def factory(settings: dict[str, dict[str, str]] | None = None,
+                start: bool = True) -> Server:
+        base = tmp_path / f"s{len(servers)}"
+        base.mkdir()
+        root = make_root(base)
+        server = Server(root, write_config(root, settings or {}))
+        servers.append(server)
+        if start:
+            server.start()
+        return server
+
+    yield factory
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture
+def server(server_factory: ServerFactory) -> Server:
+    return server_factory()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for a module's read-only HTTP checks (saves start-up time)."""
+    base = tmp_path_factory.mktemp("shared")
+    root = make_root(base)
+    server = Server(root, write_config(root, {}))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()

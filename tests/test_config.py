@@ -1,0 +1,156 @@
+"""Configuration loading and validation (pure: no server processes)."""
+
+from __future__ import annotations
+
+import configparser
+import socket
+from pathlib import Path
+
+import pytest
+
+from prefork.config import (
+    SETTINGS,
+    load_config,
+    parse_listen,
+    render_default_ini,
+    server_root_for,
+)
+from prefork.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "etc").mkdir(exist_ok=True)
+    (tmp_path / "htdocs").mkdir(exist_ok=True)
+    path = tmp_path / "etc" / "httpd.ini"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_lists_every_setting_with_its_default() -> None:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(REPO / "etc" / "httpd.ini")
+    for setting in SETTINGS:
+        assert parser.has_option(setting.section, setting.key), setting.key
+        assert parser.get(setting.section, setting.key) == setting.default, setting.key
+    assert (REPO / "etc" / "httpd.ini").read_text() == render_default_ini()
+
+
+def test_shipped_config_loads_and_resolves_paths_against_server_root() -> None:
+    config = load_config(REPO / "etc" / "httpd.ini")
+    assert config.server_root == REPO
+    assert config.server.document_root == str(REPO / "htdocs")
+    assert config.server.pid_file == str(REPO / "var" / "run" / "httpd.pid")
+    assert [str(a) for a in config.server.listen] == ["127.0.0.1:8080"]
+    assert config.logging.access_log == str(REPO / "var" / "log" / "access.log")
+    assert config.workers.processes >= 1
+
+
+def test_server_root_is_above_etc(tmp_path: Path) -> None:
+    assert server_root_for(tmp_path / "etc" / "x.ini") == tmp_path.resolve()
+    assert server_root_for(tmp_path / "conf" / "x.ini") == (tmp_path / "conf").resolve()
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nlisten = 127.0.0.1:0\n\n[http]\nkeepalive = 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.line == 5 and info.value.key == "http.keepalive"
+    assert f"{path}:5" in str(info.value) and "http.keepalive" in str(info.value)
+
+
+def test_unknown_section_and_key_before_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r":2: .*unknown section \[nope\]"):
+        load_config(write(tmp_path, "# comment\n[nope]\n"))
+    with pytest.raises(ConfigError, match=r":1: listen.*before any \[section\]"):
+        load_config(write(tmp_path, "listen = 1\n"))
+
+
+@pytest.mark.parametrize(("line", "key", "message"), [
+    ("[workers]\nprocesses = many", "workers.processes", "whole number"),
+    ("[workers]\nthreads = 0", "workers.threads", "at least 1"),
+    ("[http]\nkeepalive_timeout = soon", "http.keepalive_timeout", "duration"),
+    ("[http]\nlimit_request_body = 1X", "http.limit_request_body", "size"),
+    ("[server]\nlisten = 127.0.0.1:99999", "server.listen", "port"),
+    ("[server]\nlisten = nowhere", "server.listen", "host:port"),
+    ("[logging]\nlevel = loud", "logging.level", "one of"),
+    ("[logging]\naccess_format = %h %Z", "logging.access_format", "unsupported directive"),
+    ("[static]\ndownload_extensions = .p/ng", "static.download_extensions", "extension"),
+])
+def test_bad_values_name_line_and_key(tmp_path: Path, line: str, key: str,
+                                      message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, line + "\n"))
+    assert info.value.key == key and info.value.line == 2
+    assert message in str(info.value)
+
+
+def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="set twice"):
+        load_config(write(tmp_path, "[http]\ntimeout = 1\ntimeout = 2\n"))
+
+
+def test_missing_document_root(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\ndocument_root = nowhere\n")
+    with pytest.raises(ConfigError, match="server.document_root: not a directory"):
+        load_config(path)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config("/nonexistent/etc/httpd.ini")
+
+
+def test_overrides_win_and_are_validated(tmp_path: Path) -> None:
+    path = write(tmp_path, "[server]\nlisten = 127.0.0.1:8080\n")
+    config = load_config(path, ["server.listen=0.0.0.0:9000", "workers.threads=3"])
+    assert str(config.server.listen[0]) == "0.0.0.0:9000"
+    assert config.workers.threads == 3
+    with pytest.raises(ConfigError, match="--set: workers.threads"):
+        load_config(path, ["workers.threads=zero"])
+    with pytest.raises(ConfigError, match="--set: nope.key: unknown setting"):
+        load_config(path, ["nope.key=1"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(path, ["threads"])
+
+
+def test_inline_comments_units_and_lists(tmp_path: Path) -> None:
+    path = write(tmp_path, "\n".join([
+        "[server]",
+        "listen = 127.0.0.1:0 [::1]:0   # two addresses",
+        "server_name = example.org, www.example.org",
+        "[http]",
+        "keepalive_timeout = 500ms",
+        "timeout = 2m",
+        "limit_request_body = 10M",
+        "[workers]",
+        "processes = auto",
+        "[logging]",
+        "access_log = off",
+    ]) + "\n")
+    config = load_config(path)
+    assert [str(a) for a in config.server.listen] == ["127.0.0.1:0", "[::1]:0"]
+    assert config.server.server_name == ("example.org", "www.example.org")
+    assert config.http.keepalive_timeout == 0.5 and config.http.timeout == 120
+    assert config.http.limit_request_body == 10 << 20
+    assert config.logging.access_log == "off"
+
+
+def test_parse_listen_forms() -> None:
+    assert parse_listen("8080").host == "0.0.0.0"
+    assert parse_listen("*:80").host == "0.0.0.0"
+    v6 = parse_listen("[::1]:8080")
+    assert v6.family == socket.AF_INET6 and v6.port == 8080 and str(v6) == "[::1]:8080"
+    with pytest.raises(ValueError):
+        parse_listen("[::1]8080")
+    with pytest.raises(ValueError):
+        parse_listen("127.0.0.1:http")
+
+
+def test_config_is_read_only() -> None:
+    config = load_config(REPO / "etc" / "httpd.ini")
+    with pytest.raises(AttributeError):
+        config.server.listen = ()
+    with pytest.raises(AttributeError):
+        _ = config.server.no_such_key
