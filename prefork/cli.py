@@ -49,6 +49,20 @@ class Context:
         except ConfigError as exc:
             fail(str(exc))
 
+    def load_for_control(self) -> Config:
+        """The config for verbs that only need to find the running master (stop, status...):
+        a file broken since the start must not keep an operator from stopping the server."""
+        try:
+            return load_config(self.path(), self.overrides)
+        except ConfigError as exc:
+            try:
+                config = load_config(self.path(), self.overrides, lenient=True)
+            except ConfigError:
+                fail(str(exc))
+            click.echo(f"httpdctl: warning: {exc} (using pid file {config.server.pid_file})",
+                       err=True)
+            return config
+
 
 pass_ctx = click.make_pass_decorator(Context)
 
@@ -162,7 +176,7 @@ def _stop(config: Config, now: bool) -> None:
 @pass_ctx
 def stop(ctx: Context, now: bool) -> None:
     """Stop gracefully (finish in-flight requests), or at once with --now."""
-    config = ctx.load()
+    config = ctx.load_for_control()
     _stop(config, now)
     click.echo("httpd stopped")
 
@@ -209,7 +223,7 @@ def reload(ctx: Context) -> None:
 
 def _signal_command(verb: str, done: str) -> Callable[[Context], None]:
     def command(ctx: Context) -> None:
-        config = ctx.load()
+        config = ctx.load_for_control()
         try:
             master = send(config.server.pid_file, verb)
         except ControlError as exc:
@@ -231,7 +245,7 @@ main.command("remove-worker", help="Remove one worker process (SIGTTOU).")(
 @pass_ctx
 def status(ctx: Context, as_json: bool) -> None:
     """Show the master, its workers and their threads (exit 3 when not running)."""
-    config = ctx.load()
+    config = ctx.load_for_control()
     from .status import collect, render
 
     try:

@@ -339,8 +339,9 @@ _KEY_LINE = re.compile(r"([A-Za-z0-9_.-]+)\s*[=:]\s*(.*)")
 _INLINE_COMMENT = re.compile(r"\s+[#;].*$")
 
 
-def _read_ini(path: Path) -> dict[tuple[str, str], _RawValue]:
-    """Read an INI file into {(section, key): raw value}, rejecting unknown names."""
+def _read_ini(path: Path, lenient: bool = False) -> dict[tuple[str, str], _RawValue]:
+    """Read an INI file into {(section, key): raw value}, rejecting unknown names
+    (or, when `lenient`, skipping what it cannot use)."""
     file = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -351,31 +352,44 @@ def _read_ini(path: Path) -> dict[tuple[str, str], _RawValue]:
     found: dict[tuple[str, str], _RawValue] = {}
     section: str | None = None
     for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped[0] in "#;":
-            continue
-        if match := _SECTION_LINE.fullmatch(stripped):
-            section = match.group(1).lower()
-            if section not in SECTIONS:
-                raise ConfigError(f"unknown section [{section}] (known: {', '.join(SECTIONS)})",
-                                  file=file, line=number, key=section)
-            continue
-        match = _KEY_LINE.fullmatch(stripped)
-        if not match:
-            raise ConfigError(f"cannot parse line {stripped!r}; expected 'key = value'",
-                              file=file, line=number)
-        key, value = match.group(1).lower(), _INLINE_COMMENT.sub("", match.group(2))
-        if section is None:
-            raise ConfigError(f"'{key}' appears before any [section]", file=file, line=number,
-                              key=key)
-        if (section, key) not in SETTINGS_BY_NAME:
-            raise ConfigError("unknown setting", file=file, line=number, key=f"{section}.{key}")
-        if (section, key) in found:
-            first = found[(section, key)].line
-            raise ConfigError(f"set twice (first on line {first})", file=file, line=number,
-                              key=f"{section}.{key}")
-        found[(section, key)] = _RawValue(value, file, number)
+        try:
+            section = _read_line(line, number, file, section, found)
+        except ConfigError:
+            if not lenient:
+                raise
+            if _SECTION_LINE.fullmatch(line.strip()):
+                section = None  # keys of an unknown section are skipped too
     return found
+
+
+def _read_line(line: str, number: int, file: str, section: str | None,
+               found: dict[tuple[str, str], _RawValue]) -> str | None:
+    """Take one line into `found`; returns the section in force after it."""
+    stripped = line.strip()
+    if not stripped or stripped[0] in "#;":
+        return section
+    if match := _SECTION_LINE.fullmatch(stripped):
+        name = match.group(1).lower()
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown section [{name}] (known: {', '.join(SECTIONS)})",
+                              file=file, line=number, key=name)
+        return name
+    match = _KEY_LINE.fullmatch(stripped)
+    if not match:
+        raise ConfigError(f"cannot parse line {stripped!r}; expected 'key = value'",
+                          file=file, line=number)
+    key, value = match.group(1).lower(), _INLINE_COMMENT.sub("", match.group(2))
+    if section is None:
+        raise ConfigError(f"'{key}' appears before any [section]", file=file, line=number,
+                          key=key)
+    if (section, key) not in SETTINGS_BY_NAME:
+        raise ConfigError("unknown setting", file=file, line=number, key=f"{section}.{key}")
+    if (section, key) in found:
+        first = found[(section, key)].line
+        raise ConfigError(f"set twice (first on line {first})", file=file, line=number,
+                          key=f"{section}.{key}")
+    found[(section, key)] = _RawValue(value, file, number)
+    return section
 
 
 def _parse_override(text: str) -> tuple[tuple[str, str], _RawValue]:
@@ -389,15 +403,23 @@ def _parse_override(text: str) -> tuple[tuple[str, str], _RawValue]:
 
 
 def load_config(path: str | os.PathLike[str] | None = None,
-                overrides: Iterable[str] = ()) -> Config:
+                overrides: Iterable[str] = (), lenient: bool = False) -> Config:
     """Load and validate a configuration file plus `section.key=value` overrides.
 
     Returns a frozen Config; raises ConfigError naming file, line and key on any problem.
+    With `lenient`, unusable lines and values fall back to defaults instead: httpdctl uses
+    that to find the PID file of a running server whose file was since broken, so that
+    `stop` and `status` still work.
     """
     config_path = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
-    raw = _read_ini(config_path)
+    raw = _read_ini(config_path, lenient)
     for item in overrides:
-        name, value = _parse_override(item)
+        try:
+            name, value = _parse_override(item)
+        except ConfigError:
+            if lenient:
+                continue
+            raise
         raw[name] = value
     root = server_root_for(config_path)
     values: dict[tuple[str, str], Any] = {}
@@ -409,15 +431,21 @@ def load_config(path: str | os.PathLike[str] | None = None,
         try:
             value = setting.convert(text)
         except ValueError as exc:
-            where = given or _RawValue(text, "<default>", None)
-            raise ConfigError(str(exc), file=where.file, line=where.line,
-                              key=f"{setting.section}.{setting.key}") from None
+            if lenient:
+                text = setting.default
+                value = setting.convert(text)
+                given = None
+            else:
+                where = given or _RawValue(text, "<default>", None)
+                raise ConfigError(str(exc), file=where.file, line=where.line,
+                                  key=f"{setting.section}.{setting.key}") from None
         if setting.is_path and isinstance(value, str) and value not in ("", "off"):
             value = str((root / value).resolve()) if not os.path.isabs(value) else value
         values[name] = value
         texts[name] = text
     config = Config(str(config_path.resolve()), root, values, texts)
-    _check_consistency(config, raw)
+    if not lenient:
+        _check_consistency(config, raw)
     return config
 
 

@@ -264,7 +264,8 @@ class Connection:
     def _error_response(self, exc: HTTPError) -> Response:
         reason = exc.reason or REASONS.get(exc.status, "Error")
         headers = [("Content-Type", "text/html; charset=utf-8"), *exc.headers]
-        return Response(exc.status, headers, error_page(exc.status, reason, exc.detail),
+        text = exc.detail if exc.show_detail else exc.public_text
+        return Response(exc.status, headers, error_page(exc.status, reason, text),
                         reason, close=exc.close)
 
     def _respond_error(self, exc: HTTPError) -> Action:
@@ -304,6 +305,9 @@ class Connection:
         length = response.body_length()
         self.chunked = False
         self.streaming = None
+        if method == "HEAD" and length and status >= 200 and status not in (204, 304) \
+                and response.header("Content-Length") is None:
+            headers.append(("Content-Length", str(length)))  # what GET would send (§9.3.2)
         if not no_body:
             if length is not None:
                 if response.header("Content-Length") is None:

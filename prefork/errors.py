@@ -56,6 +56,10 @@ class HTTPError(PreforkError):
     status: int = 500
     reason: str = "Internal Server Error"
     close: bool = False
+    # When False, the error page shows `public_text` instead of the detail, which then goes
+    # only to the error log (a 403 must not tell a prober *why*: symlink, hidden file...).
+    show_detail: bool = True
+    public_text: str = ""
 
     def __init__(
         self, detail: str = "", *, headers: list[tuple[str, str]] | None = None,
@@ -78,10 +82,12 @@ class Unauthorized(HTTPError):
 
 class Forbidden(HTTPError):
     status, reason = 403, "Forbidden"
+    show_detail, public_text = False, "You don't have permission to access this resource."
 
 
 class NotFound(HTTPError):
     status, reason = 404, "Not Found"
+    show_detail, public_text = False, "The requested URL was not found on this server."
 
 
 class MethodNotAllowed(HTTPError):
@@ -140,6 +146,8 @@ class HeaderFieldsTooLarge(HTTPError):
 
 class InternalServerError(HTTPError):
     status, reason, close = 500, "Internal Server Error", True
+    show_detail = False
+    public_text = "The server encountered an internal error and could not complete the request."
 
 
 class NotImplementedMethod(HTTPError):

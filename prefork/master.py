@@ -99,7 +99,7 @@ class Master:
         try:
             return bind_listeners(self.config.server.listen, self.config.server.backlog)
         except BaseException:
-            self.pid_file.release(remove=False)
+            self.pid_file.release(remove=True)  # we hold the lock: the file is ours to remove
             raise
 
     def run(self, listeners: list[socket.socket]) -> int:

@@ -63,7 +63,7 @@ def make_root(base: Path) -> Path:
     (docs / "sub" / "page.html").write_text("<!DOCTYPE html><title>page</title>page\n")
     (docs / "empty").mkdir()
     (docs / ".secret").write_text("hidden\n")
-    (base / "outside.txt").write_text("outside the document root\n")
+    (base / "outside.txt").write_text("SECRET-OUTSIDE-CONTENT\n")
     (docs / "escape.txt").symlink_to(base / "outside.txt")
     (docs / "inside-link.html").symlink_to(docs / "sub" / "page.html")
     return root

@@ -140,6 +140,9 @@ def test_reload_with_bad_config_keeps_old_generation(server: Server) -> None:
     result = server.ctl("reload", check=False)
     assert result.returncode == 1 and "http.bogus" in result.stderr
     assert server.worker_pids() == workers and server.get("/")[0].status == 200
+    stopped = server.ctl("stop")  # a file broken since the start must not block a stop
+    assert "warning" in stopped.stderr and "http.bogus" in stopped.stderr
+    assert not pid_alive(server.pid)
 
 
 def test_workers_exit_when_master_is_killed(server: Server) -> None:
