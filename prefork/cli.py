@@ -232,8 +232,32 @@ def _signal_command(verb: str, done: str) -> Callable[[Context], None]:
     return command
 
 
-main.command("reopen-logs", help="Reopen every log file (after logrotate moved them).")(
-    pass_ctx(_signal_command("reopen-logs", "logs reopened")))
+REOPEN_WAIT = 10.0  # seconds for every worker to acknowledge a log reopen
+
+
+@main.command("reopen-logs")
+@pass_ctx
+def reopen_logs(ctx: Context) -> None:
+    """Reopen every log file in every process (after logrotate moved them).
+
+    Returns once every worker has acknowledged, so the old files can be compressed safely.
+    """
+    config = ctx.load_for_control()
+    from .status import read_state
+
+    target = read_state(config).get("log_seq", 0) + 1
+    try:
+        master = send(config.server.pid_file, "reopen-logs")
+    except ControlError as exc:
+        fail(str(exc), exc.exit_code)
+    deadline = time.monotonic() + REOPEN_WAIT
+    while time.monotonic() < deadline:
+        if read_state(config).get("log_seq", 0) >= target:
+            click.echo(f"logs reopened by the master (pid {master.pid}) and every worker")
+            return
+        time.sleep(0.05)
+    fail(f"not every worker acknowledged the log reopen within {REOPEN_WAIT:g}s")
+
 main.command("add-worker", help="Add one worker process (SIGTTIN).")(
     pass_ctx(_signal_command("add-worker", "one more worker requested")))
 main.command("remove-worker", help="Remove one worker process (SIGTTOU).")(

@@ -35,8 +35,6 @@ from .http11 import (
     LAST_CHUNK,
     NEED_DATA,
     REASONS,
-    BodyChunk,
-    EndOfMessage,
     Limits,
     RequestHead,
     RequestParser,
@@ -45,7 +43,8 @@ from .http11 import (
     http_date,
 )
 from .log import AccessLog, AccessRecord, ErrorLog
-from .message import FileBody, Request, Response
+from .message import EMPTY_BODY, FileBody, Request, Response
+from .request_body import BodyReader
 
 if TYPE_CHECKING:
     from .handlers.router import Router
@@ -77,6 +76,9 @@ class ServerContext:
     keepalive_timeout: float
     max_keepalive_requests: int
     timeout: float
+    header_timeout: float
+    body_timeout: float
+    min_rate: int
     debug: bool
 
 
@@ -167,12 +169,18 @@ class Connection:
             return self.close()
         return Action.LINGER
 
-    def start_draining(self) -> Action | None:
-        """The worker is stopping: serve what is in flight, then close. Returns CLOSE when the
-        connection could be closed at once (idle, nothing buffered), else None."""
+    def start_draining(self, idle_grace: float | None) -> Action | None:
+        """The worker is retiring: every response from now on carries Connection: close.
+
+        An idle keep-alive connection stays open until its keep-alive deadline, or at most
+        `idle_grace` seconds (None: its natural deadline), so a request the client sent
+        just now is answered rather than reset. Returns CLOSE if closed at once (grace 0).
+        """
         self.draining = True
-        if self.parser.idle and not self.out and self.head is None:
-            return self.close()
+        if self.parser.idle and not self.out and self.head is None and idle_grace is not None:
+            if idle_grace <= 0:
+                return self.close()
+            self.deadline = min(self.deadline, time.monotonic() + idle_grace)
         return None
 
     # ------------------------------------------------------------------ request processing
@@ -190,12 +198,18 @@ class Connection:
                 if self.parser.eof:
                     return self.close()
                 now = time.monotonic()
+                ctx = self.ctx
                 if self.parser.idle:
-                    limit = self.ctx.keepalive_timeout if self.requests else self.ctx.timeout
+                    limit = ctx.keepalive_timeout if self.requests else ctx.header_timeout
                     self.deadline = now + limit
-                elif self.head is None and self.parser.buffered and not self.request_start:
-                    self.request_start = now  # first byte of a head: header deadline starts
-                    self.deadline = now + self.ctx.timeout
+                elif self.head is None:
+                    if not self.request_start:
+                        self.request_start = now  # first byte of a head: its clock starts
+                    # mod_reqtimeout's header=20-40,MinRate=500: the deadline moves by one
+                    # second per min_rate bytes received, up to twice header_timeout.
+                    extra = self.parser.buffered / ctx.min_rate if ctx.min_rate else 0.0
+                    self.deadline = self.request_start + min(ctx.header_timeout + extra,
+                                                             2 * ctx.header_timeout)
                 return Action.WANT_READ
             if isinstance(event, RequestHead):
                 self._begin(event)
@@ -217,8 +231,11 @@ class Connection:
     def serve_blocking(self) -> Action:
         """In a blocking thread: serve the current request (it has a body) to the end."""
         assert self.head is not None
+        self.slot.begin_request(self.parser.request_line or "", self.client[0],
+                                self.request_wall)
         try:
-            response = self._dispatch(self.head, BodyReader(self))
+            response = self._dispatch(self.head, BodyReader(self, self.ctx.body_timeout,
+                                                            self.ctx.min_rate))
         except ClientDisconnected:
             self._finish_response(aborted=True)
             return self.close()
@@ -235,8 +252,9 @@ class Connection:
         self.request_wall = time.time()
         self.continue_sent = False
         self.message_complete = not head.has_body
-        self.slot.begin_request(self.parser.request_line or "", self.client[0],
-                                self.request_wall)
+        if not head.has_body:  # else the blocking thread records it in its own slot
+            self.slot.begin_request(self.parser.request_line or "", self.client[0],
+                                    self.request_wall)
         if self.ctx.debug:
             self.ctx.error_log.debug(f"request {self.parser.request_line!r}", self.client)
 
@@ -244,7 +262,7 @@ class Connection:
         """Run the router; every exception becomes an error response here."""
         request = Request(head.method, head.target, head.path, head.query, head.version,
                           head.headers, self.client, head.keep_alive, head.has_body,
-                          head.content_length, body if body is not None else _NO_BODY)
+                          head.content_length, body if body is not None else EMPTY_BODY)
         try:
             return self.ctx.router.handle(request, self.local)
         except HTTPError as exc:
@@ -400,7 +418,7 @@ class Connection:
             except BlockingIOError:
                 if not blocking:
                     return False
-                if not self._wait(select.POLLOUT):
+                if not self.wait(select.POLLOUT):
                     raise TimeoutError("timed out writing the response") from None
                 continue
             if sent < len(item):
@@ -423,11 +441,12 @@ class Connection:
             self.out.append(encode_chunk(piece) if self.chunked else piece)
         return True
 
-    def _wait(self, events: int) -> bool:
+    def wait(self, events: int, timeout: float | None = None) -> bool:
         """Block this (blocking-pool) thread until the socket is ready; False on timeout."""
         poller = select.poll()
         poller.register(self.fd, events)
-        return bool(poller.poll(self.ctx.timeout * 1000))
+        seconds = self.ctx.timeout if timeout is None else timeout
+        return bool(poller.poll(max(0.0, seconds) * 1000))
 
     def send_interim(self, data: bytes) -> None:
         """Write an interim (1xx) response from a blocking thread; raises OSError."""
@@ -436,7 +455,7 @@ class Connection:
             try:
                 view = view[self.sock.send(view):]
             except BlockingIOError:
-                if not self._wait(select.POLLOUT):
+                if not self.wait(select.POLLOUT):
                     raise TimeoutError("timed out writing 100 Continue") from None
 
     def _finish_response(self, aborted: bool) -> None:
@@ -497,62 +516,3 @@ class Connection:
             except OSError:
                 pass
         return Action.CLOSE
-
-
-class BodyReader:
-    """The request body for a handler running in a blocking thread (message.BodyReader)."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.pending = bytearray()
-        self.done = False
-
-    def read(self, size: int = -1) -> bytes:
-        conn = self.conn
-        if not conn.continue_sent and conn.head is not None and conn.head.expect_continue:
-            conn.continue_sent = True  # RFC 9110 §10.1.1: only once the handler wants the body
-            try:
-                conn.send_interim(b"HTTP/1.1 100 Continue\r\n\r\n")
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from None
-        while not self.done and (size < 0 or len(self.pending) < size):
-            event = conn.parser.next_event()
-            if isinstance(event, BodyChunk):
-                self.pending += event.data
-            elif isinstance(event, EndOfMessage):
-                self.done = True
-                conn.message_complete = True
-            else:
-                self._receive()
-        if size < 0 or size >= len(self.pending):
-            data = bytes(self.pending)
-            self.pending.clear()
-            return data
-        data = bytes(self.pending[:size])
-        del self.pending[:size]
-        return data
-
-    def _receive(self) -> None:
-        conn = self.conn
-        while True:
-            try:
-                data = conn.sock.recv(RECV_SIZE)
-            except BlockingIOError:
-                if not conn._wait(select.POLLIN):
-                    raise RequestTimeout("timed out reading the request body") from None
-                continue
-            except OSError as exc:
-                raise ClientDisconnected(str(exc)) from None
-            if not data:
-                conn.parser.feed_eof()
-            else:
-                conn.parser.feed(data)
-            return
-
-
-class _NoBody:
-    def read(self, size: int = -1) -> bytes:
-        return b""
-
-
-_NO_BODY = _NoBody()

@@ -7,9 +7,10 @@ denied on a privileged port, address not on this machine).
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
-from .config import ListenAddress
+from .config import Config, ListenAddress
 from .errors import StartupError
 
 
@@ -62,3 +63,23 @@ def _bind_error(address: ListenAddress, exc: OSError) -> str:
 def bound_address(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
+
+
+LOOPBACK_HOSTS = ("127.", "::1", "localhost")
+
+
+def check_root_policy(config: Config) -> None:
+    """Refuse to run workers as root on a network-facing server unless explicitly allowed.
+
+    Started as root, workers switch to [server] user. Without one, a server that listens
+    only on loopback may keep root (development, tests) — the start log says so — but one
+    that listens beyond loopback must name a user or set [workers] allow_root = on.
+    Raises StartupError.
+    """
+    if os.geteuid() != 0 or config.server.user or config.workers.allow_root:
+        return
+    exposed = [str(a) for a in config.server.listen if not a.host.startswith(LOOPBACK_HOSTS)]
+    if exposed:
+        raise StartupError(
+            f"refusing to run workers as root while listening on {', '.join(exposed)}: "
+            f"set [server] user (and group), or [workers] allow_root = on")

@@ -70,6 +70,7 @@ class BlockingPool:
                  generation: int) -> None:
         self.local = threading.local()
         self.next_thread = first_thread
+        self.slots: list[ThreadSlot] = []
         self.lock = threading.Lock()
         self.scoreboard = scoreboard
         self.process_slot = process_slot
@@ -84,8 +85,10 @@ class BlockingPool:
             index = self.next_thread
             self.next_thread += 1
         if index < THREAD_LIMIT:
-            self.local.slot = self.scoreboard.thread_slot(self.process_slot, index,
-                                                          self.generation)
+            slot = self.scoreboard.thread_slot(self.process_slot, index, self.generation)
+            slot.ident = threading.get_ident()
+            self.local.slot = slot
+            self.slots.append(slot)
 
     def slot(self, fallback: ThreadSlot) -> ThreadSlot:
         return getattr(self.local, "slot", fallback)
@@ -118,6 +121,8 @@ class EventLoop:
         self.saturated_since = 0.0
         self.drain_requested = False
         self.draining = False
+        self.idle_grace: float | None = None
+        self.last_tick = time.monotonic()  # the worker's heartbeat checks that loops turn
         self.thread = threading.Thread(target=self.run, name=f"loop-{number}", daemon=True)
 
     # ------------------------------------------------------------------ control (other threads)
@@ -125,8 +130,12 @@ class EventLoop:
     def start(self) -> None:
         self.thread.start()
 
-    def request_drain(self) -> None:
-        """Ask the loop to stop accepting, finish its connections and end (thread-safe)."""
+    def request_drain(self, idle_grace: float | None) -> None:
+        """Ask the loop to stop accepting, finish its connections and end (thread-safe).
+
+        `idle_grace`: how long idle keep-alive connections may still bring a request
+        (None: until their keep-alive deadline, used when retiring for a reload)."""
+        self.idle_grace = idle_grace
         self.drain_requested = True
         self._wake()
 
@@ -143,6 +152,7 @@ class EventLoop:
         conns = self.conns
         states = self.states
         listeners = self.listeners
+        self.slot.ident = threading.get_ident()
         epoll.register(self.wake_fd, _IN)
         self._start_accepting()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
@@ -168,6 +178,7 @@ class EventLoop:
                     elif fd == self.wake_fd:
                         self._on_wake()
                 now = time.monotonic()
+                self.last_tick = now
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + (SATURATED_SWEEP_INTERVAL if self.saturated_since
@@ -193,7 +204,6 @@ class EventLoop:
             if previous is not Action.HANDOFF:
                 self.epoll.unregister(fd)
             self.states[fd] = action
-            conn.slot = self.pool.slot(self.slot)
             self.pool.executor.submit(self._run_blocking, conn)
         elif action is Action.WANT_WRITE:
             if previous is Action.HANDOFF:
@@ -210,6 +220,7 @@ class EventLoop:
 
     def _run_blocking(self, conn: Connection) -> None:
         """In a pool thread: serve the request with a body, then give the connection back."""
+        conn.slot = self.pool.slot(self.slot)
         try:
             action = conn.serve_blocking()
         except Exception as exc:
@@ -227,7 +238,7 @@ class EventLoop:
             conn, action = self.returned.popleft()
             conn.slot = self.slot
             if self.draining and action is Action.WANT_READ:
-                drained = conn.start_draining()
+                drained = conn.start_draining(self.idle_grace)
                 action = drained if drained is not None else action
             self._apply(conn, action)
             if action is Action.WANT_READ:
@@ -355,6 +366,6 @@ class EventLoop:
             if self.states.get(conn.fd) is Action.HANDOFF:
                 conn.draining = True
                 continue
-            action = conn.start_draining()
+            action = conn.start_draining(self.idle_grace)
             if action is not None:
                 self._apply(conn, action)

@@ -22,50 +22,28 @@ import signal
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
-from .config import Config, load_config
+from .config import Config
 from .control import PidFile
-from .errors import ConfigError, StartupError
-from .listeners import bind_listeners, bound_address
+from .generation import Generation, WorkerProcess
+from .health import HealthMonitor
+from .listeners import bind_listeners, bound_address, check_root_policy
 from .log import AccessLog, ErrorLog
+from .replacement import ReplacementMixin
 from .scoreboard import STARTING, Scoreboard
-from .systemd import sd_notify
+from .systemd import inherited_sockets, sd_notify, watchdog_interval
 from .worker import EXIT_BOOT_FAILED, WorkerSpec, run_worker
 
 LOOP_INTERVAL = 0.5  # seconds between the master's housekeeping rounds
 BACKOFF_FIRST = 0.5  # seconds before respawning after a failed boot; doubles per failure
 BACKOFF_MAX = 30.0
 FAST_STOP_GRACE = 3.0  # seconds workers get to exit on INT/QUIT before SIGKILL
+STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
 
 
-@dataclass
-class WorkerProcess:
-    pid: int
-    number: int
-    generation: int
-    slot: int
-    ready_fd: int | None  # read end of the boot pipe, until the worker reported
-    started: float
-    ready: bool = False
-    stopping: bool = False
-
-
-@dataclass
-class Generation:
-    number: int
-    config: Config
-    listeners: list[socket.socket]
-    target: int
-    error_log: ErrorLog
-    access_log: AccessLog
-    boot_deadline: float = 0.0
-    workers: dict[int, WorkerProcess] = field(default_factory=dict)
-
-
-class Master:
+class Master(ReplacementMixin):
     """Supervises generations of workers. `prepare()` in the start command, `run()` after."""
 
     def __init__(self, config: Config, config_path: str, overrides: tuple[str, ...],
@@ -87,6 +65,13 @@ class Master:
         self.reload_seq = 0
         self.last_reload = {"ok": True, "message": "started"}
         self.started = time.time()
+        self.stop_at = 0.0  # when a delayed stop (shutdown_delay) begins
+        self.recycling: tuple[WorkerProcess, WorkerProcess] | None = None  # (old, new)
+        self.log_seq = 0
+        self.reopen_pending = False
+        self.socket_activated = False
+        self.next_status = 0.0
+        self.health: HealthMonitor | None = None
         self.scoreboard: Scoreboard | None = None
         self.error_log: ErrorLog | None = None
         self.ready_notice: int | None = None  # pipe to the `httpdctl start` that waits for us
@@ -94,9 +79,15 @@ class Master:
     # ------------------------------------------------------------------ start-up
 
     def prepare(self) -> list[socket.socket]:
-        """Lock the PID file and bind the listeners; raises ControlError or StartupError."""
+        """Lock the PID file and bind the listeners (or take systemd's); raises ControlError
+        or StartupError."""
+        check_root_policy(self.config)
         self.pid_file.acquire()
         try:
+            activated = inherited_sockets()
+            if activated:
+                self.socket_activated = True
+                return activated
             return bind_listeners(self.config.server.listen, self.config.server.backlog)
         except BaseException:
             self.pid_file.release(remove=True)  # we hold the lock: the file is ours to remove
@@ -109,6 +100,7 @@ class Master:
         error_log, access_log = self._open_logs(config)
         self.error_log = error_log
         self.scoreboard = Scoreboard.create(config.server.scoreboard_file, os.getpid())
+        self.health = HealthMonitor(self.scoreboard)
         self._install_signals()
         try:
             from setproctitle import setproctitle
@@ -235,6 +227,8 @@ class Master:
             code = os.WEXITSTATUS(status)
             cause = "failed to boot" if code == EXIT_BOOT_FAILED else f"exited with code {code}"
         what = f"worker {worker.number} (generation {worker.generation}, pid {worker.pid})"
+        assert self.health is not None
+        self.health.forget(worker.pid)
         if worker.stopping or self.stopping:
             log.info(f"{what} stopped: {cause}")
         elif not worker.ready:
@@ -248,29 +242,20 @@ class Master:
                 and not generation.workers:
             self._retire(generation)
 
-    def _retire(self, generation: Generation) -> None:
-        """An old generation has no workers left: close its listeners nobody else uses."""
-        del self.generations[generation.number]
-        in_use = {id(s) for g in self.generations.values() for s in g.listeners}
-        for sock in generation.listeners:
-            if id(sock) not in in_use:
-                sock.close()
-
     def _maintain(self) -> None:
         """Keep the current generation at its target size (respecting boot back-off)."""
         generation = self.current
         if generation is None or self.stopping or time.monotonic() < self.next_spawn:
             return
-        active = [w for w in generation.workers.values() if not w.stopping]
+        active = [w for w in generation.workers.values() if not w.stopping and not w.retiring]
         numbers = {w.number for w in active}
         for number in range(1, generation.target + 1):
             if number not in numbers:
                 self._spawn(generation, number)
                 return  # one at a time; the next round spawns the next
-        for worker in sorted(active, key=lambda w: -w.number):
-            if len([w for w in active if not w.stopping]) <= generation.target:
-                break
-            self._stop_worker(worker, signal.SIGTERM)
+        surplus = len(active) - generation.target
+        for worker in sorted(active, key=lambda w: -w.number)[:max(0, surplus)]:
+            self._stop_worker(worker, signal.SIGUSR2)  # retire: idle clients get answered
 
     def _stop_worker(self, worker: WorkerProcess, signum: int) -> None:
         worker.stopping = True
@@ -330,6 +315,9 @@ class Master:
                 if handler is not None:
                     handler()
             self._reap()
+            if self.stop_at and time.monotonic() >= self.stop_at:
+                self.stop_at = 0.0
+                self._begin_stop(fast=False)
             if self.stopping:
                 if not any(g.workers for g in self.generations.values()):
                     break
@@ -339,11 +327,32 @@ class Master:
                             self._stop_worker(worker, signal.SIGKILL)
                 continue
             self._check_reload()
+            self._check_health()
             self._maintain()
+            self._report_to_systemd()
         self._cleanup()
         if self.error_log:
             self.error_log.notice("stopped")
         return 0
+
+    def _report_to_systemd(self) -> None:
+        now = time.monotonic()
+        if now < self.next_status or not os.environ.get("NOTIFY_SOCKET"):
+            return
+        interval = watchdog_interval()
+        self.next_status = now + min(STATUS_INTERVAL, interval or STATUS_INTERVAL)
+        generation = self.current
+        if generation is None or self.scoreboard is None:
+            return
+        workers = list(generation.workers.values())
+        requests = sum(t.requests for w in workers for t in self.scoreboard.threads(w.slot))
+        message = (f"STATUS=generation {generation.number}: "
+                   f"{sum(w.ready for w in workers)}/{generation.target} workers ready, "
+                   f"{requests} requests served")
+        healthy = all(w.ready for w in workers) and len(workers) >= generation.target
+        if interval is not None and healthy:
+            message += "\nWATCHDOG=1"
+        sd_notify(message)
 
     # ------------------------------------------------------------------ signal handlers
 
@@ -351,6 +360,16 @@ class Master:
         """Reaping happens every round; the signal only woke us."""
 
     def handle_sigterm(self) -> None:
+        delay = self.config.workers.shutdown_delay
+        if delay and not self.stopping and not self.stop_at:
+            # Keep serving while a load balancer notices we are going (its health checks
+            # can watch for STOPPING=1 or the state file).
+            self.stop_at = time.monotonic() + delay
+            sd_notify("STOPPING=1")
+            if self.error_log:
+                self.error_log.notice(f"stop requested; serving {delay:g}s more "
+                                      f"([workers] shutdown_delay)")
+            return
         self._begin_stop(fast=False)
 
     def handle_sigint(self) -> None:
@@ -387,13 +406,19 @@ class Master:
         self._reload()
 
     def handle_sigusr1(self) -> None:
+        """Reopen every log in every process; `httpdctl reopen-logs` waits for the workers'
+        acknowledgements, which _check_health collects from the scoreboard."""
+        assert self.scoreboard is not None
+        self.log_seq += 1
+        self.scoreboard.log_seq = self.log_seq
         for generation in self.generations.values():
             generation.error_log.reopen()
             generation.access_log.reopen()
             for worker in generation.workers.values():
                 self._stop_worker_signal(worker, signal.SIGUSR1)
+        self.reopen_pending = True
         if self.error_log:
-            self.error_log.notice("log files reopened")
+            self.error_log.notice("log files reopened; waiting for the workers")
 
     def _stop_worker_signal(self, worker: WorkerProcess, signum: int) -> None:
         try:
@@ -411,83 +436,6 @@ class Master:
             self.current.target -= 1
             self.current.error_log.notice(f"workers: {self.current.target} (TTOU)")
 
-    # ------------------------------------------------------------------ reload
-
-    def _reload(self) -> None:
-        log = self.error_log
-        assert log is not None and self.current is not None
-        if self.pending is not None:
-            log.warn("reload requested while another is in progress; ignored")
-            return
-        sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
-        try:
-            config = load_config(self.config_path, self.overrides)
-        except ConfigError as exc:
-            self._reload_done(False, f"configuration error: {exc}")
-            return
-        current = self.current
-        reuse = {a: s for a, s in zip(current.config.server.listen, current.listeners,
-                                      strict=True)}
-        try:
-            listeners = bind_listeners(config.server.listen, config.server.backlog, reuse)
-        except StartupError as exc:
-            self._reload_done(False, str(exc))
-            return
-        error_log, access_log = self._open_logs(config)
-        generation = Generation(current.number + 1, config, listeners,
-                                config.workers.processes, error_log, access_log)
-        generation.boot_deadline = time.monotonic() + config.workers.boot_timeout
-        self.generations[generation.number] = generation
-        self.pending = generation
-        log.notice(f"reloading: starting generation {generation.number}")
-        for number in range(1, generation.target + 1):
-            self._spawn(generation, number)
-
-    def _check_reload(self) -> None:
-        generation = self.pending
-        if generation is None:
-            return
-        workers = list(generation.workers.values())
-        if len(workers) == generation.target and all(w.ready for w in workers):
-            old = self.current
-            self.current = generation
-            self.pending = None
-            self.config = generation.config
-            self.error_log = generation.error_log
-            if old is not None:
-                for worker in old.workers.values():
-                    self._stop_worker(worker, signal.SIGTERM)
-                if not old.workers:
-                    self._retire(old)
-            self._reload_done(True, f"generation {generation.number} serving")
-            return
-        failed = len(workers) < generation.target
-        if failed or time.monotonic() > generation.boot_deadline:
-            reason = ("a new worker failed to boot (see the error log)" if failed else
-                      f"new workers not ready within {generation.config.workers.boot_timeout:g}s")
-            for worker in workers:
-                self._stop_worker(worker, signal.SIGKILL)
-            self.pending = None
-            deadline = time.monotonic() + FAST_STOP_GRACE
-            while generation.workers and time.monotonic() < deadline:
-                time.sleep(0.02)
-                self._reap()
-            if generation.number in self.generations:
-                self._retire(generation)
-            self._reload_done(False, reason)
-
-    def _reload_done(self, ok: bool, message: str) -> None:
-        self.reload_seq += 1
-        self.last_reload = {"ok": ok, "message": message}
-        log = self.error_log
-        if log:
-            if ok:
-                log.notice(f"reload complete: {message}")
-            else:
-                log.error(f"reload failed, previous generation keeps serving: {message}")
-        self._write_state()
-        sd_notify("READY=1\nSTATUS=" + ("serving" if ok else f"reload failed: {message}"))
-
     # ------------------------------------------------------------------ state and clean-up
 
     def _write_state(self) -> None:
@@ -501,6 +449,8 @@ class Master:
             "listen": [bound_address(s) for s in current.listeners] if current else [],
             "reload_seq": self.reload_seq,
             "reload": self.last_reload,
+            "log_seq": self.log_seq if not self.reopen_pending else self.log_seq - 1,
+            "stopping": self.stopping or bool(self.stop_at),
             "scoreboard": self.config.server.scoreboard_file,
         }
         temp = self.state_path + ".tmp"

@@ -22,8 +22,14 @@ MAGIC = b"PFSB0001"
 PROCESS_LIMIT = 128
 THREAD_LIMIT = 128
 
-_HEADER = struct.Struct("<8sIIId")  # magic, process_limit, thread_limit, master_pid, started
-_PROCESS = struct.Struct("<IIIBxxxdQ")  # pid, generation, number, state, started, served
+_HEADER = struct.Struct("<8sIIIdI")
+# magic, process_limit, thread_limit, master_pid, started, log_seq (bumped per log reopen)
+_PROCESS = struct.Struct("<IIIBBxxddI")
+# pid, generation, number, state, recycle reason, started, heartbeat, log_seq (acknowledged)
+_HEARTBEAT = struct.Struct("<d")
+_U32 = struct.Struct("<I")
+_LOG_SEQ_OFFSET = 28  # within the header
+_P_REASON, _P_HEARTBEAT, _P_LOG_SEQ = 13, 24, 32  # within a process slot
 _THREAD = struct.Struct("<cxxxIQQIxxxxdd112s32s")
 # state letter, generation, requests, bytes, open connections, request start, last update,
 # request line, client address
@@ -35,10 +41,13 @@ PROCESS_BASE = HEADER_SIZE
 THREAD_BASE = PROCESS_BASE + PROCESS_LIMIT * PROCESS_SLOT
 TOTAL_SIZE = THREAD_BASE + PROCESS_LIMIT * THREAD_LIMIT * THREAD_SLOT
 
-# Process slot states.
-FREE, STARTING, READY, STOPPING = 0, 1, 2, 3
+# Process slot states. RECYCLE: the worker asks the master for a replacement.
+FREE, STARTING, READY, STOPPING, RECYCLE = 0, 1, 2, 3, 4
 PROCESS_STATE_NAMES = {FREE: "free", STARTING: "starting", READY: "ready",
-                       STOPPING: "stopping"}
+                       STOPPING: "stopping", RECYCLE: "recycling"}
+# Why a worker asked to be recycled (the master logs it).
+RECYCLE_REASONS = {0: "", 1: "max_requests reached", 2: "a request exceeded request_timeout",
+                   3: "an event loop thread died"}
 
 # Apache mod_status letters for thread slots.
 OPEN = b"."
@@ -58,8 +67,10 @@ class ProcessInfo:
     generation: int
     number: int
     state: int
+    reason: int
     started: float
-    served: int
+    heartbeat: float
+    log_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,8 @@ class Scoreboard:
             buffer = mmap.mmap(fd, TOTAL_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         finally:
             os.close(fd)
-        _HEADER.pack_into(buffer, 0, MAGIC, PROCESS_LIMIT, THREAD_LIMIT, master_pid, time.time())
+        _HEADER.pack_into(buffer, 0, MAGIC, PROCESS_LIMIT, THREAD_LIMIT, master_pid, time.time(),
+                          0)
         for slot in range(PROCESS_LIMIT):
             for thread in range(THREAD_LIMIT):
                 buffer[_thread_offset(slot, thread)] = OPEN[0]
@@ -114,8 +126,17 @@ class Scoreboard:
 
     def header(self) -> tuple[int, float]:
         """Return (master pid, master start time)."""
-        _magic, _plimit, _tlimit, pid, started = _HEADER.unpack_from(self.buffer, 0)
+        _magic, _plimit, _tlimit, pid, started, _seq = _HEADER.unpack_from(self.buffer, 0)
         return pid, started
+
+    @property
+    def log_seq(self) -> int:
+        """How many times the master asked for logs to be reopened."""
+        return _U32.unpack_from(self.buffer, _LOG_SEQ_OFFSET)[0]
+
+    @log_seq.setter
+    def log_seq(self, value: int) -> None:
+        _U32.pack_into(self.buffer, _LOG_SEQ_OFFSET, value)
 
     # ---------------------------------------------------------------- processes (master)
 
@@ -127,11 +148,23 @@ class Scoreboard:
         raise RuntimeError(f"all {PROCESS_LIMIT} scoreboard process slots are in use")
 
     def set_process(self, slot: int, pid: int, generation: int, number: int, state: int) -> None:
+        now = time.time()
         _PROCESS.pack_into(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT,
-                           pid, generation, number, state, time.time(), 0)
+                           pid, generation, number, state, 0, now, now, self.log_seq)
 
-    def set_process_state(self, slot: int, state: int) -> None:
-        self.buffer[PROCESS_BASE + slot * PROCESS_SLOT + 12] = state
+    def set_process_state(self, slot: int, state: int, reason: int = 0) -> None:
+        base = PROCESS_BASE + slot * PROCESS_SLOT
+        self.buffer[base + _P_REASON] = reason
+        self.buffer[base + 12] = state
+
+    def beat(self, slot: int) -> None:
+        """A worker's heartbeat: its main thread found every loop thread alive and ticking."""
+        _HEARTBEAT.pack_into(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT + _P_HEARTBEAT,
+                             time.time())
+
+    def acknowledge_log_seq(self, slot: int) -> None:
+        _U32.pack_into(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT + _P_LOG_SEQ,
+                       self.log_seq)
 
     def free_process_slot(self, slot: int) -> None:
         self.set_process(slot, 0, 0, 0, FREE)
@@ -141,9 +174,10 @@ class Scoreboard:
             self.buffer[offset] = OPEN[0]
 
     def process(self, slot: int) -> ProcessInfo:
-        pid, generation, number, state, started, served = _PROCESS.unpack_from(
-            self.buffer, PROCESS_BASE + slot * PROCESS_SLOT)
-        return ProcessInfo(slot, pid, generation, number, state, started, served)
+        pid, generation, number, state, reason, started, heartbeat, log_seq = \
+            _PROCESS.unpack_from(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT)
+        return ProcessInfo(slot, pid, generation, number, state, reason, started, heartbeat,
+                           log_seq)
 
     def processes(self) -> Iterator[ProcessInfo]:
         for slot in range(PROCESS_LIMIT):
@@ -186,10 +220,13 @@ class ThreadSlot:
         "client",
         "connections",
         "generation",
+        "ident",
         "line",
         "offset",
+        "reported",
         "requests",
         "start",
+        "state",
     )
 
     def __init__(self, buffer: mmap.mmap, offset: int, generation: int) -> None:
@@ -202,9 +239,12 @@ class ThreadSlot:
         self.start = 0.0
         self.line = b""
         self.client = b""
+        self.ident = 0  # threading.get_ident() of the thread using the slot (for stack dumps)
+        self.reported = 0.0  # request start already reported by the watchdog
         self.update(WAITING)
 
     def update(self, state: bytes) -> None:
+        self.state = state
         _THREAD.pack_into(self.buffer, self.offset, state, self.generation, self.requests,
                           self.bytes, self.connections, self.start, time.time(), self.line,
                           self.client)

@@ -18,3 +18,39 @@ def sd_notify(message: str) -> None:
             sock.sendto(message.encode(), path)
     except OSError:
         pass
+
+
+SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): passed sockets start at descriptor 3
+
+
+def inherited_sockets() -> list[socket.socket]:
+    """Listening sockets passed by systemd socket activation (LISTEN_FDS/LISTEN_PID), if any.
+
+    The variables are removed afterwards, as sd_listen_fds(unset_environment=1) does, so
+    workers and children never misread them.
+    """
+    try:
+        pid = int(os.environ.get("LISTEN_PID", "0"))
+        count = int(os.environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    if pid != os.getpid() or count <= 0:
+        return []
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    sockets = []
+    for fd in range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count):
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        sock.set_inheritable(True)
+        sockets.append(sock)
+    return sockets
+
+
+def watchdog_interval() -> float | None:
+    """Seconds between WATCHDOG=1 pings when systemd's WatchdogSec= is set (half its period)."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    owner = os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or (owner and owner != str(os.getpid())):
+        return None
+    return int(usec) / 2_000_000

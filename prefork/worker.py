@@ -5,8 +5,17 @@ privileges, builds its handlers, starts `threads` event loops (loop.py) and a bl
 tells the master it is ready (one byte on its pipe), then its main thread only watches:
 signals, the master's existence and the recycling limit. It never binds or forks.
 
-Signals: TERM = graceful (stop accepting, finish requests, exit 0), INT/QUIT = exit now,
-USR1 = reopen logs, HUP ignored (reloads are the master's business).
+Signals: TERM = graceful stop (stop accepting, finish requests, close idle connections after
+a short grace, exit 0); USR2 = retire (the same, but idle keep-alive connections may bring one
+more request until their keep-alive deadline: used for reloads and recycling, so no client
+that sends just then sees a reset); INT/QUIT = exit now; USR1 = reopen logs and acknowledge
+in the scoreboard; HUP ignored (reloads are the master's business).
+
+Health: every second the main thread writes a heartbeat into the scoreboard if every event
+loop has ticked recently (the master kills a worker whose heartbeat stops), and runs the
+request watchdog: a request older than request_timeout is logged with a stack dump of its
+thread, and the worker asks the master to replace it. Reaching max_requests also asks for a
+replacement; the master starts it before this worker retires, so capacity never drops.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 
 from .config import Config
@@ -27,7 +37,7 @@ from .handlers.router import Router
 from .http11 import Limits
 from .log import AccessLog, ErrorLog
 from .loop import BlockingPool, Capacity, EventLoop
-from .scoreboard import READY, STOPPING, Scoreboard
+from .scoreboard import READY, RECYCLE, STOPPING, WRITING, Scoreboard, ThreadSlot
 
 # Exit codes the master interprets (gunicorn uses 3 for a worker that failed to boot).
 EXIT_OK = 0
@@ -35,7 +45,10 @@ EXIT_BOOT_FAILED = 3
 EXIT_ORPHANED = 4
 
 WATCH_INTERVAL = 1.0  # seconds between the main thread's checks
+LOOP_STALL = 10.0  # a loop that has not ticked for this long stops the heartbeat
+STOP_IDLE_GRACE = 0.5  # seconds idle connections may still send a request during a stop
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+RECYCLE_MAX_REQUESTS, RECYCLE_HUNG_REQUEST, RECYCLE_LOOP_DIED = 1, 2, 3  # scoreboard codes
 
 
 @dataclass
@@ -89,6 +102,8 @@ class Worker:
         self.stop_requested = False
         self.fast_exit = False
         self.reopen_requested = False
+        self.idle_grace: float | None = STOP_IDLE_GRACE
+        self.recycle_asked = False
         self.loops: list[EventLoop] = []
         self.pool: BlockingPool | None = None
         self.request_limit = 0
@@ -139,6 +154,9 @@ class Worker:
             keepalive_timeout=http.keepalive_timeout,
             max_keepalive_requests=http.max_keepalive_requests,
             timeout=http.timeout,
+            header_timeout=http.header_timeout,
+            body_timeout=http.body_timeout,
+            min_rate=http.min_rate,
             debug=spec.error_log.enabled_for("debug"),
         )
         workers = config.workers
@@ -164,6 +182,10 @@ class Worker:
         def graceful(_signum: int, _frame: object) -> None:
             self.stop_requested = True
 
+        def retire(_signum: int, _frame: object) -> None:
+            self.stop_requested = True
+            self.idle_grace = None
+
         def fast(_signum: int, _frame: object) -> None:
             self.stop_requested = True
             self.fast_exit = True
@@ -175,7 +197,8 @@ class Worker:
         signal.signal(signal.SIGINT, fast)
         signal.signal(signal.SIGQUIT, fast)
         signal.signal(signal.SIGUSR1, reopen)
-        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+        signal.signal(signal.SIGUSR2, retire)
+        for ignored in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(ignored, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
 
@@ -196,20 +219,55 @@ class Worker:
                 self.reopen_requested = False
                 spec.access_log.reopen()
                 spec.error_log.reopen()
+                spec.scoreboard.acknowledge_log_seq(spec.process_slot)
             if os.getppid() != spec.master_pid:
                 log.error("the master process is gone; this worker stops")
                 return EXIT_ORPHANED
-            if not all(loop.thread.is_alive() for loop in self.loops):
-                log.error("an event loop thread died; this worker stops to be replaced")
-                return EXIT_OK
+            now = time.monotonic()
+            if all(loop.thread.is_alive() for loop in self.loops):
+                if all(now - loop.last_tick < LOOP_STALL for loop in self.loops):
+                    spec.scoreboard.beat(spec.process_slot)
+            else:
+                log.error("an event loop thread died; asking for a replacement")
+                self._ask_recycle(RECYCLE_LOOP_DIED)
             if self.request_limit and self._requests_served() >= self.request_limit:
-                log.info(f"worker {spec.number} recycling after {self._requests_served()} "
-                         f"requests ([workers] max_requests)")
-                return EXIT_OK
+                self._ask_recycle(RECYCLE_MAX_REQUESTS)
+            if spec.config.workers.request_timeout:
+                self._watchdog(spec.config.workers.request_timeout)
         return EXIT_OK
 
+    def _ask_recycle(self, reason: int) -> None:
+        """Ask the master for a replacement; we keep serving until it tells us to retire."""
+        if not self.recycle_asked:
+            self.recycle_asked = True
+            self.spec.scoreboard.set_process_state(self.spec.process_slot, RECYCLE, reason)
+
+    def _slots(self) -> list[ThreadSlot]:
+        pool_slots = self.pool.slots if self.pool is not None else []
+        return [loop.slot for loop in self.loops] + list(pool_slots)
+
     def _requests_served(self) -> int:
-        return sum(t.requests for t in self.spec.scoreboard.threads(self.spec.process_slot))
+        return sum(slot.requests for slot in self._slots())
+
+    def _watchdog(self, limit: float) -> None:
+        """Report each request running longer than `limit` once, with its thread's stack."""
+        now = time.time()
+        frames = sys._current_frames()
+        for slot in self._slots():
+            if slot.state != WRITING or not slot.start or slot.reported == slot.start:
+                continue
+            running = now - slot.start
+            if running <= limit:
+                continue
+            slot.reported = slot.start
+            frame = frames.get(slot.ident)
+            stack = "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
+            self.spec.error_log.error(
+                f"request running {running:.1f}s exceeds [workers] request_timeout "
+                f"({limit:g}s): {slot.line.decode('latin-1')!r} from "
+                f"{slot.client.decode('latin-1')} in thread {slot.ident}; this worker will be "
+                f"replaced. Stack of that thread:\n{stack}")
+            self._ask_recycle(RECYCLE_HUNG_REQUEST)
 
     def _drain(self) -> None:
         """Graceful stop: loops take what is queued, finish in-flight requests, then end.
@@ -217,7 +275,7 @@ class Worker:
         spec = self.spec
         spec.scoreboard.set_process_state(spec.process_slot, STOPPING)
         for loop in self.loops:
-            loop.request_drain()
+            loop.request_drain(self.idle_grace)
         deadline = time.monotonic() + spec.config.workers.graceful_timeout
         for loop in self.loops:
             while loop.thread.is_alive() and time.monotonic() < deadline and not self.fast_exit:

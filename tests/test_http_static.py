@@ -226,7 +226,7 @@ def test_idle_keepalive_connection_is_closed_after_timeout(server_factory) -> No
 
 
 def test_partial_head_times_out_with_408(server_factory) -> None:
-    server = server_factory({"http": {"timeout": "1"}, "workers": {"processes": "1"}})
+    server = server_factory({"http": {"header_timeout": "1"}, "workers": {"processes": "1"}})
     with server.socket() as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: local")
         raw = read_all(sock)

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .report import table
-from .request import Prepared, Target, Unreachable, os_reason, prepare
+from .request import Prepared, Target, prepare, unreachable
 from .spec import Entry, Expectation
 
 RETRYABLE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
@@ -47,8 +46,8 @@ class Confirmer:
         self.conn: http.client.HTTPConnection | None = None
 
     def run(self, entries: tuple[Entry, ...]) -> list[Check]:
-        """Check every entry, in order. Raises Unreachable, or OSError for an upload file
-        that cannot be read."""
+        """Check every entry, in order. Raises Unreachable, or UploadError for an upload
+        file that cannot be read."""
         try:
             return [self.check(entry) for entry in entries]
         finally:
@@ -71,9 +70,7 @@ class Confirmer:
                 self.conn.connect()
             except OSError as exc:
                 self.conn = None
-                if isinstance(exc, socket.gaierror):
-                    raise Unreachable(f"cannot resolve {t.host}: {os_reason(exc)}") from None
-                raise Unreachable(f"cannot connect to {t.address}: {os_reason(exc)}") from None
+                raise unreachable(t, exc) from None
         return self.conn
 
     def check(self, entry: Entry) -> Check:

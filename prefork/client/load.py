@@ -29,11 +29,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .engine import Work, Worker, WorkerResult, install_stop
-from .request import Target, Unreachable, os_reason, prepare
+from .request import Target, prepare, unreachable
 from .spec import Entry
 
 COUNTER = struct.Struct("q")
 PROGRESS_TICK = 0.1  # seconds between progress-bar redraws
+FD_MARGIN = 64  # descriptors beyond the connections: stdio, pipes, epoll, imports
 
 
 @dataclass(frozen=True)
@@ -57,21 +58,41 @@ class LoadOutcome:
     interrupted: bool
 
 
-def preflight(target: Target, timeout: float) -> tuple[int, tuple]:
-    """Resolve the target and open (then close) one TCP connection.
+def preflight(target: Target, context: ssl.SSLContext | None,
+              timeout: float) -> tuple[int, tuple]:
+    """Resolve the target and open (then close) one connection, with the TLS handshake
+    for https.
 
     Returns (family, sockaddr). Raises Unreachable with a one-line reason."""
     try:
         family, sockaddr = target.resolve()
-    except OSError as exc:
-        raise Unreachable(f"cannot resolve {target.host}: {os_reason(exc)}") from None
-    try:
         with socket.socket(family, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(sockaddr)
+            if context is not None:
+                context.wrap_socket(sock, server_hostname=target.host).close()
     except OSError as exc:
-        raise Unreachable(f"cannot connect to {target.address}: {os_reason(exc)}") from None
+        raise unreachable(target, exc) from None
     return family, sockaddr
+
+
+def ensure_descriptors(connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE so that one process can hold `connections` sockets.
+
+    Raises ValueError naming the limit when the hard limit is too low."""
+    try:
+        import resource
+    except ImportError:  # not POSIX: let socket() report it
+        return
+    need = connections + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise ValueError(f"{connections} connections in one process need {need} file "
+                         f"descriptors, the limit is {hard} (raise ulimit -n, or use more "
+                         f"--processes)")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -84,9 +105,11 @@ def run_load(target: Target, entries: tuple[Entry, ...], options: LoadOptions,
              progress: Callable[[int, float], None] | None = None) -> LoadOutcome:
     """Run the load test; `progress(done, elapsed)` is called about 10 times a second.
 
-    Raises Unreachable, or OSError if an upload file cannot be read."""
-    family, sockaddr = preflight(target, options.timeout)
+    Raises Unreachable, UploadError, or ValueError when the connections do not fit the
+    file-descriptor limit."""
     requests = [prepare(e, target).to_bytes() for e in entries]
+    context: ssl.SSLContext | None = target.ssl_context(options.insecure)
+    family, sockaddr = preflight(target, context, options.timeout)
     concurrency = max(1, options.concurrency)
     processes = max(1, min(options.processes, concurrency))
     planned: int | None = None
@@ -95,8 +118,8 @@ def run_load(target: Target, entries: tuple[Entry, ...], options: LoadOptions,
         processes = max(1, min(processes, planned))
         concurrency = max(1, min(concurrency, planned))
     conns = split(concurrency, processes)
+    ensure_descriptors(max(conns))
     counts = split(planned, processes) if planned is not None else [None] * processes
-    context: ssl.SSLContext | None = target.ssl_context(options.insecure)
     start = time.monotonic()
     deadline = start + options.duration if options.duration else None
     shared = mmap.mmap(-1, COUNTER.size * processes)

@@ -21,6 +21,10 @@ USER_AGENT = f"httpd-client/{__version__}"
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
+class UploadError(ValueError):
+    """An entry's upload file cannot be read any more. str() names the entry and file."""
+
+
 class Unreachable(Exception):
     """The server cannot be connected to at all. str() is one line."""
 
@@ -30,6 +34,19 @@ def os_reason(exc: OSError) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return exc.strerror or str(exc)
+
+
+def unreachable(target: Target, exc: OSError) -> Unreachable:
+    """The one-line error for a failed connect, DNS lookup or TLS handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Unreachable(f"TLS handshake with {target.address} failed: certificate verify "
+                           f"failed: {exc.verify_message} (--insecure skips verification)")
+    if isinstance(exc, ssl.SSLError):
+        return Unreachable(f"TLS handshake with {target.address} failed: "
+                           f"{exc.reason or exc}")
+    if isinstance(exc, socket.gaierror):
+        return Unreachable(f"cannot resolve {target.host}: {os_reason(exc)}")
+    return Unreachable(f"cannot connect to {target.address}: {os_reason(exc)}")
 
 
 @dataclass(frozen=True)
@@ -119,7 +136,8 @@ def prepare(entry: Entry, target: Target, close: bool = False) -> Prepared:
     ``"encoding": "multipart"``: multipart/form-data (data fields, then the file as field
     ``file``); ``file`` alone with PUT/PATCH, or ``"encoding": "raw"``: the file's bytes;
     ``data`` alone: JSON, or a urlencoded form with ``"encoding": "form"``; ``data`` on a
-    method without a body becomes the query string. Raises OSError if the file is unreadable.
+    method without a body becomes the query string. Raises UploadError if the file cannot
+    be read.
     """
     path = target.base_path + entry.url
     content_type: str | None = None
@@ -128,10 +146,15 @@ def prepare(entry: Entry, target: Target, close: bool = False) -> Prepared:
     if entry.body is not None:
         body = entry.body.encode("utf-8")
     elif upload is not None:
+        try:
+            content = upload.path.read_bytes()
+        except OSError as exc:
+            raise UploadError(f"entry #{entry.index} ({entry.label}): cannot read "
+                              f"{upload.path}: {exc.strerror or exc}") from None
         if encoding == "raw" or (encoding is None and data is None and entry.method != "POST"):
-            body, content_type = upload.path.read_bytes(), upload.content_type
+            body, content_type = content, upload.content_type
         else:
-            body, content_type = multipart(data or {}, upload.name, upload.path.read_bytes(),
+            body, content_type = multipart(data or {}, upload.name, content,
                                            upload.content_type)
     elif data is not None and entry.method not in BODY_METHODS:
         path += ("&" if "?" in path else "?") + urlencode(_strings(data))
