@@ -291,10 +291,32 @@ def configtest(ctx: Context) -> None:
     """Check the configuration file and report problems with file, line and key."""
     config = ctx.load()
     server = config.server
+    for warning in _environment_warnings(config):
+        click.echo(f"httpdctl: warning: {warning}", err=True)
     click.echo(f"Syntax OK: {config.source}")
     click.echo(f"  listen {' '.join(str(a) for a in server.listen)}; document_root "
                f"{server.document_root}; {config.workers.processes} workers x "
                f"{config.workers.threads} threads")
+
+
+def _environment_warnings(config: Config) -> list[str]:
+    """Things the file cannot show wrong but this machine may: unknown user or group."""
+    import grp
+    import pwd
+
+    warnings = []
+    server = config.server
+    if server.user:
+        try:
+            pwd.getpwnam(server.user)
+        except KeyError:
+            warnings.append(f"[server] user {server.user!r} does not exist on this machine")
+    if server.group:
+        try:
+            grp.getgrnam(server.group)
+        except KeyError:
+            warnings.append(f"[server] group {server.group!r} does not exist on this machine")
+    return warnings
 
 
 if __name__ == "__main__":

@@ -243,6 +243,8 @@ SETTINGS: tuple[Setting, ...] = (
        "Seconds a stopping worker may spend finishing requests before it is killed."),
     _s("workers", "boot_timeout", _seconds, "30",
        "Seconds a new worker may take to report that it is ready."),
+    _s("workers", "heartbeat_timeout", _seconds, "30",
+       "A worker whose heartbeat stops for this long is killed as hung and replaced."),
     _s("workers", "request_timeout", _seconds, "0",
        "A request running longer is logged with a stack dump and its worker retired "
        "(0 = no limit)."),

@@ -100,7 +100,8 @@ class Master(ReplacementMixin):
         error_log, access_log = self._open_logs(config)
         self.error_log = error_log
         self.scoreboard = Scoreboard.create(config.server.scoreboard_file, os.getpid())
-        self.health = HealthMonitor(self.scoreboard)
+        self.health = HealthMonitor(self.scoreboard, config.workers.heartbeat_timeout)
+        self._give_paths_to_worker_user(config)
         self._install_signals()
         try:
             from setproctitle import setproctitle
@@ -128,6 +129,29 @@ class Master(ReplacementMixin):
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
         error_log.notice("ready: all workers accepting connections")
         return self._supervise()
+
+    def _give_paths_to_worker_user(self, config: Config) -> None:
+        """Started as root with [server] user: the files workers reopen or write must be
+        theirs (logs for USR1 reopening). Failures are logged, not fatal."""
+        if os.geteuid() != 0 or not config.server.user:
+            return
+        import grp
+        import pwd
+
+        try:
+            entry = pwd.getpwnam(config.server.user)
+            gid = grp.getgrnam(config.server.group).gr_gid if config.server.group \
+                else entry.pw_gid
+        except KeyError:
+            return  # the workers will fail to boot and say why
+        logging = config.logging
+        for path in (logging.error_log, logging.access_log):
+            if path and path != "off":
+                try:
+                    os.chown(path, entry.pw_uid, gid)
+                except OSError as exc:
+                    if self.error_log:
+                        self.error_log.warn(f"cannot give {path} to {config.server.user}: {exc}")
 
     def _open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
         logging = config.logging

@@ -87,8 +87,11 @@ def drop_privileges(user: str, group: str) -> None:
     import grp
     import pwd
 
-    entry = pwd.getpwnam(user)
-    gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+    try:
+        entry = pwd.getpwnam(user)
+        gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+    except KeyError:
+        raise RuntimeError(f"unknown [server] user {user!r} or group {group!r}") from None
     os.setgroups([])
     os.setgid(gid)
     os.setuid(entry.pw_uid)

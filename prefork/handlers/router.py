@@ -10,6 +10,7 @@ from ..config import Config
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
 from ..message import Request, Response
 from .static import StaticFiles
+from .upload import UploadHandler
 
 # Methods this server knows (RFC 9110 §9 plus PATCH); anything else is 501 (RFC 9110 §9.1).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE",
@@ -41,6 +42,13 @@ class Router:
         self.listen_ports = frozenset(a.port for a in listen)
         self.static = StaticFiles(server.document_root, config.static.index_files,
                                   config.static.download_extensions)
+        self.uploads = UploadHandler(config)  # /upload and /uploads/...; may raise ConfigError
+
+    def may_block(self, method: str, path: str) -> bool:
+        """True when a request without a body may still take long to serve (a bcrypt
+        check for a method that needs credentials), so it is better handed to a blocking
+        thread than served inside the event loop."""
+        return self.uploads.handles(path) and self.uploads.may_block(method)
 
     def check_host(self, request: Request, local: tuple[str, int]) -> None:
         """Raise Forbidden unless the Host names this server (seed 003; DNS rebinding).
@@ -71,4 +79,6 @@ class Router:
             return Response(204, [("Allow", ", ".join(SERVER_METHODS))])
         if method == "TRACE":
             raise MethodNotAllowed(SERVER_METHODS, "TRACE is disabled")
-        return self.static.serve(request)
+        if self.uploads.handles(request.path):
+            return self.uploads.serve(request)
+        return self.static.serve(request)  # PUT/DELETE/POST elsewhere: 405 + static Allow

@@ -1,0 +1,345 @@
+"""The supervisor's contract (issue 5) against real processes: lossless reloads, failed
+reloads that change nothing, graceful stops under load, health, signals, systemd."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    HTTPDCTL,
+    Server,
+    ServerFactory,
+    make_root,
+    pid_alive,
+    read_all,
+    wait_for,
+    write_config,
+)
+
+RELOADS_UNDER_LOAD = 50
+
+
+class KeepAliveLoad:
+    """Clients that request over keep-alive connections until stopped, counting outcomes.
+
+    A response with `Connection: close` is followed by a new connection, as any HTTP/1.1
+    client does; everything else that goes wrong counts as a failure.
+    """
+
+    def __init__(self, port: int, clients: int = 4) -> None:
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> KeepAliveLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        while not self.stop.is_set():
+            try:
+                conn.request("GET", "/about.html", headers={"Host": "localhost"})
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200 or not body:
+                    self.failures.append(f"status {response.status}")
+                else:
+                    self.ok += 1
+                if response.will_close:
+                    conn.close()
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        conn.close()
+
+
+def test_fifty_reloads_under_keepalive_load_lose_nothing(server_factory: ServerFactory,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    server = server_factory({"workers": {"processes": "2", "threads": "1"}})
+    with KeepAliveLoad(server.port) as load:
+        for number in range(RELOADS_UNDER_LOAD):
+            result = server.ctl("reload")
+            assert f"generation {number + 2} serving" in result.stdout
+        time.sleep(0.5)
+    with capsys.disabled():
+        print(f"\n{RELOADS_UNDER_LOAD} reloads under load: {load.ok} requests succeeded, "
+              f"{len(load.failures)} failed")
+    assert load.ok > RELOADS_UNDER_LOAD and load.failures == []
+    status = server.status()
+    assert status["generation"] == RELOADS_UNDER_LOAD + 1
+    assert {w["generation"] for w in status["workers"]} == {RELOADS_UNDER_LOAD + 1}
+
+
+def test_reload_whose_workers_cannot_boot_keeps_old_generation(server: Server) -> None:
+    workers = server.worker_pids()
+    server.config.write_text(server.config.read_text().replace(
+        "[server]\n", "[server]\nuser = no-such-user-here\n"))
+    result = server.ctl("reload", check=False)
+    assert result.returncode == 1
+    assert "failed to boot" in result.stderr and "still serving" in result.stderr
+    assert server.worker_pids() == workers
+    assert server.get("/")[0].status == 200
+    assert "unknown [server] user 'no-such-user-here'" in server.log("error.log")
+    assert server.status()["generation"] == 1
+
+
+def test_reload_can_add_a_listen_address(server: Server) -> None:
+    text = server.config.read_text().replace("listen = 127.0.0.1:0",
+                                             "listen = 127.0.0.1:0 [::1]:0")
+    server.config.write_text(text)
+    server.ctl("reload")
+    listen = server.status()["listen"]
+    assert listen[0] == f"127.0.0.1:{server.port}"  # the kept socket
+    v6_port = int(listen[1].rsplit(":", 1)[1])
+    with socket.create_connection(("::1", v6_port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: [::1]\r\nConnection: close\r\n\r\n")
+        assert read_all(sock).startswith(b"HTTP/1.1 200")
+
+
+def test_term_during_twenty_slow_downloads_all_complete(server_factory: ServerFactory) -> None:
+    server = server_factory({"workers": {"processes": "2"}})
+    payload = os.urandom(4 << 20)
+    (server.root / "htdocs" / "four.bin").write_bytes(payload)
+    results: list[bytes] = []
+    started = threading.Barrier(21)
+
+    def download() -> None:
+        with server.socket(timeout=60) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+            sock.sendall(b"GET /four.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = bytearray(sock.recv(32768))
+            started.wait(30)
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                time.sleep(0.01)  # a slow reader: the stop arrives mid-download
+                if len(data) >= len(payload) + 200 and data.find(b"\r\n\r\n") > 0 and \
+                        len(data) - data.find(b"\r\n\r\n") - 4 >= len(payload):
+                    break
+        results.append(bytes(data).partition(b"\r\n\r\n")[2])
+
+    threads = [threading.Thread(target=download) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    started.wait(30)
+    stopped = server.ctl("stop", timeout=90)
+    for thread in threads:
+        thread.join(60)
+    assert "stopped" in stopped.stdout
+    assert len(results) == 20 and all(body == payload for body in results)
+    assert not pid_alive(server.pid)
+
+
+def test_stuck_request_is_reported_with_a_stack_and_worker_retired(
+        server_factory: ServerFactory) -> None:
+    server = server_factory({"workers": {"processes": "1", "request_timeout": "1"},
+                             "http": {"body_timeout": "30"}})
+    [old] = server.worker_pids()
+    with server.socket(timeout=30) as sock:
+        # A body that trickles in: its request runs past request_timeout.
+        sock.sendall(b"PUT /uploads/slow.txt HTTP/1.1\r\nHost: localhost\r\n"
+                     b"Content-Length: 100\r\n\r\n")
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "request_timeout" not in server.log("error.log"):
+            sock.sendall(b"x")
+            time.sleep(0.2)
+    log = server.log("error.log")
+    assert "exceeds [workers] request_timeout" in log and "PUT /uploads/slow.txt" in log
+    assert "Stack of that thread" in log and 'File "' in log
+    wait_for(lambda: old not in server.worker_pids() and len(server.worker_pids()) == 1,
+             timeout=30)
+    assert "recycling worker 1" in server.log("error.log")
+
+
+def test_hung_worker_is_killed_and_replaced(server_factory: ServerFactory) -> None:
+    server = server_factory({"workers": {"processes": "2", "heartbeat_timeout": "2"}})
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGSTOP)
+    wait_for(lambda: f"pid {victim} killed because hung" in server.log("error.log"), 20)
+    wait_for(lambda: victim not in server.worker_pids() and len(server.worker_pids()) == 2, 20)
+    assert server.get("/")[0].status == 200
+
+
+def test_max_requests_recycles_without_losing_capacity(server_factory: ServerFactory) -> None:
+    server = server_factory({"workers": {"processes": "1", "max_requests": "20"}})
+    [first] = server.worker_pids()
+    for _ in range(60):
+        response, _ = server.get("/about.html")
+        assert response.status == 200
+    wait_for(lambda: first not in server.worker_pids(), timeout=20)
+    log = server.log("error.log")
+    assert "recycling worker 1" in log and "max_requests reached" in log
+    assert "replacement pid" in log
+
+
+def test_memory_limit_recycles(server_factory: ServerFactory) -> None:
+    server = server_factory({"workers": {"processes": "1", "max_worker_memory": "1M"}})
+    [first] = server.worker_pids()
+    wait_for(lambda: "exceeds max_worker_memory" in server.log("error.log"), timeout=20)
+    wait_for(lambda: first not in server.worker_pids(), timeout=20)
+    assert server.get("/")[0].status == 200
+
+
+def test_ttin_ttou_change_the_worker_count(server: Server) -> None:
+    server.ctl("add-worker")
+    wait_for(lambda: len(server.worker_pids()) == 3, timeout=15)
+    server.ctl("remove-worker")
+    wait_for(lambda: len(server.worker_pids()) == 2, timeout=15)
+
+
+def test_reopen_logs_waits_for_every_worker(server: Server) -> None:
+    log_dir = server.root / "var" / "log"
+    server.get("/")
+    (log_dir / "access.log").rename(log_dir / "access.log.1")
+    result = server.ctl("reopen-logs")
+    assert "every worker" in result.stdout
+    for _ in range(4):  # both workers write to the new file
+        server.get("/contact.html")
+    wait_for(lambda: "/contact.html" in server.log("access.log"))
+    assert "/contact.html" not in (log_dir / "access.log.1").read_text()
+
+
+def test_shutdown_delay_keeps_serving(server_factory: ServerFactory) -> None:
+    server = server_factory({"workers": {"shutdown_delay": "2"}})
+    os.kill(server.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert server.get("/")[0].status == 200  # still serving during the delay
+    wait_for(lambda: not pid_alive(server.pid), timeout=20)
+
+
+def test_fast_stop(server_factory: ServerFactory) -> None:
+    server = server_factory()
+    workers = server.worker_pids()
+    started = time.monotonic()
+    server.ctl("stop", "--now")
+    assert time.monotonic() - started < 8
+    assert not pid_alive(server.pid) and not any(pid_alive(p) for p in workers)
+
+
+def test_status_json_matches_reality(server: Server) -> None:
+    for _ in range(7):
+        server.get("/about.html")
+    status = wait_for(lambda: (s := server.status())["totals"]["requests"] >= 7 and s)
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == server.pid:
+                children.add(int(entry.name))
+    assert {w["pid"] for w in status["workers"]} == children
+    assert all(len(w["threads"]) >= 2 and w["rss"] > 0 for w in status["workers"])
+    assert status["master"]["pid"] == server.pid and status["generation"] == 1
+    assert status["totals"]["requests"] == sum(w["requests"] for w in status["workers"])
+
+
+def test_server_status_page(server_factory: ServerFactory) -> None:
+    server = server_factory({"status": {"enabled": "on"}})
+    server.get("/")
+    response, body = server.get("/server-status?auto")
+    assert response.status == 200
+    fields = dict(line.split(": ", 1) for line in body.decode().splitlines()[1:])
+    assert int(fields["Total Accesses"]) >= 1 and fields["Processes"] == "2"
+    assert set(fields["Scoreboard"]) <= set("_RWGLC.")
+    response, body = server.get("/server-status")
+    assert response.status == 200 and b"prefork server status" in body
+    closed = server_factory({"status": {"enabled": "on", "allow": "10.0.0.0/8"}})
+    assert closed.get("/server-status")[0].status == 403
+    off = server_factory({})
+    assert off.get("/server-status")[0].status == 404
+
+
+def test_sd_notify_messages(server_factory: ServerFactory, tmp_path: Path) -> None:
+    server = server_factory({"workers": {"processes": "1"}}, start=False)
+    notify_path = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(notify_path)
+    listener.settimeout(20)
+    env = dict(os.environ, NOTIFY_SOCKET=notify_path, WATCHDOG_USEC="2000000")
+    process = subprocess.Popen([*HTTPDCTL, "-f", str(server.config), "start", "--foreground"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               stdin=subprocess.DEVNULL)
+    server.known_pids.add(process.pid)
+    messages: list[str] = []
+
+    def expect(word: str) -> str:
+        """Wait for the next message containing `word` (earlier ones do not count)."""
+        while True:
+            messages.append(listener.recv(4096).decode())
+            if word in messages[-1]:
+                return messages[-1]
+
+    try:
+        assert f"MAINPID={process.pid}" in expect("READY=1")
+        expect("WATCHDOG=1")
+        os.kill(process.pid, signal.SIGHUP)
+        assert "MONOTONIC_USEC=" in expect("RELOADING=1")
+        expect("READY=1")
+        expect("STATUS=generation 2")
+        os.kill(process.pid, signal.SIGTERM)
+        expect("STOPPING=1")
+        assert process.wait(30) == 0
+    finally:
+        listener.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_refuses_root_workers_beyond_loopback(server_factory: ServerFactory) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: this checks what happens when started as root")
+    server = server_factory({"server": {"listen": "0.0.0.0:0"}}, start=False)
+    result = server.ctl("start", check=False)
+    assert result.returncode == 1 and "refusing to run workers as root" in result.stderr
+
+
+def test_workers_drop_to_the_configured_user() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    base = Path(tempfile.mkdtemp(prefix="prefork-user-"))
+    base.chmod(0o755)
+    root = make_root(base)
+    server = Server(root, write_config(root, {"server": {"user": "nobody"}}))
+    try:
+        server.start()
+        for pid in server.worker_pids():
+            uids = Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[:4]
+            groups = Path(f"/proc/{pid}/status").read_text().split("Groups:")[1].split("\n")[0]
+            assert set(uids) == {"65534"} and groups.strip() == ""
+        assert Path(f"/proc/{server.pid}/status").read_text().split("Uid:")[1].split()[0] \
+            == "0"
+        assert server.get("/")[0].status == 200
+        assert os.stat(root / "var" / "log" / "access.log").st_uid == 65534
+        server.ctl("reopen-logs")
+        server.get("/about.html")
+        wait_for(lambda: "/about.html" in server.log("access.log"))
+    finally:
+        server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
