@@ -93,7 +93,7 @@ def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
 
 def test_missing_document_root(tmp_path: Path) -> None:
     path = write(tmp_path, "[server]\ndocument_root = nowhere\n")
-    with pytest.raises(ConfigError, match="server.document_root: not a directory"):
+    with pytest.raises(ConfigError, match=r"server\.document_root: not a directory"):
         load_config(path)
 
 
@@ -107,11 +107,11 @@ def test_overrides_win_and_are_validated(tmp_path: Path) -> None:
     config = load_config(path, ["server.listen=0.0.0.0:9000", "workers.threads=3"])
     assert str(config.server.listen[0]) == "0.0.0.0:9000"
     assert config.workers.threads == 3
-    with pytest.raises(ConfigError, match="--set: workers.threads"):
+    with pytest.raises(ConfigError, match=r"--set: workers\.threads"):
         load_config(path, ["workers.threads=zero"])
-    with pytest.raises(ConfigError, match="--set: nope.key: unknown setting"):
+    with pytest.raises(ConfigError, match=r"--set: nope\.key: unknown setting"):
         load_config(path, ["nope.key=1"])
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
         load_config(path, ["threads"])
 
 
