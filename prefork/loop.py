@@ -333,10 +333,7 @@ class EventLoop:
     # ------------------------------------------------------------------ timers and draining
 
     def _sweep(self, now: float) -> None:
-        slot = self.slot
-        if slot.connections != len(self.conns):
-            slot.connections = len(self.conns)
-            slot.update(b"_")
+        self.slot.connections = len(self.conns)
         for fd, conn in list(self.conns.items()):
             state = self.states.get(fd)
             if state is Action.HANDOFF or conn.deadline > now:

@@ -85,9 +85,10 @@ class _EmptyBody:
 EMPTY_BODY: BodyReader = _EmptyBody()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One parsed request head plus its body reader.
+    """One parsed request head plus its body reader. Handlers must treat it as read-only
+    (it is not frozen only because a frozen dataclass costs ~1 µs more to build, per request).
 
     `path` is the raw (still percent-encoded) path of the request-target; `query` is what
     followed the "?" (without it), or "".
@@ -137,8 +138,10 @@ class Response:
     body: Body = b""
     reason: str = ""
     close: bool = False  # the handler wants the connection closed afterwards
-    # What the access log records for %b when the body is streamed; set by the connection.
-    sent_body_bytes: int = 0
+    # `headers` already serialised and validated (field lines, Content-Length included), for
+    # responses a handler prepared once and serves many times; the connection then appends
+    # only Date, Server and Connection.
+    raw_headers: bytes = b""
 
     def header(self, name: str) -> str | None:
         """Return the first value of response header `name` (case-insensitive) or None."""

@@ -211,8 +211,10 @@ def _thread_offset(process_slot: int, thread: int) -> int:
 
 
 class ThreadSlot:
-    """One thread's slot; only that thread writes it. Counters live in Python and are
-    copied into shared memory on each update (so the hot path does one pack_into)."""
+    """One thread's slot. The serving thread only sets Python attributes (the hot path pays
+    no encoding or packing); publish() copies them into shared memory, called by the
+    worker's main thread every second, which is then the slot's only writer. Readers of the
+    scoreboard therefore see figures at most a second old."""
 
     __slots__ = (
         "buffer",
@@ -237,25 +239,31 @@ class ThreadSlot:
         self.bytes = 0
         self.connections = 0
         self.start = 0.0
-        self.line = b""
-        self.client = b""
+        self.line = ""
+        self.client = ""
+        self.state = WAITING
         self.ident = 0  # threading.get_ident() of the thread using the slot (for stack dumps)
         self.reported = 0.0  # request start already reported by the watchdog
         self.update(WAITING)
 
     def update(self, state: bytes) -> None:
         self.state = state
-        _THREAD.pack_into(self.buffer, self.offset, state, self.generation, self.requests,
-                          self.bytes, self.connections, self.start, time.time(), self.line,
-                          self.client)
+        self.publish()
+
+    def publish(self) -> None:
+        """Copy the slot into shared memory."""
+        _THREAD.pack_into(self.buffer, self.offset, self.state, self.generation, self.requests,
+                          self.bytes, self.connections, self.start, time.time(),
+                          self.line.encode("latin-1", "replace")[:112],
+                          self.client.encode("latin-1", "replace")[:32])
 
     def begin_request(self, line: str, client: str, now: float) -> None:
-        self.line = line.encode("latin-1", "replace")[:112]
-        self.client = client.encode("latin-1", "replace")[:32]
+        self.line = line
+        self.client = client
         self.start = now
-        self.update(WRITING)
+        self.state = WRITING
 
     def end_request(self, sent: int) -> None:
         self.requests += 1
         self.bytes += sent
-        self.update(WAITING)
+        self.state = WAITING

@@ -226,6 +226,8 @@ class Worker:
             if os.getppid() != spec.master_pid:
                 log.error("the master process is gone; this worker stops")
                 return EXIT_ORPHANED
+            for slot in self._slots():
+                slot.publish()
             now = time.monotonic()
             if all(loop.thread.is_alive() for loop in self.loops):
                 if all(now - loop.last_tick < LOOP_STALL for loop in self.loops):
@@ -267,8 +269,8 @@ class Worker:
             stack = "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
             self.spec.error_log.error(
                 f"request running {running:.1f}s exceeds [workers] request_timeout "
-                f"({limit:g}s): {slot.line.decode('latin-1')!r} from "
-                f"{slot.client.decode('latin-1')} in thread {slot.ident}; this worker will be "
+                f"({limit:g}s): {slot.line!r} from "
+                f"{slot.client} in thread {slot.ident}; this worker will be "
                 f"replaced. Stack of that thread:\n{stack}")
             self._ask_recycle(RECYCLE_HUNG_REQUEST)
 

@@ -350,7 +350,7 @@ def test_load_duration(peer: Peer, tmp_path: Path) -> None:
     assert code == 0
     assert time.monotonic() - start < 5
     assert report["planned"] is None and report["duration_s"] == 0.6
-    assert 0.5 <= report["elapsed_s"] < 1.5
+    assert 0.5 <= report["elapsed_s"] < 3
     assert report["responses"] > 10 and report["errors"]["total"] == 0
     _code, capped = load_json(peer.url, spec, "--duration", "5", "-n", "3")
     assert capped["responses"] == 6 and capped["elapsed_s"] < 4  # -n caps a duration

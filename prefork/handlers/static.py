@@ -15,15 +15,24 @@ import mimetypes
 import os
 import stat
 import uuid
+from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import quote, unquote_to_bytes
 
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, RangeNotSatisfiable
+from ..http11 import format_response_head
 from ..message import FileBody, Request, Response
 from . import preconditions
 from .preconditions import Unsatisfiable, Validators
 
 STATIC_METHODS = ("GET", "HEAD", "OPTIONS")
+# The per-worker file cache (like nginx's open_file_cache, but checked with stat() on every
+# request so a changed file is never served stale): metadata and prebuilt headers for up to
+# CACHE_ENTRIES paths, and the bytes of files up to CACHE_FILE_BYTES (sent with the head in
+# one send()), CACHE_TOTAL_BYTES at most. Larger files go out with sendfile().
+CACHE_ENTRIES = 1024
+CACHE_FILE_BYTES = 32 * 1024
+CACHE_TOTAL_BYTES = 16 << 20
 _TEXT_TYPES = ("application/javascript", "application/json", "application/xml",
                "image/svg+xml")
 ALLOWED_HIDDEN = frozenset({".well-known"})
@@ -38,15 +47,42 @@ def _content_type_table() -> mimetypes.MimeTypes:
     return table
 
 
+def serialize_fields(headers: list[tuple[str, str]]) -> bytes:
+    """The field lines of `headers` ("Name: value\\r\\n" each), validated as any response head
+    is (format_response_head raises ValueError for injection attempts)."""
+    head = format_response_head("HTTP/1.1", 200, "OK", headers)
+    return head[head.index(b"\r\n") + 2:-2]
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What must be unchanged for a cached file to still be the file on disk."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@dataclass(slots=True)
+class CachedFile:
+    path: str  # the real path, resolved and checked against the root when cached
+    identity: tuple[int, int, int, int, int]
+    validators: Validators
+    headers: list[tuple[str, str]]  # Last-Modified, ETag, Content-Type, [Disposition], Ranges
+    raw_headers: bytes  # those plus Content-Length, serialised and checked once
+    size: int
+    body: bytes | None  # the content of a small file
+
+
 class StaticFiles:
     """Serves GET/HEAD/OPTIONS for files under `root`."""
 
     def __init__(self, root: str, index_files: tuple[str, ...],
-                 download_extensions: tuple[str, ...]) -> None:
+                 download_extensions: tuple[str, ...], cache_size: int = CACHE_ENTRIES) -> None:
         self.root = os.path.realpath(root)
         self.index_files = index_files
         self.download_extensions = frozenset(download_extensions)
         self._types = _content_type_table()
+        # raw request path -> CachedFile; revalidated by one stat() per request, so never stale
+        self.cache: dict[str, CachedFile] = {}
+        self.cache_size = cache_size
+        self.cache_bytes = 0
 
     # ------------------------------------------------------------- resolution
 
@@ -89,12 +125,19 @@ class StaticFiles:
         """Answer a GET, HEAD or OPTIONS for a static resource."""
         if request.method not in STATIC_METHODS:
             raise MethodNotAllowed(STATIC_METHODS)
+        entry = self.cache.get(request.path)
+        if entry is not None and request.method != "OPTIONS":
+            try:
+                current = _identity(os.stat(entry.path))
+            except OSError:
+                current = None
+            if current == entry.identity:
+                return self._file_response(request, entry)
+            self._forget(request.path)
         path = self.resolve(request.path)
         try:
             info = os.stat(path)
-        except FileNotFoundError:
-            raise NotFound("no such file") from None
-        except NotADirectoryError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFound("no such file") from None
         except PermissionError:
             raise Forbidden("permission denied") from None
@@ -109,7 +152,7 @@ class StaticFiles:
             raise Forbidden("not a regular file")
         if request.method == "OPTIONS":
             return Response(204, [("Allow", ", ".join(STATIC_METHODS))])
-        return self._file_response(request, path, info)
+        return self._file_response(request, self._remember(request.path, path, info))
 
     def _index(self, directory: str) -> tuple[str, os.stat_result]:
         for name in self.index_files:
@@ -120,19 +163,48 @@ class StaticFiles:
                 continue
         raise Forbidden("directory has no index file and listings are disabled")
 
-    def _file_response(self, request: Request, path: str, info: os.stat_result) -> Response:
+    # ------------------------------------------------------------- the file cache
+
+    def _remember(self, key: str, path: str, info: os.stat_result) -> CachedFile:
+        """Build (and cache, when there is room) everything about a file a response needs."""
         validators = Validators(f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
                                 float(int(info.st_mtime)))
-        headers = [("Last-Modified", formatdate(validators.last_modified, usegmt=True)),
-                   ("ETag", validators.etag)]
-        if preconditions.evaluate(request.method, request.headers, validators):
-            return Response(304, headers)
         content_type, disposition = self._type_for(path)
-        headers.append(("Content-Type", content_type))
+        headers = [("Last-Modified", formatdate(validators.last_modified, usegmt=True)),
+                   ("ETag", validators.etag), ("Content-Type", content_type)]
         if disposition:
             headers.append(("Content-Disposition", disposition))
         headers.append(("Accept-Ranges", "bytes"))
-        size = info.st_size
+        body = None
+        if info.st_size <= CACHE_FILE_BYTES and self.cache_bytes < CACHE_TOTAL_BYTES:
+            fd = self._open(path)
+            try:
+                body = os.pread(fd, info.st_size, 0)
+            finally:
+                os.close(fd)
+            if len(body) != info.st_size:
+                body = None  # changing under us: serve it from disk this time
+        full = [*headers, ("Content-Length", str(info.st_size))]
+        entry = CachedFile(path, _identity(info), validators, headers,
+                           serialize_fields(full), info.st_size, body)
+        if self.cache_size and len(self.cache) >= self.cache_size:
+            self._forget(next(iter(self.cache)))  # oldest first; good enough, and O(1)
+        if self.cache_size:
+            self.cache[key] = entry
+            self.cache_bytes += len(body or b"")
+        return entry
+
+    def _forget(self, key: str) -> None:
+        entry = self.cache.pop(key, None)
+        if entry is not None:
+            self.cache_bytes -= len(entry.body or b"")
+
+    def _file_response(self, request: Request, entry: CachedFile) -> Response:
+        validators = entry.validators
+        headers = entry.headers
+        if preconditions.evaluate(request.method, request.headers, validators):
+            return Response(304, headers[:2])
+        size = entry.size
         ranges = None
         range_header = request.headers.get("Range")
         if range_header is not None and request.method == "GET" and \
@@ -143,12 +215,16 @@ class StaticFiles:
                 raise RangeNotSatisfiable(
                     "no requested range overlaps the file",
                     headers=[("Content-Range", f"bytes */{size}")]) from None
-        if request.method == "HEAD":
-            return Response(200, [*headers, ("Content-Length", str(size))], b"")
-        fd = self._open(path)
         if ranges is None:
-            return Response(200, [*headers, ("Content-Length", str(size))],
-                            FileBody(fd, 0, size))
+            if request.method == "HEAD":
+                return Response(200, [*headers, ("Content-Length", str(size))], b"",
+                                raw_headers=entry.raw_headers)
+            body = entry.body if entry.body is not None else FileBody(self._open(entry.path),
+                                                                      0, size)
+            return Response(200, [*headers, ("Content-Length", str(size))], body,
+                            raw_headers=entry.raw_headers)
+        fd = self._open(entry.path)
+        content_type = headers[2][1]
         if len(ranges) == 1:
             first, last = ranges[0]
             return Response(206, [*headers, ("Content-Range", f"bytes {first}-{last}/{size}"),
