@@ -193,7 +193,21 @@ def compile_access_format(fmt: str) -> Callable[[AccessRecord], str]:
     return render
 
 
-class AccessLog:
+class _FileLog:
+    """A log whose file may be absent (access_log = off, or tests)."""
+
+    file: _LogFile | None
+
+    def reopen(self) -> None:
+        if self.file is not None:
+            self.file.reopen()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+class AccessLog(_FileLog):
     """Writes one line per request; `None` path (access_log = off) makes log() a no-op."""
 
     def __init__(self, path: str | None, fmt: str) -> None:
@@ -208,14 +222,6 @@ class AccessLog:
         if self.file is not None:
             self.file.write((self.render(record) + "\n").encode("utf-8", "backslashreplace"))
 
-    def reopen(self) -> None:
-        if self.file is not None:
-            self.file.reopen()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
 
 # ------------------------------------------------------------------ error log
 
@@ -229,7 +235,7 @@ def error_time(timestamp: float) -> str:
     return time.strftime("%a %b %d %H:%M:%S", local) + f".{micros:06d} {local.tm_year}"
 
 
-class ErrorLog:
+class ErrorLog(_FileLog):
     """`[date] [core:level] [pid N:tid N] [client ip:port] message`, filtered by level.
 
     With `mirror_to_stderr` (httpdctl start --foreground) every record also goes to stderr,
@@ -285,11 +291,3 @@ class ErrorLog:
     def error(self, message: str, client: tuple[str, int] | str | None = None,
               exc: BaseException | None = None) -> None:
         self.log("error", message, client, exc)
-
-    def reopen(self) -> None:
-        if self.file is not None:
-            self.file.reopen()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
