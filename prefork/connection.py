@@ -31,6 +31,7 @@ from .errors import (
     InternalServerError,
     RequestTimeout,
 )
+from .framing import frame
 from .http11 import (
     LAST_CHUNK,
     NEED_DATA,
@@ -39,8 +40,6 @@ from .http11 import (
     RequestHead,
     RequestParser,
     encode_chunk,
-    format_response_head,
-    http_date,
 )
 from .log import AccessLog, AccessRecord, ErrorLog
 from .message import EMPTY_BODY, FileBody, Request, Response
@@ -54,12 +53,6 @@ RECV_SIZE = 65536
 SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
 LINGER_SECONDS = 2.0  # Apache's lingering close waits up to 2 s (MAX_SECS_TO_LINGER is 30)
 LINGER_READ_LIMIT = 1 << 20  # stop lingering after discarding this much
-SMALL_BODY_JOIN = 16384  # bytes bodies up to this size go out in the same send() as the head
-
-
-SERVER_LINE = f"\r\nServer: {SERVER_SOFTWARE}\r\n".encode()
-STATUS_LINES = {status: f"HTTP/1.1 {status} {REASONS[status]}\r\n".encode()
-                for status in (200, 206, 304)}
 
 
 class Action(enum.Enum):
@@ -311,68 +304,19 @@ class Connection:
         """Queue and write `response`. Returns None when done and the connection stays open
         for another request, else the Action for the loop (WANT_WRITE, LINGER, CLOSE)."""
         head = self.head
-        method = head.method if head else "GET"
-        version = head.version if head else "HTTP/1.1"
-        status = response.status
         self.response = response
         keep_alive = (head is not None and head.keep_alive and not response.close
                       and not self.draining and self.ctx.keepalive_timeout > 0
                       and self.message_complete
                       and (not self.ctx.max_keepalive_requests
                            or self.requests < self.ctx.max_keepalive_requests))
-        body = response.body
-        if response.raw_headers and (method == "HEAD" or isinstance(body, (bytes, FileBody))):
-            return self._send_prepared(response, method, version, keep_alive, blocking)
-        headers = response.headers
-        headers.append(("Date", http_date()))
-        headers.append(("Server", SERVER_SOFTWARE))
-        no_body = method == "HEAD" or status < 200 or status in (204, 304)
-        length = response.body_length()
-        self.chunked = False
-        self.streaming = None
-        if method == "HEAD" and length and status >= 200 and status not in (204, 304) \
-                and response.header("Content-Length") is None:
-            headers.append(("Content-Length", str(length)))  # what GET would send (§9.3.2)
-        if not no_body:
-            if length is not None:
-                if response.header("Content-Length") is None:
-                    headers.append(("Content-Length", str(length)))
-            elif version == "HTTP/1.1":
-                headers.append(("Transfer-Encoding", "chunked"))
-                self.chunked = True
-            else:
-                keep_alive = False  # HTTP/1.0 without a length: the close delimits the body
-        if keep_alive:
-            if version == "HTTP/1.0":
-                headers.append(("Connection", "keep-alive"))
-        else:
-            headers.append(("Connection", "close"))
-        self.keep_alive = keep_alive
-        reason = response.reason or REASONS.get(status, "Unknown")
-        head_bytes = format_response_head("HTTP/1.1", status, reason, headers)
-        self.body_sent = 0
-        out = self.out
-        if no_body:
-            response.close_files()
-            out.append(head_bytes)
-        elif isinstance(body, bytes):
-            if len(body) <= SMALL_BODY_JOIN:
-                out.append(head_bytes + body)
-            else:
-                out.append(head_bytes)
-                out.append(body)
-            self.body_sent = len(body)
-        elif isinstance(body, FileBody):
-            out.append(head_bytes)
-            out.append(body)
-        elif isinstance(body, list):
-            out.append(head_bytes)
-            out.extend(body)
-        else:
-            out.append(head_bytes)
-            self.streaming = body
-        if not keep_alive and lingering:
-            self.keep_alive = False
+        output = frame(response, head.method if head else "GET",
+                       head.version if head else "HTTP/1.1", keep_alive)
+        self.keep_alive = output.keep_alive
+        self.chunked = output.chunked
+        self.streaming = output.stream
+        self.body_sent = output.body_bytes
+        self.out.extend(output.items)
         try:
             done = self._flush(blocking)
         except OSError:
@@ -382,47 +326,6 @@ class Connection:
             self.deadline = time.monotonic() + self.ctx.timeout
             return Action.WANT_WRITE
         return self._complete(lingering)
-
-    def _send_prepared(self, response: Response, method: str, version: str, keep_alive: bool,
-                       blocking: bool) -> Action | None:
-        """The fast path for a response whose fields the handler serialised once (a cached
-        static file): the head is a few byte concatenations; a small body joins it in one
-        send()."""
-        if not keep_alive:
-            tail = b"Connection: close\r\n\r\n"
-        elif version == "HTTP/1.0":
-            tail = b"Connection: keep-alive\r\n\r\n"
-        else:
-            tail = b"\r\n"
-        self.keep_alive = keep_alive
-        self.chunked = False
-        self.streaming = None
-        head = b"".join((STATUS_LINES.get(response.status) or
-                         b"HTTP/1.1 %d %s\r\n" % (response.status,
-                                                   REASONS.get(response.status, "").encode()),
-                         response.raw_headers, b"Date: ", http_date().encode(),
-                         SERVER_LINE, tail))
-        body = response.body
-        if method == "HEAD":
-            response.close_files()
-            self.out.append(head)
-            self.body_sent = 0
-        elif isinstance(body, bytes):
-            self.out.append(head + body)
-            self.body_sent = len(body)
-        else:
-            self.out.append(head)
-            self.out.append(body)  # FileBody; body_sent counts as sendfile() goes
-            self.body_sent = 0
-        try:
-            done = self._flush(blocking)
-        except OSError:
-            self._finish_response(aborted=True)
-            return self.close()
-        if not done:
-            self.deadline = time.monotonic() + self.ctx.timeout
-            return Action.WANT_WRITE
-        return self._complete(lingering=False)
 
     def _after_response(self) -> Action:
         action = self._complete(lingering=False)

@@ -61,6 +61,11 @@ class Headers:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking container: not hashable
+
     def __repr__(self) -> str:
         return f"Headers({self._items!r})"
 

@@ -7,6 +7,7 @@ must not depend on how the input is split, and must match the case's expectation
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -29,6 +30,7 @@ from prefork.http11 import (
 CORPUS = Path(__file__).resolve().parent / "corpus"
 _ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|[rnt0\\]|.)")
 _SIMPLE = {"r": "\r", "n": "\n", "t": "\t", "0": "\0", "\\": "\\"}
+DEFAULT_LIMITS = Limits()
 TERMINALS = {"ok", "incomplete", "disconnect", "400", "413", "414", "417", "431", "501", "505"}
 
 
@@ -133,7 +135,7 @@ def summary(head: RequestHead) -> dict[str, Any]:
     }
 
 
-def run(chunks: Iterable[bytes], limits: Limits = Limits(), eof: bool = False) -> Outcome:
+def run(chunks: Iterable[bytes], limits: Limits = DEFAULT_LIMITS, eof: bool = False) -> Outcome:
     """Feed `chunks` (then EOF if asked), draining events after each; return the Outcome.
 
     Asserts the parser's invariants on the way: events in order, no empty BodyChunk,
@@ -206,11 +208,9 @@ def splits(data: bytes, seed: str, randoms: int = 20) -> dict[str, list[bytes]]:
     ways["lines"] = [line + b"\n" for line in lines[:-1]] + ([lines[-1]] if lines[-1] else [])
     rng = random.Random(zlib.crc32(seed.encode()))
     for n in range(randoms):
-        cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1,
-                                                           rng.randint(1, 12)))) if \
-            len(data) > 1 else []
-        bounds = [0, *cuts, len(data)]
-        ways[f"random{n}"] = [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        count = min(len(data) - 1, rng.randint(1, 12)) if len(data) > 1 else 0
+        bounds = [0, *sorted(rng.sample(range(1, len(data)), count)), len(data)]
+        ways[f"random{n}"] = [data[a:b] for a, b in itertools.pairwise(bounds)]
     return ways
 
 

@@ -7,6 +7,7 @@ property below also checks those.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 
@@ -32,7 +33,7 @@ INTERESTING = b"\r\n\t \x00:;,=\"0135aAfF\x7f\x80\xff/?*"
 
 def chunks_of(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 @st.composite
@@ -150,3 +151,71 @@ def test_obsolete_date_forms(timestamp) -> None:
 def test_parse_http_date_never_raises(value) -> None:
     result = parse_http_date(value)
     assert result is None or isinstance(result, float)
+
+
+# ----------------------------------------------------------------------------- round trip
+
+TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SPECIAL = {"host", "content-length", "transfer-encoding", "expect", "connection"}
+VCHARS = "".join(map(chr, [*range(0x21, 0x7F), *range(0x80, 0x100)]))
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> tuple[bytes, dict]:
+    """A valid request, and what the parser should make of it."""
+    method = draw(st.text(TCHARS, min_size=1, max_size=8).filter(lambda m: m != "CONNECT"))
+    path = "/" + draw(st.text("".join(map(chr, range(0x21, 0x7F))).replace("?", ""),
+                              max_size=20))
+    query = draw(st.one_of(st.none(), st.text("abc=&?/%20", max_size=10)))
+    version = draw(st.sampled_from(["HTTP/1.1", "HTTP/1.0"]))
+    value = st.text(VCHARS + " \t", max_size=12).map(lambda v: v.strip(" \t"))
+    fields = draw(st.lists(st.tuples(
+        st.text(TCHARS, min_size=1, max_size=10).filter(lambda n: n.lower() not in SPECIAL),
+        value), max_size=6))
+    fields.insert(draw(st.integers(0, len(fields))), ("Host", "Example.org:80"))
+    body = draw(st.binary(max_size=40))
+    framing = draw(st.sampled_from(["none", "length", "chunked"] if version == "HTTP/1.1"
+                                   else ["none", "length"]))
+    if framing == "none":
+        body = b""
+    elif framing == "length":
+        fields.append(("Content-Length", str(len(body))))
+    else:
+        fields.append(("Transfer-Encoding", "chunked"))
+    target = path if query is None else f"{path}?{query}"
+    head = f"{method} {target} {version}\r\n" + "".join(
+        f"{name}:{draw(st.sampled_from(['', ' ', '  ', chr(9)]))}{val}"
+        f"{draw(st.sampled_from(['', ' ', chr(9)]))}\r\n" for name, val in fields) + "\r\n"
+    wire = head.encode("latin-1")
+    trailers: list[list[str]] = []
+    if framing == "chunked":
+        sizes = draw(st.lists(st.integers(1, 9), max_size=6))
+        pos = 0
+        for size in sizes:
+            piece = body[pos:pos + size]
+            if piece:
+                wire += b"%x\r\n%s\r\n" % (len(piece), piece)
+            pos += size
+        body = body[:pos]
+        trailers = [[n, v] for n, v in draw(st.lists(st.tuples(
+            st.text(TCHARS, min_size=1, max_size=6), value), max_size=2))]
+        wire += b"0\r\n" + "".join(f"{n}: {v}\r\n" for n, v in trailers).encode("latin-1")
+        wire += b"\r\n"
+    else:
+        wire += body
+    expected = {"method": method, "target": target, "path": path, "query": query or "",
+                "version": version, "host": "example.org:80",
+                "content_length": len(body) if framing == "length" else None,
+                "chunked": framing == "chunked", "headers": [list(f) for f in fields],
+                "body": body.decode("latin-1"), "trailers": trailers, "complete": True,
+                "keep_alive": version == "HTTP/1.1", "expect_continue": False}
+    return wire, expected
+
+
+@SETTINGS
+@given(request=requests(), cuts=st.lists(st.integers(0, 1000), max_size=10))
+def test_valid_requests_round_trip(request, cuts) -> None:
+    wire, expected = request
+    outcome = run(chunks_of(wire + wire, cuts))  # twice: pipelined
+    assert outcome.terminal == "ok", outcome
+    assert outcome.requests == [expected, expected]

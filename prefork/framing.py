@@ -1,0 +1,112 @@
+"""Turning a Response into what goes on the wire (RFC 9112 §6 message body framing).
+
+Pure decisions, no I/O: the head bytes (Date, Server, Connection added to the handler's
+fields), whether the body is framed by Content-Length, chunked, or the connection's close,
+and the queue of items the connection writes: bytes, FileBody regions (sendfile), or a
+body iterator to stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from . import SERVER_SOFTWARE
+from .http11 import REASONS, format_response_head, http_date
+from .message import BodyPart, FileBody, Response
+
+SMALL_BODY_JOIN = 16384  # bytes bodies up to this size go out in the same send() as the head
+SERVER_LINE = f"\r\nServer: {SERVER_SOFTWARE}\r\n".encode()
+STATUS_LINES = {status: f"HTTP/1.1 {status} {REASONS[status]}\r\n".encode()
+                for status in (200, 206, 304)}
+
+
+@dataclass(slots=True)
+class Output:
+    items: list[bytes | BodyPart] = field(default_factory=list)
+    keep_alive: bool = True
+    chunked: bool = False
+    stream: Iterator[bytes] | None = None
+    body_bytes: int = 0  # bytes bodies queued now (FileBody regions count as they are sent)
+
+
+def frame(response: Response, method: str, version: str, keep_alive: bool) -> Output:
+    """Return the Output for `response` to a `method` request of HTTP `version`.
+
+    `keep_alive` is the connection's wish; the result may turn it off (an HTTP/1.0 body of
+    unknown length is delimited by closing). Raises ValueError if a header would inject.
+    """
+    body = response.body
+    if response.raw_headers and (method == "HEAD" or isinstance(body, (bytes, FileBody))):
+        return _prepared(response, method, version, keep_alive)
+    status = response.status
+    headers = response.headers
+    headers.append(("Date", http_date()))
+    headers.append(("Server", SERVER_SOFTWARE))
+    no_body = method == "HEAD" or status < 200 or status in (204, 304)
+    length = response.body_length()
+    declared = response.header("Content-Length") is not None
+    out = Output()
+    if length is not None and not declared and status >= 200 and status not in (204, 304) \
+            and (length or not no_body):
+        headers.append(("Content-Length", str(length)))  # HEAD: what GET would send (§9.3.2)
+    elif length is None and not no_body:
+        if version == "HTTP/1.1":
+            headers.append(("Transfer-Encoding", "chunked"))
+            out.chunked = True
+        else:
+            keep_alive = False  # HTTP/1.0 without a length: the close delimits the body
+    if keep_alive:
+        if version == "HTTP/1.0":
+            headers.append(("Connection", "keep-alive"))
+    else:
+        headers.append(("Connection", "close"))
+    out.keep_alive = keep_alive
+    head = format_response_head("HTTP/1.1", status,
+                                response.reason or REASONS.get(status, "Unknown"), headers)
+    items = out.items
+    if no_body:
+        response.close_files()
+        items.append(head)
+    elif isinstance(body, bytes):
+        if len(body) <= SMALL_BODY_JOIN:
+            items.append(head + body)
+        else:
+            items += (head, body)
+        out.body_bytes = len(body)
+    elif isinstance(body, FileBody):
+        items += (head, body)
+    elif isinstance(body, list):
+        items.append(head)
+        items.extend(body)
+        out.body_bytes = sum(len(p) for p in body if isinstance(p, bytes))
+    else:
+        items.append(head)
+        out.stream = body
+    return out
+
+
+def _prepared(response: Response, method: str, version: str, keep_alive: bool) -> Output:
+    """The fast path for fields a handler serialised once (a cached static file): the head
+    is a few byte concatenations, and a small body joins it in one send()."""
+    if not keep_alive:
+        tail = b"Connection: close\r\n\r\n"
+    elif version == "HTTP/1.0":
+        tail = b"Connection: keep-alive\r\n\r\n"
+    else:
+        tail = b"\r\n"
+    status = response.status
+    head = b"".join((STATUS_LINES.get(status) or
+                     b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "").encode()),
+                     response.raw_headers, b"Date: ", http_date().encode(), SERVER_LINE, tail))
+    body = response.body
+    out = Output(keep_alive=keep_alive)
+    if method == "HEAD":
+        response.close_files()
+        out.items.append(head)
+    elif isinstance(body, bytes):
+        out.items.append(head + body)
+        out.body_bytes = len(body)
+    else:
+        out.items += (head, body)
+    return out
