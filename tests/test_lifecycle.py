@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+
+import pytest
 
 from .conftest import HTTPDCTL, Server, ServerFactory, pid_alive, read_all, wait_for
 
@@ -179,3 +182,20 @@ def test_foreground_debug_prints_console_events(server_factory: ServerFactory) -
     for event in ("connection accepted", "request 'GET /nothing-here HTTP/1.1'",
                   "response 404", "ready: all workers accepting"):
         assert event in text, event
+
+
+def test_privileged_port_without_the_capability(server_factory: ServerFactory) -> None:
+    """Root without CAP_NET_BIND_SERVICE binds a low port as an ordinary user would: EACCES."""
+    setpriv = shutil.which("setpriv")
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as handle:
+        unprivileged_start = int(handle.read())
+    if os.geteuid() != 0 or setpriv is None or unprivileged_start <= 81:
+        pytest.skip("needs root, setpriv, and privileged ports below 1024")
+    server = server_factory({"server": {"listen": "127.0.0.1:81"}}, start=False)
+    result = subprocess.run(
+        [setpriv, "--bounding-set=-net_bind_service", "--inh-caps=-net_bind_service",
+         *HTTPDCTL, "-f", str(server.config), "start"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 1
+    assert "permission denied" in result.stderr and "127.0.0.1:81" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
