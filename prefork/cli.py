@@ -44,10 +44,16 @@ class Context:
                    .resolve())
 
     def load(self) -> Config:
+        """The configuration, fully checked (the file, and the files it names); exits 1
+        with file, line and key on a problem."""
+        from .handlers.upload import check_upload_config
+
         try:
-            return load_config(self.path(), self.overrides)
+            config = load_config(self.path(), self.overrides)
+            check_upload_config(config)
         except ConfigError as exc:
             fail(str(exc))
+        return config
 
     def load_for_control(self) -> Config:
         """The config for verbs that only need to find the running master (stop, status...):
@@ -300,23 +306,16 @@ def configtest(ctx: Context) -> None:
 
 
 def _environment_warnings(config: Config) -> list[str]:
-    """Things the file cannot show wrong but this machine may: unknown user or group."""
-    import grp
-    import pwd
+    """Things the file cannot show wrong but this machine may: an unknown user or group."""
+    from .privileges import lookup
 
-    warnings = []
-    server = config.server
-    if server.user:
-        try:
-            pwd.getpwnam(server.user)
-        except KeyError:
-            warnings.append(f"[server] user {server.user!r} does not exist on this machine")
-    if server.group:
-        try:
-            grp.getgrnam(server.group)
-        except KeyError:
-            warnings.append(f"[server] group {server.group!r} does not exist on this machine")
-    return warnings
+    if not config.server.user:
+        return []
+    try:
+        lookup(config.server.user, config.server.group)
+    except RuntimeError as exc:
+        return [f"{exc} on this machine: workers started as root would fail to boot"]
+    return []
 
 
 if __name__ == "__main__":

@@ -210,13 +210,18 @@ class Connection:
                                                              2 * ctx.header_timeout)
                 return Action.WANT_READ
             if isinstance(event, RequestHead):
-                self._begin(event)
-                if event.has_body:
+                # A body can take long to arrive, and a few bodiless requests can take long
+                # to serve (a bcrypt check): those go to a blocking thread.
+                blocking = event.has_body or self.ctx.router.may_block(event.method,
+                                                                       event.path)
+                self._begin(event, blocking)
+                if not event.has_body:
+                    try:
+                        self.parser.next_event()  # the EndOfMessage of a bodiless request
+                    except HTTPError as exc:
+                        return self._respond_error(exc)
+                if blocking:
                     return Action.HANDOFF
-                try:
-                    self.parser.next_event()  # the EndOfMessage of a bodiless request
-                except HTTPError as exc:
-                    return self._respond_error(exc)
                 response = self._dispatch(event)
                 action = self._send(response, blocking=False)
                 if action is not None:
@@ -242,7 +247,7 @@ class Connection:
             return action
         return Action.WANT_READ
 
-    def _begin(self, head: RequestHead) -> None:
+    def _begin(self, head: RequestHead, blocking: bool) -> None:
         self.head = head
         self.requests += 1
         if not self.request_start:
@@ -250,7 +255,7 @@ class Connection:
         self.request_wall = time.time()
         self.continue_sent = False
         self.message_complete = not head.has_body
-        if not head.has_body:  # else the blocking thread records it in its own slot
+        if not blocking:  # else the blocking thread records it in its own slot
             self.slot.begin_request(self.parser.request_line or "", self.client[0],
                                     self.request_wall)
         if self.ctx.debug:

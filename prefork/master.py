@@ -26,9 +26,15 @@ from collections import deque
 from .config import Config
 from .control import PidFile
 from .generation import Generation, WorkerProcess
+from .handlers.upload import (
+    open_writes_warning,
+    prepare_upload_directory,
+    remove_temporaries,
+)
 from .health import HealthMonitor
 from .listeners import bind_listeners, bound_address, check_root_policy
 from .log import AccessLog, ErrorLog
+from .privileges import give_to_workers, worker_ids
 from .replacement import ReplacementMixin
 from .scoreboard import STARTING, Scoreboard
 from .systemd import inherited_sockets, sd_notify, watchdog_interval
@@ -101,7 +107,7 @@ class Master(ReplacementMixin):
         self.error_log = error_log
         self.scoreboard = Scoreboard.create(config.server.scoreboard_file, os.getpid())
         self.health = HealthMonitor(self.scoreboard, config.workers.heartbeat_timeout)
-        self._give_paths_to_worker_user(config)
+        self._give_logs_to_workers(config)
         self._install_signals()
         try:
             from setproctitle import setproctitle
@@ -116,6 +122,7 @@ class Master(ReplacementMixin):
         error_log.notice(f"prefork starting: master pid {os.getpid()}, "
                          f"{generation.target} workers x {config.workers.threads} threads, "
                          f"listening on {', '.join(bound_address(s) for s in listeners)}")
+        self._prepare_uploads(config)
         ok, message = self._boot(generation)
         if not ok:
             error_log.error(f"start-up failed: {message}")
@@ -130,28 +137,25 @@ class Master(ReplacementMixin):
         error_log.notice("ready: all workers accepting connections")
         return self._supervise()
 
-    def _give_paths_to_worker_user(self, config: Config) -> None:
-        """Started as root with [server] user: the files workers reopen or write must be
-        theirs (logs for USR1 reopening). Failures are logged, not fatal."""
-        if os.geteuid() != 0 or not config.server.user:
-            return
-        import grp
-        import pwd
+    def _prepare_uploads(self, config: Config) -> None:
+        """Create the uploads directory (owned by the workers' user), remove temporaries a
+        previous run left, and warn when anyone who can reach us may write."""
+        assert self.error_log is not None
+        uid, gid = worker_ids(config) or (-1, -1)
+        removed = prepare_upload_directory(config.uploads.directory, uid, gid)
+        if removed:
+            self.error_log.notice(f"uploads: removed {removed} stale temporary file(s)")
+        warning = open_writes_warning(config)
+        if warning:
+            self.error_log.warn(warning)
 
-        try:
-            entry = pwd.getpwnam(config.server.user)
-            gid = grp.getgrnam(config.server.group).gr_gid if config.server.group \
-                else entry.pw_gid
-        except KeyError:
-            return  # the workers will fail to boot and say why
+    def _give_logs_to_workers(self, config: Config) -> None:
+        """Started as root with [server] user: workers must be able to reopen the logs."""
         logging = config.logging
-        for path in (logging.error_log, logging.access_log):
-            if path and path != "off":
-                try:
-                    os.chown(path, entry.pw_uid, gid)
-                except OSError as exc:
-                    if self.error_log:
-                        self.error_log.warn(f"cannot give {path} to {config.server.user}: {exc}")
+        paths = [p for p in (logging.error_log, logging.access_log) if p and p != "off"]
+        for problem in give_to_workers(config, paths):
+            if self.error_log:
+                self.error_log.warn(problem)
 
     def _open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
         logging = config.logging
@@ -253,6 +257,11 @@ class Master(ReplacementMixin):
         what = f"worker {worker.number} (generation {worker.generation}, pid {worker.pid})"
         assert self.health is not None
         self.health.forget(worker.pid)
+        # A worker killed mid-upload leaves its temporary: only that pid's are removed.
+        removed = remove_temporaries(generation.config.uploads.directory, worker.pid)
+        if removed:
+            generation.error_log.info(f"uploads: removed {removed} temporary file(s) of "
+                                      f"pid {worker.pid}")
         if worker.stopping or self.stopping:
             log.info(f"{what} stopped: {cause}")
         elif not worker.ready:

@@ -21,6 +21,7 @@ import time
 from .config import load_config
 from .errors import ConfigError, StartupError
 from .generation import Generation
+from .handlers.upload import check_upload_config
 from .listeners import bind_listeners
 from .systemd import sd_notify
 
@@ -95,6 +96,7 @@ class ReplacementMixin:
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
         try:
             config = load_config(self.config_path, self.overrides)
+            check_upload_config(config)
         except ConfigError as exc:
             self._reload_done(False, f"configuration error: {exc}")
             return

@@ -37,6 +37,7 @@ from .handlers.router import Router
 from .http11 import Limits
 from .log import AccessLog, ErrorLog
 from .loop import BlockingPool, Capacity, EventLoop
+from .privileges import drop_privileges
 from .scoreboard import READY, RECYCLE, STOPPING, WRITING, Scoreboard, ThreadSlot
 
 # Exit codes the master interprets (gunicorn uses 3 for a worker that failed to boot).
@@ -75,28 +76,6 @@ def set_parent_death_signal(signum: int) -> None:
         libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)
     except (OSError, AttributeError):
         pass  # not Linux: the periodic getppid() check still catches an orphaned worker
-
-
-def drop_privileges(user: str, group: str) -> None:
-    """Switch to `user`/`group` when running as root (supplementary groups dropped).
-
-    Raises PermissionError or KeyError (unknown user/group) for the boot-failure path.
-    """
-    if os.getuid() != 0 or not user:
-        return
-    import grp
-    import pwd
-
-    try:
-        entry = pwd.getpwnam(user)
-        gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
-    except KeyError:
-        raise RuntimeError(f"unknown [server] user {user!r} or group {group!r}") from None
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(entry.pw_uid)
-    if os.getuid() == 0:
-        raise PermissionError(f"still root after switching to {user}")
 
 
 class Worker:

@@ -1,18 +1,24 @@
-"""Reading HTML form submissions: multipart/form-data (RFC 7578) and
-application/x-www-form-urlencoded, plus the safe names uploaded files are stored under.
+"""POST /upload: JSON documents (seed 003) and HTML forms — multipart/form-data (RFC 7578)
+and application/x-www-form-urlencoded (seed 000's "data" + "file") — plus the safe names
+uploaded files are stored under.
 
 The multipart grammar is parsed by the `multipart` package's PushMultipartParser (the parser
 bottle uses): a sans-I/O parser fed 64 KiB at a time, which holds at most one chunk plus one
-part's header block, so memory stays bounded whatever the upload's size. This module does no
-file I/O: upload.py decides where the bytes go.
+part's header block, so memory stays bounded whatever the upload's size. Each file part
+streams into its own temporary (upload.TempFile); nothing gets a name until the whole body
+has been read, so a failed submission leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import secrets
+import time
 import unicodedata
 from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 from multipart import (
@@ -22,6 +28,27 @@ from multipart import (
     PushMultipartParser,
     parse_options_header,
 )
+
+from ..errors import MethodNotAllowed
+from ..message import Request, Response
+from .preconditions import validators_for
+from .upload import (
+    PREFIX,
+    TempFile,
+    UploadHandler,
+    fsync_directory,
+    json_error,
+    json_response,
+    stamped_names,
+    storage_errors,
+)
+
+UPLOAD_PATH = "/upload"
+POST_ALLOW = ("POST", "OPTIONS")
+ACCEPT_POST = "application/json, multipart/form-data, application/x-www-form-urlencoded"
+# json.loads builds every value in memory: a 1 MiB document of nested empty arrays costs
+# ~24 MiB while it is validated, so JSON bodies are capped well below limit_request_body.
+MAX_JSON_BYTES = 1 << 20
 
 READ_SIZE = 64 * 1024
 MAX_PARTS = 100  # parts in one multipart body (413 beyond)
@@ -191,3 +218,153 @@ def read_urlencoded(read: Callable[[int], bytes], collector: FieldCollector) -> 
         raise FormError(413, f"more than {MAX_FIELDS} form fields") from None
     for name, value in pairs:
         collector.add(name, value)
+
+
+def _is_json(kind: str) -> bool:
+    return kind == "application/json" or (kind.startswith("application/")
+                                          and kind.endswith("+json"))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class PostHandler:
+    """POST (and OPTIONS) for /upload; shares the directory and credentials of `uploads`."""
+
+    def __init__(self, uploads: UploadHandler) -> None:
+        self.uploads = uploads
+        self.directory = uploads.directory
+
+    def may_block(self, method: str) -> bool:
+        """True when serving `method` may take long even without a body (a bcrypt check)."""
+        return self.uploads.may_block(method)
+
+    def serve(self, request: Request) -> Response:
+        """Answer a request for /upload; raises HTTPError subclasses."""
+        if request.method not in POST_ALLOW:
+            raise MethodNotAllowed(POST_ALLOW)
+        if request.method == "OPTIONS":
+            return Response(204, [("Allow", ", ".join(POST_ALLOW)),
+                                  ("Accept-Post", ACCEPT_POST)])
+        user = self.uploads.authorise(request)
+        return self._post(request, user)
+
+    def _post(self, request: Request, user: str | None) -> Response:
+        kind, params = media_type(request.headers.get("Content-Type"))
+        if _is_json(kind):
+            return self._post_json(request)
+        if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+            self.uploads.ensure_directory(request.content_length)
+            try:
+                return self._post_form(request, kind, params.get("boundary", ""), user)
+            except FormError as exc:
+                return json_error(exc.status, exc.message)
+        return json_error(415, f"unsupported Content-Type {kind or '(none)'!r}; send "
+                               f"{ACCEPT_POST}", [("Accept-Post", ACCEPT_POST)])
+
+    def _post_json(self, request: Request) -> Response:
+        """Validate a JSON body and store it, byte for byte, under a new unique name."""
+        if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
+            return json_error(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
+        self.uploads.ensure_directory(request.content_length)
+        data = bytearray()
+        while chunk := request.body.read(READ_SIZE):
+            data += chunk
+            if len(data) > MAX_JSON_BYTES:
+                return json_error(413, f"JSON bodies are limited to {MAX_JSON_BYTES} bytes")
+        try:
+            json.loads(bytes(data), parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            detail = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+            return json_error(400, f"invalid JSON: {detail}", close=False)
+        with storage_errors(), TempFile(self.directory) as tmp:
+            tmp.write(bytes(data))
+            info = tmp.finish()
+            name = tmp.link_unique(stamped_names(".json"))
+            fsync_directory(self.directory)
+        location = f"{PREFIX}/{name}"
+        return json_response(201, {"status": "success", "message": "File created successfully",
+                                   "filepath": location},
+                             [("Location", location), ("ETag", validators_for(info).etag)])
+
+    def _post_form(self, request: Request, kind: str, boundary: str,
+                   user: str | None) -> Response:
+        """Store a form's files under safe unique names and its fields as a JSON record.
+
+        Every part goes to its own temporary; nothing is named until the whole body has
+        been read, so a failed submission leaves nothing behind. Raises FormError and what
+        the body reader raises.
+        """
+        fields = FieldCollector()
+        parts: list[tuple[Segment, TempFile]] = []
+        try:
+            with storage_errors():
+                if kind == "multipart/form-data":
+                    if not boundary:
+                        raise FormError(400, "multipart/form-data without a boundary")
+                    self._receive_parts(request, boundary, fields, parts)
+                else:
+                    read_urlencoded(request.body.read, fields)
+                return self._commit_form(request, fields, parts, user)
+        finally:
+            for _segment, tmp in parts:
+                tmp.discard()
+
+    def _receive_parts(self, request: Request, boundary: str, fields: FieldCollector,
+                       parts: list[tuple[Segment, TempFile]]) -> None:
+        current: TempFile | None = None
+        for event in multipart_events(request.body.read, boundary, request.content_length):
+            if isinstance(event, bytes):
+                if current is not None:
+                    current.write(event)
+                else:
+                    fields.feed(event)
+            elif event is None:
+                if current is not None:
+                    current.finish()
+                    current = None
+                else:
+                    fields.end()
+            elif event.filename is not None:
+                current = TempFile(self.directory, digest=True)
+                parts.append((event, current))
+            else:
+                fields.begin(event.name or "", event.charset)
+
+    def _commit_form(self, request: Request, fields: FieldCollector,
+                     parts: list[tuple[Segment, TempFile]], user: str | None) -> Response:
+        """Name every stored part, then write the record; on failure unname them again."""
+        # A browser sends an empty part with filename="" for a file input left empty.
+        parts = [(s, t) for s, t in parts if s.filename or t.size]
+        if not parts and not fields.fields:
+            raise FormError(400, "the form is empty")
+        stored: list[dict[str, Any]] = []
+        try:
+            for segment, tmp in parts:
+                name = tmp.link_unique(candidate_names(safe_filename(segment.filename)))
+                stored.append({
+                    "field": segment.name, "filename": segment.filename, "name": name,
+                    "filepath": f"{PREFIX}/{name}", "size": tmp.size,
+                    "sha256": tmp.sha256.hexdigest() if tmp.sha256 else None,
+                    "content_type": segment.content_type or "application/octet-stream"})
+            record = {"received": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                      "client": request.client[0], "user": user, "fields": fields.fields,
+                      "files": stored}
+            with TempFile(self.directory) as tmp:
+                tmp.write((json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode())
+                tmp.finish()
+                record_name = tmp.link_unique(stamped_names(".form.json"))
+            fsync_directory(self.directory)
+        except BaseException:
+            for entry in stored:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.directory, entry["name"]))
+            raise
+        location = f"{PREFIX}/{record_name}"
+        return json_response(201, {
+            "status": "success",
+            "message": f"Stored {len(stored)} file{'' if len(stored) == 1 else 's'} "
+                       "and the form record",
+            "form": location, "fields": fields.fields, "files": stored},
+            [("Location", location)])

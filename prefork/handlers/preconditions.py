@@ -8,6 +8,7 @@ then Range (with If-Range).
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -24,6 +25,12 @@ NOT_MODIFIED = 304
 class Validators:
     etag: str  # strong entity tag, quoted: "5f2c-400"
     last_modified: float  # seconds since the epoch, whole seconds
+
+
+def validators_for(info: os.stat_result) -> Validators:
+    """The validators of a file: a strong ETag from mtime (ns) and size, in hex, and its
+    modification time in whole seconds (HTTP dates have no fractions)."""
+    return Validators(f'"{info.st_mtime_ns:x}-{info.st_size:x}"', float(int(info.st_mtime)))
 
 
 def _etag_list(value: str) -> list[str]:

@@ -9,14 +9,18 @@ from __future__ import annotations
 from ..config import Config
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
 from ..message import Request, Response
+from .forms import UPLOAD_PATH, PostHandler
 from .static import StaticFiles
+from .status import ServerStatus
 from .upload import UploadHandler
 
 # Methods this server knows (RFC 9110 §9 plus PATCH); anything else is 501 (RFC 9110 §9.1).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE",
                            "CONNECT", "PATCH"})
-SERVER_METHODS = ("GET", "HEAD", "OPTIONS")  # what `OPTIONS *` advertises
+SERVER_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE")  # for `OPTIONS *`
+READ_METHODS = ("GET", "HEAD", "OPTIONS")
 WILDCARDS = frozenset({"0.0.0.0", "::"})
+HOST_CACHE_SIZE = 256  # accepted Host values remembered per worker (bounded: clients choose them)
 
 
 def split_host(host: str) -> tuple[str, int | None]:
@@ -36,19 +40,24 @@ class Router:
     def __init__(self, config: Config) -> None:
         server = config.server
         self.any_host = "*" in server.server_name
+        self.accepted_hosts: dict[str, tuple[str, int]] = {}  # Host value -> local address
         self.names = frozenset(n.lower().strip("[]") for n in server.server_name)
         listen = server.listen
         self.listen_hosts = frozenset(a.host for a in listen if a.host not in WILDCARDS)
         self.listen_ports = frozenset(a.port for a in listen)
         self.static = StaticFiles(server.document_root, config.static.index_files,
                                   config.static.download_extensions)
-        self.uploads = UploadHandler(config)  # /upload and /uploads/...; may raise ConfigError
+        self.uploads = UploadHandler(config)  # /uploads/...; raises ConfigError (auth)
+        self.post = PostHandler(self.uploads)  # POST /upload
+        self.status = ServerStatus(config) if config.status.enabled else None
+        self.status_path = config.status.path
 
     def may_block(self, method: str, path: str) -> bool:
         """True when a request without a body may still take long to serve (a bcrypt
         check for a method that needs credentials), so it is better handed to a blocking
         thread than served inside the event loop."""
-        return self.uploads.handles(path) and self.uploads.may_block(method)
+        return (path == UPLOAD_PATH or self.uploads.handles(path)) \
+            and self.uploads.may_block(method)
 
     def check_host(self, request: Request, local: tuple[str, int]) -> None:
         """Raise Forbidden unless the Host names this server (seed 003; DNS rebinding).
@@ -60,10 +69,14 @@ class Router:
         host = request.headers.get("Host")
         if host is None or self.any_host:
             return
+        if self.accepted_hosts.get(host) == local:
+            return  # seen and accepted before on this local address: the common case
         name, port = split_host(host.strip())
         if port is not None and port not in self.listen_ports and port != local[1]:
             raise Forbidden(f"Host header names port {port}, which this server does not serve")
         if name in self.names or name in self.listen_hosts or name == local[0]:
+            if len(self.accepted_hosts) < HOST_CACHE_SIZE:
+                self.accepted_hosts[host] = local
             return
         raise Forbidden("Host header does not name this server")
 
@@ -78,7 +91,11 @@ class Router:
                 raise BadRequest("the asterisk target is only valid with OPTIONS", close=False)
             return Response(204, [("Allow", ", ".join(SERVER_METHODS))])
         if method == "TRACE":
-            raise MethodNotAllowed(SERVER_METHODS, "TRACE is disabled")
+            raise MethodNotAllowed(READ_METHODS, "TRACE is disabled")
+        if self.status is not None and request.path == self.status_path:
+            return self.status.serve(request)
+        if request.path == UPLOAD_PATH:
+            return self.post.serve(request)
         if self.uploads.handles(request.path):
             return self.uploads.serve(request)
         return self.static.serve(request)  # PUT/DELETE/POST elsewhere: 405 + static Allow

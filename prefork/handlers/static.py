@@ -15,6 +15,7 @@ import mimetypes
 import os
 import stat
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import quote, unquote_to_bytes
@@ -23,7 +24,7 @@ from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, RangeNot
 from ..http11 import format_response_head
 from ..message import FileBody, Request, Response
 from . import preconditions
-from .preconditions import Unsatisfiable, Validators
+from .preconditions import Unsatisfiable, Validators, validators_for
 
 STATIC_METHODS = ("GET", "HEAD", "OPTIONS")
 # The per-worker file cache (like nginx's open_file_cache, but checked with stat() on every
@@ -68,6 +69,17 @@ class CachedFile:
     raw_headers: bytes  # those plus Content-Length, serialised and checked once
     size: int
     body: bytes | None  # the content of a small file
+
+
+class _Replaced(Exception):
+    """The file on disk is no longer the cached one."""
+
+
+@dataclass(frozen=True, slots=True)
+class _NeedsBody:
+    """A response that needs the file's descriptor, built once it is open and checked."""
+
+    build: Callable[[int], Response]
 
 
 class StaticFiles:
@@ -132,7 +144,7 @@ class StaticFiles:
             except OSError:
                 current = None
             if current == entry.identity:
-                return self._file_response(request, entry)
+                return self._file_response(request, entry, None)
             self._forget(request.path)
         path = self.resolve(request.path)
         try:
@@ -152,7 +164,8 @@ class StaticFiles:
             raise Forbidden("not a regular file")
         if request.method == "OPTIONS":
             return Response(204, [("Allow", ", ".join(STATIC_METHODS))])
-        return self._file_response(request, self._remember(request.path, path, info))
+        entry, fd = self._remember(request.path, path)
+        return self._file_response(request, entry, fd)
 
     def _index(self, directory: str) -> tuple[str, os.stat_result]:
         for name in self.index_files:
@@ -165,10 +178,16 @@ class StaticFiles:
 
     # ------------------------------------------------------------- the file cache
 
-    def _remember(self, key: str, path: str, info: os.stat_result) -> CachedFile:
-        """Build (and cache, when there is room) everything about a file a response needs."""
-        validators = Validators(f'"{info.st_mtime_ns:x}-{info.st_size:x}"',
-                                float(int(info.st_mtime)))
+    def _remember(self, key: str, path: str) -> tuple[CachedFile, int]:
+        """Open the file and build (and cache, when there is room) what a response needs.
+
+        Returns the entry and the open descriptor. Everything — validators, size, the
+        cached bytes — comes from fstat() and reads of that one descriptor, so a file
+        replaced by a rename meanwhile can never be sent mixed with the old one's length.
+        """
+        fd = self._open(path)
+        info = os.fstat(fd)
+        validators = validators_for(info)
         content_type, disposition = self._type_for(path)
         headers = [("Last-Modified", formatdate(validators.last_modified, usegmt=True)),
                    ("ETag", validators.etag), ("Content-Type", content_type)]
@@ -177,13 +196,9 @@ class StaticFiles:
         headers.append(("Accept-Ranges", "bytes"))
         body = None
         if info.st_size <= CACHE_FILE_BYTES and self.cache_bytes < CACHE_TOTAL_BYTES:
-            fd = self._open(path)
-            try:
-                body = os.pread(fd, info.st_size, 0)
-            finally:
-                os.close(fd)
+            body = os.pread(fd, info.st_size, 0)
             if len(body) != info.st_size:
-                body = None  # changing under us: serve it from disk this time
+                body = None  # written to in place right now: serve it from the fd this time
         full = [*headers, ("Content-Length", str(info.st_size))]
         entry = CachedFile(path, _identity(info), validators, headers,
                            serialize_fields(full), info.st_size, body)
@@ -192,16 +207,48 @@ class StaticFiles:
         if self.cache_size:
             self.cache[key] = entry
             self.cache_bytes += len(body or b"")
-        return entry
+        return entry, fd
 
     def _forget(self, key: str) -> None:
         entry = self.cache.pop(key, None)
         if entry is not None:
             self.cache_bytes -= len(entry.body or b"")
 
-    def _file_response(self, request: Request, entry: CachedFile) -> Response:
+    def _file_response(self, request: Request, entry: CachedFile, fd: int | None) -> Response:
+        """Answer from `entry`. `fd` is the descriptor the entry was built from, or None for
+        a cache hit: then the file is reopened only if its bytes are needed, and checked
+        (fstat) to still be the cached one — else the entry is rebuilt from a fresh open."""
+        try:
+            return self._answer(request, entry, fd)
+        except _Replaced:
+            self._forget(request.path)
+            return self.serve(request)
+
+    def _descriptor(self, entry: CachedFile, fd: int | None) -> int:
+        if fd is not None:
+            return fd
+        fd = self._open(entry.path)
+        if _identity(os.fstat(fd)) != entry.identity:
+            os.close(fd)
+            raise _Replaced()
+        return fd
+
+    def _answer(self, request: Request, entry: CachedFile, fd: int | None) -> Response:
         validators = entry.validators
         headers = entry.headers
+        needs_fd = False
+        try:
+            response = self._answer_from(request, entry, validators, headers)
+            if isinstance(response, _NeedsBody):
+                needs_fd = True
+                return response.build(self._descriptor(entry, fd))
+            return response
+        finally:
+            if fd is not None and not needs_fd:
+                os.close(fd)
+
+    def _answer_from(self, request: Request, entry: CachedFile, validators: Validators,
+                     headers: list[tuple[str, str]]) -> Response | _NeedsBody:
         if preconditions.evaluate(request.method, request.headers, validators):
             return Response(304, headers[:2])
         size = entry.size
@@ -216,21 +263,20 @@ class StaticFiles:
                     "no requested range overlaps the file",
                     headers=[("Content-Range", f"bytes */{size}")]) from None
         if ranges is None:
-            if request.method == "HEAD":
-                return Response(200, [*headers, ("Content-Length", str(size))], b"",
-                                raw_headers=entry.raw_headers)
-            body = entry.body if entry.body is not None else FileBody(self._open(entry.path),
-                                                                      0, size)
-            return Response(200, [*headers, ("Content-Length", str(size))], body,
-                            raw_headers=entry.raw_headers)
-        fd = self._open(entry.path)
-        content_type = headers[2][1]
+            full = [*headers, ("Content-Length", str(size))]
+            if request.method == "HEAD" or entry.body is not None:
+                body = b"" if request.method == "HEAD" else entry.body
+                return Response(200, full, body, raw_headers=entry.raw_headers)
+            return _NeedsBody(lambda fd: Response(200, full, FileBody(fd, 0, size),
+                                                  raw_headers=entry.raw_headers))
         if len(ranges) == 1:
             first, last = ranges[0]
-            return Response(206, [*headers, ("Content-Range", f"bytes {first}-{last}/{size}"),
-                                  ("Content-Length", str(last - first + 1))],
-                            FileBody(fd, first, last - first + 1))
-        return _multipart(headers, content_type, ranges, size, fd)
+            partial = [*headers, ("Content-Range", f"bytes {first}-{last}/{size}"),
+                       ("Content-Length", str(last - first + 1))]
+            return _NeedsBody(lambda fd: Response(206, partial,
+                                                  FileBody(fd, first, last - first + 1)))
+        content_type = headers[2][1]
+        return _NeedsBody(lambda fd: _multipart(headers, content_type, ranges, size, fd))
 
     def _open(self, path: str) -> int:
         try:

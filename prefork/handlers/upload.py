@@ -1,4 +1,6 @@
-"""Uploads and write methods: POST /upload (JSON or forms), PUT and DELETE under /uploads/.
+"""Uploads and write methods: the storage primitives every write uses, the master's
+clean-up functions, and GET/HEAD/OPTIONS/PUT/DELETE under /uploads/ (POST /upload, for
+JSON and forms, is forms.py's PostHandler, built on the same primitives).
 
 How this works. Every write streams the request body, 64 KiB at a time, into a temporary
 file created (O_EXCL, mode 0644 less the umask) in the *target* directory under a hidden
@@ -50,7 +52,7 @@ from ..errors import (
 from ..message import Request, Response
 from . import preconditions
 from .auth import BasicAuth, load_htpasswd
-from .preconditions import Validators
+from .preconditions import validators_for
 from .static import STATIC_METHODS, StaticFiles
 
 CHUNK = 64 * 1024  # bytes per body read and per write(2)
@@ -93,6 +95,8 @@ def remove_temporaries(directory: str, pid: int) -> int:
 
 def _remove_temporaries(directory: str, pid: int | None) -> int:
     removed = 0
+    if not os.path.isdir(directory):
+        return 0
     # fwalk + unlink(dir_fd=): a directory swapped for a symlink mid-walk cannot redirect us.
     for _path, _dirs, files, dirfd in os.fwalk(directory):
         for name in files:
@@ -154,11 +158,6 @@ def check_upload_config(config: Config) -> None:
 
 
 # ---------------------------------------------------------------- files
-
-def etag_for(info: os.stat_result) -> str:
-    """The strong ETag static.py gives the same file (mtime in ns and size, in hex)."""
-    return f'"{info.st_mtime_ns:x}-{info.st_size:x}"'
-
 
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
@@ -391,7 +390,7 @@ class UploadHandler:
                 raise PreconditionFailed("If-Match: the resource does not exist")
             return
         preconditions.evaluate(request.method, request.headers,
-                               Validators(etag_for(info), float(int(info.st_mtime))))
+                               validators_for(info))
 
     def _put(self, request: Request) -> Response:
         """Create (201 + Location) or replace (204) a file; both carry the new ETag."""
@@ -419,7 +418,7 @@ class UploadHandler:
                 else:
                     os.replace(tmp.path, path)
             fsync_directory(directory)
-        headers = [("ETag", etag_for(new_info))]
+        headers = [("ETag", validators_for(new_info).etag)]
         if current is None:
             return json_response(201, {"status": "success",
                                        "message": "File created successfully",
