@@ -1,0 +1,388 @@
+"""The servers under test: how each one is configured, started, checked and stopped.
+
+Every server gets its own configuration in a fresh temporary directory, listens on a free port
+on 127.0.0.1 only, and serves the same document root. Each is started as a child process in
+its own session, so the harness knows its whole process tree; stopping signals the root, then
+SIGKILLs by PID whatever of that tree is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HOST = "127.0.0.1"
+APACHE_MODULES = Path("/usr/lib/apache2/modules")
+LONG_KEEPALIVE_S = 120
+
+
+@dataclass
+class Options:
+    """Harness-wide settings the servers' configurations depend on."""
+
+    repo: Path
+    bench_dir: Path
+    venv: Path
+    prefork_python: str | None = None
+    prefork_threads: int = 2
+    apache_threads: int = 25
+    nofile: int = 1024
+
+
+@dataclass
+class Variant:
+    """What a workload asks of a server's configuration."""
+
+    access_log: bool = False
+    long_keepalive: bool = False  # idle workloads: keep idle connections for minutes
+    connections: int = 50  # the most connections the workload opens at once
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    stop_signal: int = signal.SIGTERM
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def _first_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"unknown ({e})"
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+class Server(ABC):
+    name = ""
+    processes_note = ""
+    access_log_note = ""  # empty: the server can log accesses and ka_1k_logged turns it on
+
+    @abstractmethod
+    def unavailable(self, opts: Options) -> str | None:
+        """Why this server cannot run here, or None."""
+
+    def config_note(self, opts: Options) -> str:
+        """How it is configured, for the report."""
+        return self.processes_note
+
+    @abstractmethod
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch: ...
+
+    @abstractmethod
+    def version(self, opts: Options) -> str: ...
+
+
+class Nginx(Server):
+    name = "nginx"
+    processes_note = "worker_processes 2, sendfile on, access_log off"
+
+    def unavailable(self, opts: Options) -> str | None:
+        return None if shutil.which("nginx") else "nginx not installed (run bench/setup.sh)"
+
+    def version(self, opts: Options) -> str:
+        return _first_line(["nginx", "-v"])
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        log = f"{workdir}/access.log combined" if v.access_log else "off"
+        keepalive = LONG_KEEPALIVE_S if v.long_keepalive else 65
+        user = "user nobody nogroup;\n" if _is_root() else ""
+        conf = f"""{user}worker_processes 2;
+daemon off;
+master_process on;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+worker_rlimit_nofile {opts.nofile};
+events {{ worker_connections {max(4096, min(opts.nofile - 100, 16384))}; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log {log};
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout {keepalive};
+    client_body_temp_path {workdir}/body;
+    proxy_temp_path {workdir}/proxy;
+    fastcgi_temp_path {workdir}/fastcgi;
+    uwsgi_temp_path {workdir}/uwsgi;
+    scgi_temp_path {workdir}/scgi;
+    server {{
+        listen {HOST}:{port} backlog=4096;
+        server_name localhost;
+        root {docroot};
+        location / {{ }}
+    }}
+}}
+"""
+        (workdir / "nginx.conf").write_text(conf)
+        return Launch(["nginx", "-p", f"{workdir}/", "-c", f"{workdir}/nginx.conf",
+                       "-e", f"{workdir}/error.log"], stop_signal=signal.SIGTERM)
+
+
+class Apache(Server):
+    name = "apache"
+    processes_note = "mpm_event, 2 processes x ThreadsPerChild, EnableSendfile On, no access log"
+
+    def config_note(self, opts: Options) -> str:
+        return (f"mpm_event, 2 processes x ThreadsPerChild {opts.apache_threads}, "
+                "KeepAliveTimeout 5, MaxKeepAliveRequests 1000, EnableSendfile On, no access log")
+
+    def unavailable(self, opts: Options) -> str | None:
+        if not shutil.which("apache2"):
+            return "apache2 not installed (run bench/setup.sh)"
+        if not (APACHE_MODULES / "mod_mpm_event.so").exists():
+            return f"mod_mpm_event.so not found in {APACHE_MODULES}"
+        return None
+
+    def version(self, opts: Options) -> str:
+        return _first_line(["apache2", "-v"])
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        t = opts.apache_threads
+        mods = "\n".join(f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so"
+                         for m in ("mpm_event", "authz_core", "mime"))
+        log = ""
+        if v.access_log:
+            log = ('LogFormat "%h %l %u %t \\"%r\\" %>s %b \\"%{Referer}i\\" '
+                   '\\"%{User-agent}i\\"" combined\n'
+                   f"CustomLog {workdir}/access.log combined\n")
+        user = "User nobody\nGroup nogroup\n" if _is_root() else ""
+        keepalive = LONG_KEEPALIVE_S if v.long_keepalive else 5
+        conf = f"""ServerRoot {workdir}
+{mods}
+{user}Listen {HOST}:{port}
+ListenBacklog 4096
+ServerName localhost
+PidFile {workdir}/apache.pid
+DefaultRuntimeDir {workdir}
+ErrorLog {workdir}/error.log
+LogLevel warn
+{log}TypesConfig /etc/mime.types
+StartServers 2
+ServerLimit 2
+ThreadLimit {t}
+ThreadsPerChild {t}
+MaxRequestWorkers {2 * t}
+MinSpareThreads 1
+MaxSpareThreads {2 * t}
+MaxConnectionsPerChild 0
+KeepAlive On
+KeepAliveTimeout {keepalive}
+MaxKeepAliveRequests 1000
+EnableSendfile On
+DocumentRoot {docroot}
+<Directory />
+    AllowOverride None
+    Options None
+    Require all granted
+</Directory>
+"""
+        (workdir / "apache2.conf").write_text(conf)
+        return Launch(["apache2", "-d", str(workdir), "-f", f"{workdir}/apache2.conf",
+                       "-DFOREGROUND"], stop_signal=signal.SIGTERM)
+
+
+class Gunicorn(Server):
+    """gunicorn with the static-file WSGI app in bench/wsgi_static.py."""
+
+    def __init__(self, name: str, worker: str, threads: int = 1) -> None:
+        self.name = name
+        self.worker = worker
+        self.threads = threads
+        extra = f" --threads {threads}" if worker == "gthread" else ""
+        keep = "keep-alive" if worker == "gthread" else "no keep-alive: closes after each response"
+        self.processes_note = f"-w 2 -k {worker}{extra} ({keep})"
+
+    def unavailable(self, opts: Options) -> str | None:
+        if not (opts.venv / "bin" / "gunicorn").exists():
+            return f"gunicorn not in {opts.venv} (run bench/setup.sh)"
+        return None
+
+    def version(self, opts: Options) -> str:
+        return _first_line([str(opts.venv / "bin" / "gunicorn"), "--version"])
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        argv = [str(opts.venv / "bin" / "gunicorn"), "-w", "2", "-k", self.worker,
+                "-b", f"{HOST}:{port}", "--no-control-socket", "--chdir", str(opts.bench_dir),
+                "--error-logfile", f"{workdir}/error.log", "--log-level", "warning",
+                "--worker-tmp-dir", str(workdir)]
+        if self.worker == "gthread":
+            argv += ["--threads", str(self.threads),
+                     "--worker-connections", str(max(1000, v.connections))]
+        if v.long_keepalive:
+            argv += ["--keep-alive", str(LONG_KEEPALIVE_S)]
+        if v.access_log:
+            argv += ["--access-logfile", f"{workdir}/access.log"]
+        argv.append("wsgi_static:app")
+        return Launch(argv, env={"BENCH_DOCROOT": str(docroot)}, stop_signal=signal.SIGINT)
+
+
+class Waitress(Server):
+    name = "waitress"
+    processes_note = "1 process, --threads=4 (waitress has no worker processes)"
+    access_log_note = "no access log of its own"
+
+    def unavailable(self, opts: Options) -> str | None:
+        if not (opts.venv / "bin" / "waitress-serve").exists():
+            return f"waitress not in {opts.venv} (run bench/setup.sh)"
+        return None
+
+    def version(self, opts: Options) -> str:
+        return _first_line([str(opts.venv / "bin" / "python"), "-c",
+                            "import importlib.metadata as m; print('waitress', "
+                            "m.version('waitress'))"])
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        argv = [str(opts.venv / "bin" / "waitress-serve"), f"--listen={HOST}:{port}",
+                "--threads=4"]
+        if v.long_keepalive:
+            argv.append(f"--channel-timeout={LONG_KEEPALIVE_S}")
+        argv.append("wsgi_static:app")
+        env = {"BENCH_DOCROOT": str(docroot), "PYTHONPATH": str(opts.bench_dir)}
+        return Launch(argv, env=env, cwd=opts.bench_dir, stop_signal=signal.SIGTERM)
+
+
+class HttpServer(Server):
+    name = "http.server"
+    processes_note = "1 process, a thread per connection, HTTP/1.0 (closes after each response)"
+    access_log_note = "always logs each request to stderr (sent to a file)"
+
+    def unavailable(self, opts: Options) -> str | None:
+        return None
+
+    def version(self, opts: Options) -> str:
+        return f"python {sys.version.split()[0]} http.server"
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        return Launch([sys.executable, "-m", "http.server", "--bind", HOST,
+                       "--directory", str(docroot), str(port)], stop_signal=signal.SIGTERM)
+
+
+PREFORK_DEPS_CHECK = "import click, psutil, setproctitle"
+
+
+def find_prefork_python(repo: Path, explicit: str | None) -> tuple[str | None, str]:
+    """The interpreter to run bin/httpdctl with, and what was tried if none fits."""
+    candidates = [explicit] if explicit else [
+        os.environ.get("PREFORK_PYTHON"),
+        str(repo / ".venv" / "bin" / "python"),
+        sys.executable,
+        str(repo.parent / "venv" / "bin" / "python"),
+    ]
+    tried = []
+    for c in candidates:
+        if not c or not Path(c).exists():
+            continue
+        tried.append(c)
+        ok = subprocess.run([c, "-c", PREFORK_DEPS_CHECK], capture_output=True, timeout=30)
+        if ok.returncode == 0:
+            return c, ""
+    return None, ("no interpreter with click, psutil and setproctitle among "
+                  f"{tried or candidates}; pass --prefork-python or set PREFORK_PYTHON")
+
+
+class Prefork(Server):
+    name = "prefork"
+    processes_note = "processes = 2, threads = --prefork-threads, access_log = off"
+
+    def config_note(self, opts: Options) -> str:
+        return f"processes = 2, threads = {opts.prefork_threads}, access_log = off"
+
+    def unavailable(self, opts: Options) -> str | None:
+        ctl = opts.repo / "bin" / "httpdctl"
+        if not ctl.exists():
+            return f"{ctl} not found: prefork skipped"
+        py, why = find_prefork_python(opts.repo, opts.prefork_python)
+        if py is None:
+            return why
+        opts.prefork_python = py
+        return None
+
+    def version(self, opts: Options) -> str:
+        return f"prefork from {opts.repo} ({_git_head(opts.repo)}), python {opts.prefork_python}"
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        for sub in ("etc", "var/log", "var/run"):
+            (workdir / sub).mkdir(parents=True, exist_ok=True)
+        _link_tree(docroot, workdir / "htdocs")
+        log = "var/log/access.log" if v.access_log else "off"
+        lines = [
+            "[server]",
+            f"listen = {HOST}:{port}",
+            "document_root = htdocs",
+            "pid_file = var/run/httpd.pid",
+            "server_name = localhost 127.0.0.1",
+            "",
+            "[workers]",
+            "processes = 2",
+            f"threads = {opts.prefork_threads}",
+        ]
+        if v.connections > 1000:
+            lines.append(f"max_connections = {v.connections}")
+        if v.long_keepalive:
+            lines += ["", "[http]", f"keepalive_timeout = {LONG_KEEPALIVE_S}"]
+        lines += ["", "[logging]", f"access_log = {log}", "error_log = var/log/error.log",
+                  "level = warn", ""]
+        (workdir / "etc" / "httpd.ini").write_text("\n".join(lines))
+        assert opts.prefork_python is not None
+        argv = [opts.prefork_python, str(opts.repo / "bin" / "httpdctl"),
+                "-f", str(workdir / "etc" / "httpd.ini"), "start", "--foreground"]
+        return Launch(argv, stop_signal=signal.SIGINT)  # SIGINT: fast stop
+
+
+def _git_head(repo: Path) -> str:
+    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True, timeout=10)
+    return out.stdout.strip() or "unknown commit"
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Populate dst with hard links to src's files (copies across filesystems)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        target = dst / f.name
+        if not target.exists():
+            try:
+                os.link(f, target)
+            except OSError:
+                shutil.copy2(f, target)
+
+
+ALL_SERVERS: list[Server] = [
+    Prefork(), Nginx(), Apache(), Gunicorn("gunicorn-sync", "sync"),
+    Gunicorn("gunicorn-gthread", "gthread", threads=4), Waitress(), HttpServer(),
+]
+
+
+def by_name(names: list[str]) -> list[Server]:
+    known = {s.name: s for s in ALL_SERVERS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown server(s) {unknown}; known: {list(known)}")
+    return [known[n] for n in names]
