@@ -283,6 +283,9 @@ SETTINGS: tuple[Setting, ...] = (
        "Where POST /upload stores files and PUT/DELETE may write; created at start.", True),
     _s("uploads", "require_auth", _words, "",
        "Methods that need Basic credentials from [auth] users_file, e.g. POST PUT DELETE."),
+    _s("uploads", "writers", _words, "",
+       "Users of users_file allowed the require_auth methods (empty: all of them); another "
+       "authenticated user gets 403."),
     _s("auth", "users_file", _string, "",
        "Apache htpasswd file with bcrypt entries (htpasswd -B).", True),
     _s("auth", "realm", _string, "prefork",

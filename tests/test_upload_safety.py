@@ -412,6 +412,20 @@ def test_auth_required_for_writes(auth_server: Server) -> None:
     assert status_of(raw) == 403
 
 
+def test_known_user_without_rights_gets_403(server_factory: ServerFactory,
+                                            tmp_path: Path) -> None:
+    users = tmp_path / "htpasswd"
+    users.write_text(htpasswd_line("alice", "s3cret") + "\n" + htpasswd_line("eve", "pw") + "\n")
+    server = server_factory({"uploads": {"require_auth": "PUT DELETE", "writers": "alice"},
+                             "auth": {"users_file": str(users)}})
+    response, _ = server.get("/uploads/w.txt", "PUT", basic("eve", "pw"), b"x")
+    assert response.status == 403  # authenticated, but not a writer
+    assert server.get("/uploads/w.txt", "PUT", basic("eve", "bad"), b"x")[0].status == 401
+    assert server.get("/uploads/w.txt", "PUT", basic("alice", "s3cret"), b"x")[0].status == 201
+    assert "not in [uploads] writers" not in server.get(
+        "/uploads/w.txt", "DELETE", basic("eve", "pw"))[1].decode()  # reason stays in the log
+
+
 def test_unauthenticated_upload_never_gets_100_continue(auth_server: Server) -> None:
     with auth_server.socket() as sock:
         sock.sendall(b"PUT /uploads/x.bin HTTP/1.1\r\nHost: localhost\r\n"

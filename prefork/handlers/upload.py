@@ -311,6 +311,7 @@ class UploadHandler:
         self.files = UploadFiles(self.directory, config.static.index_files,
                                  config.static.download_extensions)
         self.require_auth = frozenset(m.upper() for m in uploads.require_auth)
+        self.writers = frozenset(uploads.writers)
         self.auth: BasicAuth | None = None
         if self.require_auth:
             if not config.auth.users_file:
@@ -348,7 +349,10 @@ class UploadHandler:
         raises Unauthorized."""
         if self.auth is None or request.method not in self.require_auth:
             return None
-        return self.auth.authenticate(request)
+        user = self.auth.authenticate(request)
+        if self.writers and user not in self.writers:
+            raise Forbidden(f"user {user!r} is not in [uploads] writers")
+        return user
 
     def ensure_directory(self, content_length: int | None = None) -> None:
         """Create the uploads directory if it is missing (until the master does it at
