@@ -21,7 +21,7 @@ import select
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import SERVER_SOFTWARE
@@ -78,6 +78,7 @@ class ServerContext:
     body_timeout: float
     min_rate: int
     debug: bool
+    host_memo: dict[str, str] = field(default_factory=dict)  # shared by the worker's parsers
 
 
 def error_page(status: int, reason: str, detail: str) -> bytes:
@@ -98,7 +99,7 @@ class Connection:
         self.local = local
         self.ctx = ctx
         self.slot = slot
-        self.parser = RequestParser(ctx.limits)
+        self.parser = RequestParser(ctx.limits, ctx.host_memo)
         self.requests = 0
         self.draining = draining
         now = time.monotonic()

@@ -157,18 +157,22 @@ _CHUNK_LINE_RE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*" + _BTOKEN
 
 _HEAD, _DATA, _CHUNK_SIZE, _TRAILERS, _END, _DONE, _DEAD = range(7)
 _CONNECTION = {"keep-alive": True, "close": False}  # the usual whole Connection values
-_HOSTS: dict[str, str] = {}  # Host values found valid -> lower-cased (a bounded memo)
+HOST_MEMO_SIZE = 256  # Host values a memo remembers before it starts over
 _NO_TRAILERS = EndOfMessage(Headers())
 
 
 class RequestParser:
     """Turns received bytes into RequestHead, BodyChunk and EndOfMessage events."""
 
-    __slots__ = ("_buf", "_chunked", "_crlf", "_eof", "_error", "_limits", "_lines", "_pos",
-                 "_remaining", "_request_line", "_scan", "_skipped", "_state", "_total")
+    __slots__ = ("_buf", "_chunked", "_crlf", "_eof", "_error", "_hosts", "_limits", "_lines",
+                 "_pos", "_remaining", "_request_line", "_scan", "_skipped", "_state", "_total")
 
-    def __init__(self, limits: Limits = Limits()) -> None:
+    def __init__(self, limits: Limits = Limits(), host_memo: dict[str, str] | None = None
+                 ) -> None:
+        """`host_memo`: Host values already found valid -> lower-cased; a worker shares one
+        between its connections so the RFC 3986 check runs once per distinct Host."""
         self._limits, self._buf, self._state = limits, bytearray(), _HEAD
+        self._hosts = host_memo if host_memo is not None else {}
         self._eof = self._chunked = self._crlf = False  # _crlf: CRLF must end chunk-data
         self._error: HTTPError | ClientDisconnected | None = None
         self._request_line: str | None = None
@@ -346,13 +350,14 @@ class RequestParser:
         hosts = headers.get_all("host")  # RFC 9112 §3.2: one valid Host; 1.1 requires it
         if len(hosts) > 1 or (http11 and not hosts):
             raise BadRequest("a request needs exactly one Host header field")
-        host = _HOSTS.get(hosts[0]) if hosts else ""
+        memo = self._hosts
+        host = memo.get(hosts[0]) if hosts else ""
         if host is None:
             if not _valid_host(hosts[0]):
                 raise BadRequest("invalid Host header field")
-            if len(_HOSTS) > 255:
-                _HOSTS.clear()
-            host = _HOSTS[hosts[0]] = hosts[0].lower()
+            if len(memo) >= HOST_MEMO_SIZE:
+                memo.clear()
+            host = memo[hosts[0]] = hosts[0].lower()
         if authority is not None:  # §3.2.2: the absolute-form's authority wins
             host = authority
         length = None

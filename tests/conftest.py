@@ -217,14 +217,21 @@ def server(server_factory: ServerFactory) -> Server:
     return server_factory()
 
 
-@pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One server for a module's read-only HTTP checks (saves start-up time)."""
-    base = tmp_path_factory.mktemp("shared")
+@contextlib.contextmanager
+def running_server(base: Path, settings: dict[str, dict[str, str]] | None = None
+                   ) -> Iterator[Server]:
+    """A started server in a new root under `base`, stopped and killed on exit."""
     root = make_root(base)
-    server = Server(root, write_config(root, {}))
+    server = Server(root, write_config(root, settings or {}))
     try:
         server.start()
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for a module's read-only HTTP checks (saves start-up time)."""
+    with running_server(tmp_path_factory.mktemp("shared")) as server:
+        yield server

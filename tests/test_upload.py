@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Server, make_root, read_all, wait_for, write_config
+from .conftest import Server, read_all, running_server, wait_for
 
 NAME = re.compile(r"/uploads/upload_\d{8}_\d{6}_[0-9a-f]{6}\.json")
 JSON = {"Content-Type": "application/json"}
@@ -23,13 +23,8 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server for this module's checks; the uploads directory starts absent."""
-    root = make_root(tmp_path_factory.mktemp("upload"))
-    server = Server(root, write_config(root, {}))
-    try:
-        server.start()
+    with running_server(tmp_path_factory.mktemp("upload")) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 def uploads(server: Server) -> Path:
