@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from .scoreboard import ThreadSlot
 
 RECV_SIZE = 65536
+LOGGED_TARGET = 256  # characters of a client's request-target quoted in the error log
 SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
 LINGER_SECONDS = 2.0  # Apache's lingering close waits up to 2 s (MAX_SECS_TO_LINGER is 30)
 LINGER_READ_LIMIT = 1 << 20  # stop lingering after discarding this much
@@ -271,15 +272,17 @@ class Connection:
             return self.ctx.router.handle(request, self.local)
         except HTTPError as exc:
             if self.ctx.debug or exc.status >= 500:
-                self.ctx.error_log.log("debug" if exc.status < 500 else "error",
-                                       f"{exc.status} {exc.detail}: {head.method} {head.target}",
-                                       self.client)
+                self.ctx.error_log.log(
+                    "debug" if exc.status < 500 else "error",
+                    f"{exc.status} {exc.detail}: {head.method} {head.target[:LOGGED_TARGET]}",
+                    self.client)
             return self._error_response(exc)
         except ClientDisconnected:
             raise
         except Exception as exc:  # the one place unexpected errors become 500s
             self.ctx.error_log.error(
-                f"unhandled error serving {head.method} {head.target}: {exc!r}",
+                f"unhandled error serving {head.method} {head.target[:LOGGED_TARGET]}: "
+                f"{str(exc)[:LOGGED_TARGET]}",
                 self.client, exc)
             return self._error_response(InternalServerError("unexpected server error"))
 

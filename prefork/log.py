@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from .config import ACCESS_FORMAT_DIRECTIVE, LOG_LEVELS
 
 LOG_FILE_MODE = 0o640
+MAX_MESSAGE = 8192  # characters of one error-log message (a stack dump is longer: it is
+# written whole, as the traceback lines after the message)
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
@@ -252,8 +254,9 @@ class ErrorLog(_FileLog):
         return LEVEL_RANK[level] >= self.threshold
 
     def log(self, level: str, message: str, client: tuple[str, int] | str | None = None,
-            exc: BaseException | None = None) -> None:
-        """Write one record (and the traceback of `exc`, in the same write) if level passes."""
+            exc: BaseException | None = None, appendix: str = "") -> None:
+        """Write one record if its level passes: the one-line message, then the traceback of
+        `exc` and the lines of `appendix` (a stack dump), indented, in the same write()."""
         if LEVEL_RANK[level] < self.threshold:
             return
         prefix = (f"[{error_time(time.time())}] [core:{level}] "
@@ -261,10 +264,15 @@ class ErrorLog(_FileLog):
         if client:
             who = client if isinstance(client, str) else f"{client[0]}:{client[1]}"
             prefix += f"[client {who}] "
+        if len(message) > MAX_MESSAGE:  # client-controlled text must not flood the log
+            message = message[:MAX_MESSAGE] + f"... ({len(message) - MAX_MESSAGE} more)"
         text = prefix + message.replace("\n", "\\n") + "\n"
         if exc is not None:
-            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
-            text += "".join("    " + ln for chunk in lines for ln in chunk.splitlines(True))
+            appendix = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) \
+                + appendix
+        if appendix:
+            text += "".join("    " + line for line in appendix.splitlines(True))
+            text += "" if text.endswith("\n") else "\n"
         data = text.encode("utf-8", "backslashreplace")
         if self.file is not None:
             self.file.write(data)

@@ -86,7 +86,7 @@ class BlockingPool:
             self.next_thread += 1
         if index < THREAD_LIMIT:
             slot = self.scoreboard.thread_slot(self.process_slot, index, self.generation)
-            slot.ident = threading.get_ident()
+            slot.ident, slot.native_id = threading.get_ident(), threading.get_native_id()
             self.local.slot = slot
             self.slots.append(slot)
 
@@ -152,7 +152,7 @@ class EventLoop:
         conns = self.conns
         states = self.states
         listeners = self.listeners
-        self.slot.ident = threading.get_ident()
+        self.slot.ident, self.slot.native_id = threading.get_ident(), threading.get_native_id()
         epoll.register(self.wake_fd, _IN)
         self._start_accepting()
         next_sweep = time.monotonic() + SWEEP_INTERVAL

@@ -224,6 +224,7 @@ class ThreadSlot:
         "generation",
         "ident",
         "line",
+        "native_id",
         "offset",
         "reported",
         "requests",
@@ -243,6 +244,7 @@ class ThreadSlot:
         self.client = ""
         self.state = WAITING
         self.ident = 0  # threading.get_ident() of the thread using the slot (for stack dumps)
+        self.native_id = 0  # its kernel thread id, as the error log's [tid N] shows it
         self.reported = 0.0  # request start already reported by the watchdog
         self.update(WAITING)
 

@@ -246,11 +246,12 @@ class Worker:
             slot.reported = slot.start
             frame = frames.get(slot.ident)
             stack = "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
-            self.spec.error_log.error(
+            self.spec.error_log.log(
+                "error",
                 f"request running {running:.1f}s exceeds [workers] request_timeout "
-                f"({limit:g}s): {slot.line!r} from "
-                f"{slot.client} in thread {slot.ident}; this worker will be "
-                f"replaced. Stack of that thread:\n{stack}")
+                f"({limit:g}s): {slot.line[:256]!r} from {slot.client} in thread (tid) "
+                f"{slot.native_id}; this worker will be replaced. Stack of that thread:",
+                appendix=stack)
             self._ask_recycle(RECYCLE_HUNG_REQUEST)
 
     def _drain(self) -> None:

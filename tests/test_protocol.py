@@ -107,3 +107,21 @@ def test_arbitrary_bytes_never_get_a_500(shared_server: Server, data: bytes) -> 
 def test_server_survived_the_garbage(shared_server: Server) -> None:
     assert shared_server.get("/")[0].status == 200
     assert "Traceback" not in shared_server.log("error.log")
+
+
+def test_hostile_paths_get_4xx_never_500(shared_server: Server) -> None:
+    cases = {
+        b"/" + b"a" * 300: 404,  # a name longer than NAME_MAX
+        b"/" + b"a/" * 3000: 404,  # a path longer than PATH_MAX
+        b"/%zz": 400,
+        b"/ab%2": 400,
+        b"/%ff%fe": 400,  # not UTF-8
+        b"/about.html/x": 404,  # a file used as a directory
+    }
+    for target, status in cases.items():
+        raw = shared_server.raw(b"GET " + target + b" HTTP/1.1\r\nHost: localhost\r\n"
+                                b"Connection: close\r\n\r\n")
+        assert raw.startswith(b"HTTP/1.1 %d " % status), (target[:20], raw[:40])
+    log = shared_server.log("error.log")
+    assert "Traceback" not in log
+    assert all(len(line) < 10000 for line in log.splitlines())

@@ -11,8 +11,10 @@ Path safety (a request can only ever name a file under document_root):
 
 from __future__ import annotations
 
+import errno
 import mimetypes
 import os
+import re
 import stat
 import uuid
 from collections.abc import Callable
@@ -20,7 +22,14 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from urllib.parse import quote, unquote_to_bytes
 
-from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotFound, RangeNotSatisfiable
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    HTTPError,
+    MethodNotAllowed,
+    NotFound,
+    RangeNotSatisfiable,
+)
 from ..http11 import format_response_head
 from ..message import FileBody, Request, Response
 from . import preconditions
@@ -46,6 +55,22 @@ def _content_type_table() -> mimetypes.MimeTypes:
     table.add_type("image/webp", ".webp")
     table.add_type("font/woff2", ".woff2")
     return table
+
+
+# How a failed stat()/open() is answered, as nginx's static module does; anything else
+# (EIO...) is a real server error and goes up as a 500 with its traceback.
+_NOT_FOUND = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
+_FORBIDDEN = frozenset({errno.EACCES, errno.EPERM, errno.ELOOP})
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def refusal(exc: OSError) -> HTTPError:
+    """The HTTP error for a file-system error on a path a client named; re-raises others."""
+    if exc.errno in _NOT_FOUND:
+        return NotFound(f"no such file ({exc.strerror})")
+    if exc.errno in _FORBIDDEN:
+        return Forbidden(f"not accessible ({exc.strerror})")
+    raise exc
 
 
 def serialize_fields(headers: list[tuple[str, str]]) -> bytes:
@@ -107,6 +132,9 @@ class StaticFiles:
         lowered = raw_path.lower()
         if "%2f" in lowered or "%5c" in lowered:
             raise Forbidden("encoded slashes are not allowed in paths")
+        if "%" in raw_path and _BAD_ESCAPE.search(raw_path):
+            raise BadRequest("malformed percent-encoding in the path (RFC 3986 §2.1)",
+                             close=False)
         try:
             decoded = unquote_to_bytes(raw_path).decode("utf-8")
         except UnicodeDecodeError:
@@ -149,10 +177,8 @@ class StaticFiles:
         path = self.resolve(request.path)
         try:
             info = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise NotFound("no such file") from None
-        except PermissionError:
-            raise Forbidden("permission denied") from None
+        except OSError as exc:
+            raise refusal(exc) from None
         if stat.S_ISDIR(info.st_mode):
             if not request.path.endswith("/"):
                 location = request.path + "/" + (f"?{request.query}" if request.query else "")
@@ -281,10 +307,8 @@ class StaticFiles:
     def _open(self, path: str) -> int:
         try:
             return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except PermissionError:
-            raise Forbidden("permission denied") from None
-        except FileNotFoundError:
-            raise NotFound("no such file") from None
+        except OSError as exc:
+            raise refusal(exc) from None
 
     def _type_for(self, path: str) -> tuple[str, str | None]:
         name = os.path.basename(path)
