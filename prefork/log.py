@@ -9,6 +9,7 @@ swaps files atomically for every thread without a lock (this is what logrotate n
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import ACCESS_FORMAT_DIRECTIVE, LOG_LEVELS
+from .config import ACCESS_FORMAT_DIRECTIVE, COMBINED_FORMAT, LOG_LEVELS
 
 LOG_FILE_MODE = 0o640
 MAX_MESSAGE = 8192  # characters of one error-log message (a stack dump is longer: it is
@@ -60,11 +61,12 @@ class _LogFile:
 # ------------------------------------------------------------------ escaping
 
 _SAFE = frozenset(range(0x20, 0x7F)) - {ord('"'), ord("\\")}
+_NEEDS_ESCAPE = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
 def escape(value: str) -> str:
     """Escape like mod_log_config: quotes and backslashes, control and non-ASCII bytes as \\xhh."""
-    if all(ord(c) in _SAFE for c in value):
+    if _NEEDS_ESCAPE.search(value) is None:
         return value
     out = []
     for ch in value:
@@ -162,11 +164,28 @@ _FIELDS: dict[str, Field] = {
 }
 
 
-def compile_access_format(fmt: str) -> Callable[[AccessRecord], str]:
+def _combined() -> Callable[[AccessRecord], str]:
+    """The default (Combined) format as one f-string: the same output as the general
+    renderer (a test checks), at a fraction of its cost per request."""
+    clock = ClfClock()
+
+    def render(r: AccessRecord) -> str:
+        line = escape(r.request_line) if r.request_line else "-"
+        return (f'{r.client_ip} - {r.user} {clock.format(r.start)} "{line}" {r.status} '
+                f'{r.body_bytes or "-"} "{_header_value(r.request_headers, "Referer")}" '
+                f'"{_header_value(r.request_headers, "User-agent")}"')
+
+    return render
+
+
+def compile_access_format(fmt: str, specialise: bool = True
+                          ) -> Callable[[AccessRecord], str]:
     """Compile an Apache LogFormat string into a function from AccessRecord to a line.
 
     Raises ValueError for an unknown directive (config.py validates the same grammar).
     """
+    if specialise and fmt == COMBINED_FORMAT:
+        return _combined()
     parts: list[str | Field] = []
     position = 0
     for match in ACCESS_FORMAT_DIRECTIVE.finditer(fmt):
