@@ -9,192 +9,35 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .converters import (  # noqa: F401 - re-exported: other modules import them from here
+    ACCESS_FORMAT_DIRECTIVE,
+    COMBINED_FORMAT,
+    LOG_LEVELS,
+    ListenAddress,
+    access_format,
+    boolean,
+    extensions,
+    integer,
+    level,
+    listen_list,
+    parse_listen,
+    path_or_off,
+    processes,
+    seconds,
+    size,
+    string_value,
+    words,
+)
 from .errors import ConfigError
 
 DEFAULT_CONFIG = "etc/httpd.ini"  # relative to the current directory, unless $HTTPD_CONF
 CONFIG_ENV = "HTTPD_CONF"
 
-# Apache's "combined" LogFormat.
-COMBINED_FORMAT = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"'
-LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit")
-
-
-# ---------------------------------------------------------------- value types
-# Each converter takes the raw string and returns the value, or raises ValueError whose text
-# becomes the error message.
-
-def _integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
-    def convert(raw: str) -> int:
-        try:
-            value = int(raw, 10)
-        except ValueError:
-            raise ValueError(f"expected a whole number, got {raw!r}") from None
-        if minimum is not None and value < minimum:
-            raise ValueError(f"must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise ValueError(f"must be at most {maximum}, got {value}")
-        return value
-    convert.__doc__ = "integer"
-    return convert
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
-_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
-
-
-def _seconds(raw: str) -> float:
-    """Durations: "5", "2.5", "500ms", "30s", "2m", "1h"."""
-    match = _DURATION.fullmatch(raw.strip().lower())
-    if not match:
-        raise ValueError(f"expected a duration such as 5, 0.5, 500ms, 30s or 2m, got {raw!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-_SIZE = re.compile(r"(\d+)\s*([kmg]i?b?|b)?")
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-
-
-def _size(raw: str) -> int:
-    """Byte sizes: "1024", "64k", "10M", "1G" (binary multiples, like nginx)."""
-    match = _SIZE.fullmatch(raw.strip().lower())
-    if not match:
-        raise ValueError(f"expected a size such as 8190, 64k, 10M or 1G, got {raw!r}")
-    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "")[:1]]
-
-
-_TRUE = {"1", "yes", "true", "on"}
-_FALSE = {"0", "no", "false", "off"}
-
-
-def _boolean(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise ValueError(f"expected on/off, yes/no or true/false, got {raw!r}")
-
-
-def _string(raw: str) -> str:
-    return raw.strip()
-
-
-def _words(raw: str) -> tuple[str, ...]:
-    """Space- or comma-separated list."""
-    return tuple(w for w in re.split(r"[\s,]+", raw.strip()) if w)
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def convert(raw: str) -> str:
-        value = raw.strip().lower()
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {raw!r}")
-        return value
-    return convert
-
-
-def _processes(raw: str) -> int:
-    """A number of processes, or "auto" for one per CPU."""
-    if raw.strip().lower() == "auto":
-        return os.cpu_count() or 1
-    return _integer(1, 256)(raw)
-
-
-def _extensions(raw: str) -> tuple[str, ...]:
-    out = []
-    for word in _words(raw):
-        ext = word.lower() if word.startswith(".") else "." + word.lower()
-        if not re.fullmatch(r"\.[a-z0-9_+-]+", ext):
-            raise ValueError(f"not a file extension: {word!r}")
-        out.append(ext)
-    return tuple(out)
-
-
-@dataclass(frozen=True, slots=True)
-class ListenAddress:
-    host: str  # "" never appears: wildcards are spelled 0.0.0.0 or ::
-    port: int
-    family: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if self.family == socket.AF_INET6 else \
-            f"{self.host}:{self.port}"
-
-
-def parse_listen(raw: str) -> ListenAddress:
-    """Parse "host:port", "[v6]:port", "*:port" or a bare "port" (all IPv4 interfaces)."""
-    text = raw.strip()
-    if text.startswith("["):
-        host, sep, port_text = text[1:].partition("]:")
-        family = socket.AF_INET6
-        if not sep:
-            raise ValueError(f"IPv6 listen address must look like [::1]:8080, got {raw!r}")
-    elif text.isdigit():
-        host, port_text, family = "0.0.0.0", text, socket.AF_INET
-    else:
-        host, sep, port_text = text.rpartition(":")
-        family = socket.AF_INET
-        if not sep or not host:
-            raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {raw!r}")
-        if host == "*":
-            host = "0.0.0.0"
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port must be a number from 0 to 65535 in {raw!r}")
-    try:
-        socket.inet_pton(family, host)
-    except OSError:
-        try:
-            host = socket.gethostbyname(host) if family == socket.AF_INET else host
-            socket.inet_pton(family, host)
-        except OSError:
-            raise ValueError(f"not an IP address or resolvable host: {host!r}") from None
-    return ListenAddress(host, int(port_text), family)
-
-
-def _listen_list(raw: str) -> tuple[ListenAddress, ...]:
-    addresses = tuple(parse_listen(word) for word in _words(raw))
-    if not addresses:
-        raise ValueError("at least one listen address is required")
-    if len(set(addresses)) != len(addresses):
-        raise ValueError("the same address is listed twice")
-    return addresses
-
-
-# One Apache LogFormat directive: %h, %>s, %{Referer}i, %% ... (mod_log_config).
-ACCESS_FORMAT_DIRECTIVE = re.compile(r"%(?:\{([^}]*)\})?([<>]?)([a-zA-Z%])")
-ACCESS_FORMAT_LETTERS = frozenset("%abBDhHilmpPqrsTtuUv") | {"o"}
-
-
-def _access_format(raw: str) -> str:
-    """An Apache LogFormat string using the directives log.py knows."""
-    text = raw.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        text = text[1:-1]
-    if "%" not in text:
-        raise ValueError("contains no % directives")
-    for match in ACCESS_FORMAT_DIRECTIVE.finditer(text):
-        letter, arg = match.group(3), match.group(1)
-        if letter not in ACCESS_FORMAT_LETTERS:
-            raise ValueError(f"unsupported directive %{letter}")
-        if letter in "io" and not arg:
-            raise ValueError(f"%{letter} needs a header name, as in %{{Referer}}{letter}")
-    stray = ACCESS_FORMAT_DIRECTIVE.sub("", text)
-    if "%" in stray:
-        raise ValueError("a % is not followed by a known directive (write %% for a literal %)")
-    return text
-
-
-def _path_or_off(raw: str) -> str:
-    value = raw.strip()
-    if not value:
-        raise ValueError("expected a path or 'off'")
-    return "off" if value.lower() == "off" else value
 
 
 # ------------------------------------------------------------------ the table
@@ -215,92 +58,92 @@ def _s(section: str, key: str, convert: Callable[[str], Any], default: str, help
 
 
 SETTINGS: tuple[Setting, ...] = (
-    _s("server", "listen", _listen_list, "127.0.0.1:8080",
+    _s("server", "listen", listen_list, "127.0.0.1:8080",
        "Addresses to listen on: host:port, [v6]:port or *:port; several separated by spaces."),
-    _s("server", "server_name", _words, "localhost",
+    _s("server", "server_name", words, "localhost",
        "Names the Host header may carry (besides the listen addresses); * accepts any."),
-    _s("server", "document_root", _string, "htdocs", "Directory served to clients.", True),
-    _s("server", "pid_file", _string, "var/run/httpd.pid",
+    _s("server", "document_root", string_value, "htdocs", "Directory served to clients.", True),
+    _s("server", "pid_file", string_value, "var/run/httpd.pid",
        "PID file, locked by the master for its whole life.", True),
-    _s("server", "scoreboard_file", _string, "var/run/httpd.scoreboard",
+    _s("server", "scoreboard_file", string_value, "var/run/httpd.scoreboard",
        "Shared-memory scoreboard that `httpdctl status` reads.", True),
-    _s("server", "user", _string, "", "User the workers run as when started as root."),
-    _s("server", "group", _string, "", "Group the workers run as when started as root."),
-    _s("server", "backlog", _integer(1, 65535), "1024", "Listen queue length (listen(2))."),
-    _s("workers", "processes", _processes, "auto",
+    _s("server", "user", string_value, "", "User the workers run as when started as root."),
+    _s("server", "group", string_value, "", "Group the workers run as when started as root."),
+    _s("server", "backlog", integer(1, 65535), "1024", "Listen queue length (listen(2))."),
+    _s("workers", "processes", processes, "auto",
        "Worker processes: a number or auto (one per CPU)."),
-    _s("workers", "threads", _integer(1, 64), "2",
+    _s("workers", "threads", integer(1, 64), "2",
        "Serving threads per worker; each runs its own event loop."),
-    _s("workers", "blocking_threads", _integer(1, 256), "8",
+    _s("workers", "blocking_threads", integer(1, 256), "8",
        "Threads per worker for requests that may block for long (request bodies)."),
-    _s("workers", "max_connections", _integer(1, 100000), "1000",
+    _s("workers", "max_connections", integer(1, 100000), "1000",
        "Connections one worker holds at most (active and idle)."),
-    _s("workers", "max_requests", _integer(0), "0",
+    _s("workers", "max_requests", integer(0), "0",
        "Recycle a worker after this many requests (0 = never)."),
-    _s("workers", "max_requests_jitter", _integer(0), "0",
+    _s("workers", "max_requests_jitter", integer(0), "0",
        "Random extra requests added to max_requests per worker, to stagger recycling."),
-    _s("workers", "graceful_timeout", _seconds, "30",
+    _s("workers", "graceful_timeout", seconds, "30",
        "Seconds a stopping worker may spend finishing requests before it is killed."),
-    _s("workers", "boot_timeout", _seconds, "30",
+    _s("workers", "boot_timeout", seconds, "30",
        "Seconds a new worker may take to report that it is ready."),
-    _s("workers", "heartbeat_timeout", _seconds, "30",
+    _s("workers", "heartbeat_timeout", seconds, "30",
        "A worker whose heartbeat stops for this long is killed as hung and replaced."),
-    _s("workers", "request_timeout", _seconds, "0",
+    _s("workers", "request_timeout", seconds, "0",
        "A request running longer is logged with a stack dump and its worker retired "
        "(0 = no limit)."),
-    _s("workers", "max_worker_memory", _size, "0",
+    _s("workers", "max_worker_memory", size, "0",
        "Recycle a worker whose resident memory exceeds this (0 = no limit)."),
-    _s("workers", "shutdown_delay", _seconds, "0",
+    _s("workers", "shutdown_delay", seconds, "0",
        "Seconds to keep serving after SIGTERM before stopping (load balancer deregistration)."),
-    _s("workers", "allow_root", _boolean, "off",
+    _s("workers", "allow_root", boolean, "off",
        "Allow workers to run as root when started as root without [server] user."),
-    _s("http", "keepalive_timeout", _seconds, "5",
+    _s("http", "keepalive_timeout", seconds, "5",
        "Seconds an idle persistent connection is kept open (0 disables keep-alive)."),
-    _s("http", "max_keepalive_requests", _integer(0), "1000",
+    _s("http", "max_keepalive_requests", integer(0), "1000",
        "Requests served on one connection before it is closed (0 = unlimited)."),
-    _s("http", "timeout", _seconds, "60",
+    _s("http", "timeout", seconds, "60",
        "Seconds allowed for reading a request or writing a response without progress."),
-    _s("http", "limit_request_line", _integer(64, 1 << 20), "8190",
+    _s("http", "limit_request_line", integer(64, 1 << 20), "8190",
        "Longest request line in bytes (414 beyond)."),
-    _s("http", "limit_request_fields", _integer(1, 10000), "100",
+    _s("http", "limit_request_fields", integer(1, 10000), "100",
        "Most header fields in a request (431 beyond)."),
-    _s("http", "limit_request_field_size", _integer(64, 1 << 20), "8190",
+    _s("http", "limit_request_field_size", integer(64, 1 << 20), "8190",
        "Longest header field line in bytes (431 beyond)."),
-    _s("http", "limit_request_body", _size, "1G",
+    _s("http", "limit_request_body", size, "1G",
        "Largest request body (413 beyond; 0 = unlimited)."),
-    _s("http", "header_timeout", _seconds, "20",
+    _s("http", "header_timeout", seconds, "20",
        "Seconds from a request's first byte to the end of its head (408 beyond); extended "
        "while data keeps arriving at min_rate, like Apache's RequestReadTimeout header=20-40."),
-    _s("http", "body_timeout", _seconds, "20",
+    _s("http", "body_timeout", seconds, "20",
        "Seconds of silence allowed while reading a request body (408 beyond)."),
-    _s("http", "min_rate", _size, "500",
+    _s("http", "min_rate", size, "500",
        "Bytes per second a client must keep up while sending a head or body (0 = no minimum)."),
-    _s("static", "index_files", _words, "index.html",
+    _s("static", "index_files", words, "index.html",
        "Files tried, in order, when a directory is requested."),
-    _s("static", "download_extensions", _extensions, ".png .jpg .jpeg .txt",
+    _s("static", "download_extensions", extensions, ".png .jpg .jpeg .txt",
        "Extensions sent as application/octet-stream with Content-Disposition: attachment."),
-    _s("uploads", "directory", _string, "htdocs/uploads",
+    _s("uploads", "directory", string_value, "htdocs/uploads",
        "Where POST /upload stores files and PUT/DELETE may write; created at start.", True),
-    _s("uploads", "require_auth", _words, "",
+    _s("uploads", "require_auth", words, "",
        "Methods that need Basic credentials from [auth] users_file, e.g. POST PUT DELETE."),
-    _s("uploads", "writers", _words, "",
+    _s("uploads", "writers", words, "",
        "Users of users_file allowed the require_auth methods (empty: all of them); another "
        "authenticated user gets 403."),
-    _s("auth", "users_file", _string, "",
+    _s("auth", "users_file", string_value, "",
        "Apache htpasswd file with bcrypt entries (htpasswd -B).", True),
-    _s("auth", "realm", _string, "prefork",
+    _s("auth", "realm", string_value, "prefork",
        "Realm named in WWW-Authenticate."),
-    _s("status", "enabled", _boolean, "off",
+    _s("status", "enabled", boolean, "off",
        "Serve /server-status (HTML, and ?auto for monitoring tools)."),
-    _s("status", "path", _string, "/server-status", "Where the status page is served."),
-    _s("status", "allow", _words, "127.0.0.1 ::1",
+    _s("status", "path", string_value, "/server-status", "Where the status page is served."),
+    _s("status", "allow", words, "127.0.0.1 ::1",
        "Client addresses (or CIDR networks) allowed to see the status page."),
-    _s("logging", "access_log", _path_or_off, "var/log/access.log",
+    _s("logging", "access_log", path_or_off, "var/log/access.log",
        "Access log path, or off.", True),
-    _s("logging", "error_log", _string, "var/log/error.log", "Error log path.", True),
-    _s("logging", "level", _choice(*LOG_LEVELS), "info",
+    _s("logging", "error_log", string_value, "var/log/error.log", "Error log path.", True),
+    _s("logging", "level", level, "info",
        "Error log level: debug, info, notice, warn, error or crit."),
-    _s("logging", "access_format", _access_format, COMBINED_FORMAT,
+    _s("logging", "access_format", access_format, COMBINED_FORMAT,
        "Access log format in Apache LogFormat syntax (default: combined)."),
 )
 

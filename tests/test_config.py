@@ -137,6 +137,12 @@ def test_inline_comments_units_and_lists(tmp_path: Path) -> None:
     assert config.logging.access_log == "off"
 
 
+def test_log_level_aliases(tmp_path: Path) -> None:
+    for given, level in (("warning", "warn"), ("EMERG", "crit"), ("debug", "debug")):
+        path = write(tmp_path, f"[logging]\nlevel = {given}\n")
+        assert load_config(path).logging.level == level
+
+
 def test_parse_listen_forms() -> None:
     assert parse_listen("8080").host == "0.0.0.0"
     assert parse_listen("*:80").host == "0.0.0.0"

@@ -1,0 +1,194 @@
+"""Value types of the configuration: each converter takes the raw text of a setting and
+returns its value, or raises ValueError whose text becomes the ConfigError's message."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# Apache's "combined" LogFormat.
+COMBINED_FORMAT = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"'
+LOG_LEVELS = ("debug", "info", "notice", "warn", "error", "crit")
+
+
+# Each converter takes the raw string and returns the value, or raises ValueError whose text
+# becomes the error message.
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    def convert(raw: str) -> int:
+        try:
+            value = int(raw, 10)
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+        if minimum is not None and value < minimum:
+            raise ValueError(f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"must be at most {maximum}, got {value}")
+        return value
+    convert.__doc__ = "integer"
+    return convert
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h)?")
+_DURATION_UNITS = {None: 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "h": 3600.0}
+
+
+def seconds(raw: str) -> float:
+    """Durations: "5", "2.5", "500ms", "30s", "2m", "1h"."""
+    match = _DURATION.fullmatch(raw.strip().lower())
+    if not match:
+        raise ValueError(f"expected a duration such as 5, 0.5, 500ms, 30s or 2m, got {raw!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmg]i?b?|b)?")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def size(raw: str) -> int:
+    """Byte sizes: "1024", "64k", "10M", "1G" (binary multiples, like nginx)."""
+    match = _SIZE.fullmatch(raw.strip().lower())
+    if not match:
+        raise ValueError(f"expected a size such as 8190, 64k, 10M or 1G, got {raw!r}")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "")[:1]]
+
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+
+
+def boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected on/off, yes/no or true/false, got {raw!r}")
+
+
+def string_value(raw: str) -> str:
+    return raw.strip()
+
+
+def words(raw: str) -> tuple[str, ...]:
+    """Space- or comma-separated list."""
+    return tuple(w for w in re.split(r"[\s,]+", raw.strip()) if w)
+
+
+def choice(*options: str) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {raw!r}")
+        return value
+    return convert
+
+
+# Spellings other servers use for the same levels (Apache's emerg/alert, Python's warning).
+_LEVEL_ALIASES = {"warning": "warn", "emerg": "crit", "alert": "crit", "critical": "crit"}
+
+
+def level(raw: str) -> str:
+    value = raw.strip().lower()
+    return choice(*LOG_LEVELS)(_LEVEL_ALIASES.get(value, value))
+
+
+def processes(raw: str) -> int:
+    """A number of processes, or "auto" for one per CPU."""
+    if raw.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return integer(1, 256)(raw)
+
+
+def extensions(raw: str) -> tuple[str, ...]:
+    out = []
+    for word in words(raw):
+        ext = word.lower() if word.startswith(".") else "." + word.lower()
+        if not re.fullmatch(r"\.[a-z0-9_+-]+", ext):
+            raise ValueError(f"not a file extension: {word!r}")
+        out.append(ext)
+    return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str  # "" never appears: wildcards are spelled 0.0.0.0 or ::
+    port: int
+    family: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if self.family == socket.AF_INET6 else \
+            f"{self.host}:{self.port}"
+
+
+def parse_listen(raw: str) -> ListenAddress:
+    """Parse "host:port", "[v6]:port", "*:port" or a bare "port" (all IPv4 interfaces)."""
+    text = raw.strip()
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+        family = socket.AF_INET6
+        if not sep:
+            raise ValueError(f"IPv6 listen address must look like [::1]:8080, got {raw!r}")
+    elif text.isdigit():
+        host, port_text, family = "0.0.0.0", text, socket.AF_INET
+    else:
+        host, sep, port_text = text.rpartition(":")
+        family = socket.AF_INET
+        if not sep or not host:
+            raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {raw!r}")
+        if host == "*":
+            host = "0.0.0.0"
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port must be a number from 0 to 65535 in {raw!r}")
+    try:
+        socket.inet_pton(family, host)
+    except OSError:
+        try:
+            host = socket.gethostbyname(host) if family == socket.AF_INET else host
+            socket.inet_pton(family, host)
+        except OSError:
+            raise ValueError(f"not an IP address or resolvable host: {host!r}") from None
+    return ListenAddress(host, int(port_text), family)
+
+
+def listen_list(raw: str) -> tuple[ListenAddress, ...]:
+    addresses = tuple(parse_listen(word) for word in words(raw))
+    if not addresses:
+        raise ValueError("at least one listen address is required")
+    if len(set(addresses)) != len(addresses):
+        raise ValueError("the same address is listed twice")
+    return addresses
+
+
+# One Apache LogFormat directive: %h, %>s, %{Referer}i, %% ... (mod_log_config).
+ACCESS_FORMAT_DIRECTIVE = re.compile(r"%(?:\{([^}]*)\})?([<>]?)([a-zA-Z%])")
+ACCESS_FORMAT_LETTERS = frozenset("%abBDhHilmpPqrsTtuUv") | {"o"}
+
+
+def access_format(raw: str) -> str:
+    """An Apache LogFormat string using the directives log.py knows."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    if "%" not in text:
+        raise ValueError("contains no % directives")
+    for match in ACCESS_FORMAT_DIRECTIVE.finditer(text):
+        letter, arg = match.group(3), match.group(1)
+        if letter not in ACCESS_FORMAT_LETTERS:
+            raise ValueError(f"unsupported directive %{letter}")
+        if letter in "io" and not arg:
+            raise ValueError(f"%{letter} needs a header name, as in %{{Referer}}{letter}")
+    stray = ACCESS_FORMAT_DIRECTIVE.sub("", text)
+    if "%" in stray:
+        raise ValueError("a % is not followed by a known directive (write %% for a literal %)")
+    return text
+
+
+def path_or_off(raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ValueError("expected a path or 'off'")
+    return "off" if value.lower() == "off" else value
