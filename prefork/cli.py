@@ -14,12 +14,11 @@ import select
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
-from .config import Config, load_config
+from .config import Config, config_file, load_config
 from .control import find_master, send
 from .errors import ConfigError, ControlError, StartupError
 
@@ -40,8 +39,7 @@ class Context:
         self.overrides = overrides
 
     def path(self) -> str:
-        return str(Path(self.config_path or os.environ.get("HTTPD_CONF") or "etc/httpd.ini")
-                   .resolve())
+        return str(config_file(self.config_path).resolve())
 
     def load(self) -> Config:
         """The configuration, fully checked (the file, and the files it names); exits 1
@@ -207,16 +205,16 @@ def reload(ctx: Context) -> None:
     running generation then keeps serving.
     """
     config = ctx.load()  # a bad file fails here already, and names file, line and key
-    from .status import read_state
+    from .control import read_state
 
-    before = read_state(config).get("reload_seq", 0)
+    before = read_state(config.server.pid_file).get("reload_seq", 0)
     try:
         send(config.server.pid_file, "reload")
     except ControlError as exc:
         fail(str(exc), exc.exit_code)
     deadline = time.monotonic() + config.workers.boot_timeout + RELOAD_MARGIN
     while time.monotonic() < deadline:
-        state = read_state(config)
+        state = read_state(config.server.pid_file)
         if state.get("reload_seq", 0) > before:
             result = state.get("reload", {})
             if result.get("ok"):
@@ -249,16 +247,16 @@ def reopen_logs(ctx: Context) -> None:
     Returns once every worker has acknowledged, so the old files can be compressed safely.
     """
     config = ctx.load_for_control()
-    from .status import read_state
+    from .control import read_state
 
-    target = read_state(config).get("log_seq", 0) + 1
+    target = read_state(config.server.pid_file).get("log_seq", 0) + 1
     try:
         master = send(config.server.pid_file, "reopen-logs")
     except ControlError as exc:
         fail(str(exc), exc.exit_code)
     deadline = time.monotonic() + REOPEN_WAIT
     while time.monotonic() < deadline:
-        if read_state(config).get("log_seq", 0) >= target:
+        if read_state(config.server.pid_file).get("log_seq", 0) >= target:
             click.echo(f"logs reopened by the master (pid {master.pid}) and every worker")
             return
         time.sleep(0.05)

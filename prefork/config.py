@@ -279,6 +279,11 @@ def _parse_override(text: str) -> tuple[tuple[str, str], _RawValue]:
     return (section, key), _RawValue(value.strip(), "--set", None)
 
 
+def config_file(path: str | os.PathLike[str] | None = None) -> Path:
+    """The configuration file to use: `path`, else $HTTPD_CONF, else ./etc/httpd.ini."""
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
 def load_config(path: str | os.PathLike[str] | None = None,
                 overrides: Iterable[str] = (), lenient: bool = False) -> Config:
     """Load and validate a configuration file plus `section.key=value` overrides.
@@ -288,7 +293,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
     that to find the PID file of a running server whose file was since broken, so that
     `stop` and `status` still work.
     """
-    config_path = Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    config_path = config_file(path)
     raw = _read_ini(config_path, lenient)
     for item in overrides:
         try:

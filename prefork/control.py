@@ -8,9 +8,11 @@ recycled PID can never make `start` refuse or make `stop` signal a stranger.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ControlError
 
@@ -71,6 +73,21 @@ class PidFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def state_file(pid_file: str) -> str:
+    """The master's state file (bound addresses, generation, reload and log-reopen
+    outcomes), beside its PID file: var/run/httpd.pid -> var/run/httpd.state."""
+    return os.path.splitext(pid_file)[0] + ".state"
+
+
+def read_state(pid_file: str) -> dict[str, Any]:
+    """The running master's published state, or {} when there is none (yet)."""
+    try:
+        with open(state_file(pid_file), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
 
 
 def _read_pid(path: str) -> int | None:

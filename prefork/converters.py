@@ -3,6 +3,7 @@ returns its value, or raises ValueError whose text becomes the ConfigError's mes
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import socket
@@ -118,6 +119,11 @@ class ListenAddress:
     host: str  # "" never appears: wildcards are spelled 0.0.0.0 or ::
     port: int
     family: int
+
+    @property
+    def is_loopback(self) -> bool:
+        """True for 127.0.0.0/8 and ::1 (hosts are always IP addresses by now)."""
+        return ipaddress.ip_address(self.host).is_loopback
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if self.family == socket.AF_INET6 else \

@@ -7,6 +7,7 @@ once no generation uses them.
 
 from __future__ import annotations
 
+import os
 import socket
 from dataclasses import dataclass, field
 
@@ -37,3 +38,12 @@ class Generation:
     access_log: AccessLog
     boot_deadline: float = 0.0
     workers: dict[int, WorkerProcess] = field(default_factory=dict)
+
+
+def signal_worker(pid: int, signum: int) -> None:
+    """Send `signum` to a worker; one that has exited meanwhile (not reaped yet, or gone)
+    is not an error for the master."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass

@@ -65,9 +65,6 @@ def bound_address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
 
 
-LOOPBACK_HOSTS = ("127.", "::1", "localhost")
-
-
 def check_root_policy(config: Config) -> None:
     """Refuse to run workers as root on a network-facing server unless explicitly allowed.
 
@@ -78,7 +75,7 @@ def check_root_policy(config: Config) -> None:
     """
     if os.geteuid() != 0 or config.server.user or config.workers.allow_root:
         return
-    exposed = [str(a) for a in config.server.listen if not a.host.startswith(LOOPBACK_HOSTS)]
+    exposed = [str(a) for a in config.server.listen if not a.is_loopback]
     if exposed:
         raise StartupError(
             f"refusing to run workers as root while listening on {', '.join(exposed)}: "

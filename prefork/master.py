@@ -24,8 +24,8 @@ import time
 from collections import deque
 
 from .config import Config
-from .control import PidFile
-from .generation import Generation, WorkerProcess
+from .control import PidFile, state_file
+from .generation import Generation, WorkerProcess, signal_worker
 from .handlers.upload import (
     open_writes_warning,
     prepare_upload_directory,
@@ -59,7 +59,7 @@ class Master(ReplacementMixin):
         self.overrides = overrides
         self.foreground = foreground
         self.pid_file = PidFile(config.server.pid_file)
-        self.state_path = os.path.splitext(config.server.pid_file)[0] + ".state"
+        self.state_path = state_file(config.server.pid_file)
         self.signals: deque[int] = deque()
         self.generations: dict[int, Generation] = {}
         self.current: Generation | None = None
@@ -292,10 +292,7 @@ class Master(ReplacementMixin):
 
     def _stop_worker(self, worker: WorkerProcess, signum: int) -> None:
         worker.stopping = True
-        try:
-            os.kill(worker.pid, signum)
-        except ProcessLookupError:
-            pass
+        signal_worker(worker.pid, signum)
 
     # ------------------------------------------------------------------ the main loop
 
@@ -448,16 +445,10 @@ class Master(ReplacementMixin):
             generation.error_log.reopen()
             generation.access_log.reopen()
             for worker in generation.workers.values():
-                self._stop_worker_signal(worker, signal.SIGUSR1)
+                signal_worker(worker.pid, signal.SIGUSR1)
         self.reopen_pending = True
         if self.error_log:
             self.error_log.notice("log files reopened; waiting for the workers")
-
-    def _stop_worker_signal(self, worker: WorkerProcess, signum: int) -> None:
-        try:
-            os.kill(worker.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def handle_sigttin(self) -> None:
         if self.current:

@@ -14,13 +14,12 @@ One at a time.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
 from .config import load_config
 from .errors import ConfigError, StartupError
-from .generation import Generation
+from .generation import Generation, signal_worker
 from .handlers.upload import check_upload_config
 from .listeners import bind_listeners
 from .systemd import sd_notify
@@ -53,7 +52,7 @@ class ReplacementMixin:
         workers = [w for g in self.generations.values() for w in g.workers.values()]
         for verdict in self.health.hung(workers):
             generation.error_log.error(f"worker pid {verdict.pid} killed because {verdict.reason}")
-            os.kill(verdict.pid, signal.SIGKILL)
+            signal_worker(verdict.pid, signal.SIGKILL)
         if self.reopen_pending and all(
                 self.scoreboard.process(w.slot).log_seq >= self.log_seq
                 for w in workers if w.ready and not w.stopping):

@@ -3,32 +3,17 @@ the scoreboard, and psutil's view of each process (CPU, memory, connections)."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Any
 
 import psutil
 
 from .config import Config
-from .control import find_master
+from .control import find_master, read_state
 from .errors import ControlError
 from .scoreboard import PROCESS_STATE_NAMES, Scoreboard
 
 CPU_SAMPLE_SECONDS = 0.2
-
-
-def state_path(config: Config) -> str:
-    return os.path.splitext(config.server.pid_file)[0] + ".state"
-
-
-def read_state(config: Config) -> dict[str, Any]:
-    """The master's published state (listen addresses, generation, last reload)."""
-    try:
-        with open(state_path(config), encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return {}
 
 
 def _connections(process: psutil.Process) -> int:
@@ -44,7 +29,7 @@ def collect(config: Config) -> dict[str, Any]:
     master = find_master(config.server.pid_file)
     if master is None:
         raise ControlError("not running", exit_code=3)
-    state = read_state(config)
+    state = read_state(config.server.pid_file)
     try:
         master_proc = psutil.Process(master.pid)
     except psutil.NoSuchProcess:

@@ -28,7 +28,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -118,25 +117,18 @@ def writes_are_open(config: Config) -> bool:
     """True when some write method needs no credentials and a listen address is not
     loopback: the start log should then warn (see open_writes_warning)."""
     return bool(open_write_methods(config)) and any(
-        not _is_loopback(a.host) for a in config.server.listen)
+        not a.is_loopback for a in config.server.listen)
 
 
 def open_writes_warning(config: Config) -> str | None:
     """Return the start-log warning text when writes are open beyond loopback, else None."""
     if not writes_are_open(config):
         return None
-    exposed = ", ".join(str(a) for a in config.server.listen if not _is_loopback(a.host))
+    exposed = ", ".join(str(a) for a in config.server.listen if not a.is_loopback)
     return (f"uploads: {' '.join(open_write_methods(config))} need no credentials and the "
             f"server listens beyond loopback ({exposed}): anyone who can reach it can write "
             f"to {config.uploads.directory}; set [uploads] require_auth = POST PUT DELETE "
             f"and [auth] users_file")
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_upload_config(config: Config) -> None:
