@@ -114,7 +114,9 @@ class Connection:
         self.streaming = None
         self.chunked = False
         self.body_sent = 0
+        self.discarded = 0  # bytes thrown away during a lingering close
         self.keep_alive = True
+        self.linger_after = False  # the response being written ends in a lingering close
         self.continue_sent = False
         self.message_complete = True  # the current request's body has been read to its end
         self.closed = False
@@ -164,8 +166,8 @@ class Connection:
             return Action.LINGER
         except OSError:
             return self.close()
-        self.body_sent += len(data)  # reuse as a discard counter; the response is done
-        if not data or self.body_sent > LINGER_READ_LIMIT:
+        self.discarded += len(data)
+        if not data or self.discarded > LINGER_READ_LIMIT:
             return self.close()
         return Action.LINGER
 
@@ -304,16 +306,18 @@ class Connection:
         if self.head is None:
             self.request_wall = self.request_wall or time.time()
             self.request_start = self.request_start or time.monotonic()
-        action = self._send(self._error_response(exc), blocking=False, lingering=True)
+        action = self._send(self._error_response(exc), blocking=False, linger=True)
         return action if action is not None else self.close()
 
     # ------------------------------------------------------------------ writing
 
-    def _send(self, response: Response, blocking: bool, lingering: bool = False) -> Action | None:
-        """Queue and write `response`. Returns None when done and the connection stays open
-        for another request, else the Action for the loop (WANT_WRITE, LINGER, CLOSE)."""
+    def _send(self, response: Response, blocking: bool, linger: bool = False) -> Action | None:
+        """Queue and write `response`; `linger`: close with a lingering close afterwards
+        (the client may still be sending). Returns None when done and the connection stays
+        open for another request, else the Action for the loop (WANT_WRITE, LINGER, CLOSE)."""
         head = self.head
         self.response = response
+        self.linger_after = linger  # kept as state: the write may finish in on_writable()
         keep_alive = (head is not None and head.keep_alive and not response.close
                       and not self.draining and self.ctx.keepalive_timeout > 0
                       and self.message_complete
@@ -334,18 +338,18 @@ class Connection:
         if not done:
             self.deadline = time.monotonic() + self.ctx.timeout
             return Action.WANT_WRITE
-        return self._complete(lingering)
+        return self._complete()
 
     def _after_response(self) -> Action:
-        action = self._complete(lingering=False)
+        action = self._complete()
         if action is not None:
             return action
         return self.advance()
 
-    def _complete(self, lingering: bool) -> Action | None:
+    def _complete(self) -> Action | None:
         self._finish_response(aborted=False)
         if not self.keep_alive:
-            if lingering or not self.message_complete:
+            if self.linger_after or not self.message_complete:
                 return self.linger()
             return self.close()
         self.parser.start_next_request()
@@ -463,7 +467,7 @@ class Connection:
             self.sock.shutdown(socket.SHUT_WR)
         except OSError:
             return self.close()
-        self.body_sent = 0
+        self.discarded = 0
         self.deadline = time.monotonic() + LINGER_SECONDS
         return Action.LINGER
 

@@ -108,10 +108,6 @@ class Conflict(HTTPError):
     status, reason = 409, "Conflict"
 
 
-class LengthRequired(HTTPError):
-    status, reason, close = 411, "Length Required", True
-
-
 class PreconditionFailed(HTTPError):
     status, reason = 412, "Precondition Failed"
 

@@ -54,7 +54,6 @@ class Capacity:
         self.limit = limit
         self.loops: list[EventLoop] = []
         self.last_saturation_log = 0.0
-        self.rejected = 0
 
     def used(self) -> int:
         return sum(len(loop.conns) for loop in self.loops)
@@ -261,9 +260,13 @@ class EventLoop:
                 self.epoll.unregister(fd)
             self.accepting = False
 
-    def _accept(self, listener: socket.socket, listener_fd: int) -> None:
+    def _accept(self, listener: socket.socket, listener_fd: int,
+                limit: int | None = ACCEPT_BATCH) -> None:
+        """Accept up to `limit` queued connections (None: all of them) while there is room."""
         capacity = self.capacity
-        for _ in range(ACCEPT_BATCH):
+        taken = 0
+        while limit is None or taken < limit:
+            taken += 1
             if capacity.full():
                 self._on_saturated()
                 return
@@ -328,7 +331,6 @@ class EventLoop:
                 pass
             finally:
                 sock.close()
-            self.capacity.rejected += 1
 
     # ------------------------------------------------------------------ timers and draining
 
@@ -352,12 +354,7 @@ class EventLoop:
         self.draining = True
         for fd, listener in self.listeners.items():
             if self.accepting:
-                while not self.capacity.full():
-                    try:
-                        sock, address = listener.accept()
-                    except OSError:
-                        break
-                    self._adopt_new(sock, address, fd)
+                self._accept(listener, fd, limit=None)
         self._stop_accepting()
         for conn in list(self.conns.values()):
             if self.states.get(conn.fd) is Action.HANDOFF:

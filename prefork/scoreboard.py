@@ -49,15 +49,12 @@ PROCESS_STATE_NAMES = {FREE: "free", STARTING: "starting", READY: "ready",
 RECYCLE_REASONS = {0: "", 1: "max_requests reached", 2: "a request exceeded request_timeout",
                    3: "an event loop thread died"}
 
-# Apache mod_status letters for thread slots.
+# Apache mod_status letters for thread slots: the ones prefork uses. A thread is "W" for
+# the whole of a request; the status page shows a stopping worker's busy threads as "G".
 OPEN = b"."
 WAITING = b"_"
-STARTING_THREAD = b"S"
-READING = b"R"
 WRITING = b"W"
-LOGGING = b"L"
 GRACEFUL = b"G"
-CLOSING = b"C"
 
 
 @dataclass(frozen=True, slots=True)

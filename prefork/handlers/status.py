@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import html
 import ipaddress
-import json
 import os
 import time
 
 from .. import SERVER_SOFTWARE
 from ..config import Config
+from ..control import read_state
 from ..errors import Forbidden, MethodNotAllowed
 from ..message import Request, Response
-from ..scoreboard import PROCESS_STATE_NAMES, STOPPING, Scoreboard, ThreadInfo
+from ..scoreboard import GRACEFUL, PROCESS_STATE_NAMES, STOPPING, Scoreboard, ThreadInfo
 
 STATUS_METHODS = ("GET", "HEAD")
 BUSY_STATES = frozenset("RWLG")
@@ -29,7 +29,7 @@ class ServerStatus:
     def __init__(self, config: Config) -> None:
         self.allowed = [ipaddress.ip_network(a, strict=False) for a in config.status.allow]
         self.scoreboard_path = config.server.scoreboard_file
-        self.state_path = os.path.splitext(config.server.pid_file)[0] + ".state"
+        self.pid_file = config.server.pid_file
         self.board: Scoreboard | None = None
 
     def allows(self, client_ip: str) -> bool:
@@ -62,11 +62,7 @@ class ServerStatus:
 
     def _snapshot(self) -> dict:
         assert self.board is not None
-        try:
-            with open(self.state_path, encoding="utf-8") as handle:
-                state = json.load(handle)
-        except (OSError, ValueError):
-            state = {}
+        state = read_state(self.pid_file)
         processes = []
         for info in self.board.processes():
             threads = list(self.board.threads(info.slot))
@@ -76,7 +72,9 @@ class ServerStatus:
 
     @staticmethod
     def _letters(threads: list[ThreadInfo], stopping: bool) -> str:
-        return "".join("G" if stopping and t.state in BUSY_STATES else t.state for t in threads)
+        graceful = GRACEFUL.decode()
+        return "".join(graceful if stopping and t.state in BUSY_STATES else t.state
+                       for t in threads)
 
     def _auto(self, snap: dict, host: str) -> str:
         now, started = snap["now"], snap["started"]
