@@ -188,10 +188,11 @@ def test_access_and_error_log_formats(shared_server: Server) -> None:
     combined = re.compile(
         r'127\.0\.0\.1 - - \[\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] '
         r'"GET /contact\.html HTTP/1\.1" 200 \d+ "http://localhost/" "probe/1\.0"')
+    missing = re.compile(r'"GET /definitely-missing HTTP/1\.1" 404 \d+ "-" "Python-urllib|'
+                         r'"GET /definitely-missing HTTP/1\.1" 404 \d+ "-" "-"')
+    # The line is written just after the response is sent: wait for it, do not race it.
     wait_for(lambda: combined.search(shared_server.log("access.log")))
-    assert re.search(r'"GET /definitely-missing HTTP/1\.1" 404 \d+ "-" "Python-urllib|'
-                     r'"GET /definitely-missing HTTP/1\.1" 404 \d+ "-" "-"',
-                     shared_server.log("access.log"))
+    wait_for(lambda: missing.search(shared_server.log("access.log")))
     error_line = re.compile(r"^\[\w{3} \w{3} \d{2} \d{2}:\d{2}:\d{2}\.\d{6} \d{4}\] "
                             r"\[core:(notice|info)\] \[pid \d+:tid \d+\] ", re.M)
     assert error_line.search(shared_server.log("error.log"))
