@@ -122,6 +122,10 @@ SETTINGS: tuple[Setting, ...] = (
        "Files tried, in order, when a directory is requested."),
     _s("static", "download_extensions", extensions, ".png .jpg .jpeg .txt",
        "Extensions sent as application/octet-stream with Content-Disposition: attachment."),
+    _s("static", "quick_path", boolean, "on",
+       "Answer a repeated GET/HEAD of an unchanged cached file straight from the request "
+       "bytes, skipping the parser and router (docs/architecture.md); off: every request "
+       "takes the full path."),
     _s("uploads", "directory", string_value, "htdocs/uploads",
        "Where POST /upload stores files and PUT/DELETE may write; created at start.", True),
     _s("uploads", "require_auth", words, "",

@@ -47,6 +47,7 @@ from .request_body import BodyReader
 
 if TYPE_CHECKING:
     from .handlers.router import Router
+    from .quick import QuickPath
     from .scoreboard import ThreadSlot
 
 RECV_SIZE = 65536
@@ -80,6 +81,7 @@ class ServerContext:
     min_rate: int
     debug: bool
     host_memo: dict[str, str] = field(default_factory=dict)  # shared by the worker's parsers
+    quick: QuickPath | None = None  # repeats answers of the static file cache (quick.py)
 
 
 def error_page(status: int, reason: str, detail: str) -> bytes:
@@ -106,6 +108,7 @@ class Connection:
         now = time.monotonic()
         self.deadline = now + ctx.timeout
         self.head: RequestHead | None = None
+        self.request_line = ""  # the current request's, for the access log and scoreboard
         self.request_start = 0.0
         self.request_wall = 0.0
         # Output queue: bytes / memoryview, FileBody regions, then an optional body iterator.
@@ -135,8 +138,13 @@ class Connection:
             if self.parser.idle:
                 return self.close()
             self.parser.feed_eof()
-        else:
-            self.parser.feed(data)
+            return self.advance()
+        quick = self.ctx.quick
+        if quick is not None and self.parser.idle:
+            action = quick.answer(self, data)
+            if action is not None:
+                return action
+        self.parser.feed(data)
         return self.advance()
 
     def on_writable(self) -> Action:
@@ -227,6 +235,8 @@ class Connection:
                 if blocking:
                     return Action.HANDOFF
                 response = self._dispatch(event)
+                if response.cache_entry is not None and self.ctx.quick is not None:
+                    self.ctx.quick.remember(event, self.request_line, self.local, response)
                 action = self._send(response, blocking=False)
                 if action is not None:
                     return action
@@ -238,8 +248,7 @@ class Connection:
     def serve_blocking(self) -> Action:
         """In a blocking thread: serve the current request (it has a body) to the end."""
         assert self.head is not None
-        self.slot.begin_request(self.parser.request_line or "", self.client[0],
-                                self.request_wall)
+        self.slot.begin_request(self.request_line, self.client[0], self.request_wall)
         try:
             response = self._dispatch(self.head, BodyReader(self, self.ctx.body_timeout,
                                                             self.ctx.min_rate))
@@ -253,6 +262,7 @@ class Connection:
 
     def _begin(self, head: RequestHead, blocking: bool) -> None:
         self.head = head
+        self.request_line = self.parser.request_line or ""
         self.requests += 1
         if not self.request_start:
             self.request_start = time.monotonic()
@@ -260,10 +270,9 @@ class Connection:
         self.continue_sent = False
         self.message_complete = not head.has_body
         if not blocking:  # else the blocking thread records it in its own slot
-            self.slot.begin_request(self.parser.request_line or "", self.client[0],
-                                    self.request_wall)
+            self.slot.begin_request(self.request_line, self.client[0], self.request_wall)
         if self.ctx.debug:
-            self.ctx.error_log.debug(f"request {self.parser.request_line!r}", self.client)
+            self.ctx.error_log.debug(f"request {self.request_line!r}", self.client)
 
     def _dispatch(self, head: RequestHead, body: BodyReader | None = None) -> Response:
         """Run the router; every exception becomes an error response here."""
@@ -319,10 +328,7 @@ class Connection:
         self.response = response
         self.linger_after = linger  # kept as state: the write may finish in on_writable()
         keep_alive = (head is not None and head.keep_alive and not response.close
-                      and not self.draining and self.ctx.keepalive_timeout > 0
-                      and self.message_complete
-                      and (not self.ctx.max_keepalive_requests
-                           or self.requests < self.ctx.max_keepalive_requests))
+                      and self.message_complete and self.keep_alive_allowed())
         output = frame(response, head.method if head else "GET",
                        head.version if head else "HTTP/1.1", keep_alive)
         self.keep_alive = output.keep_alive
@@ -339,6 +345,27 @@ class Connection:
             self.deadline = time.monotonic() + self.ctx.timeout
             return Action.WANT_WRITE
         return self._complete()
+
+    def keep_alive_allowed(self) -> bool:
+        """Whether the server lets this connection stay open after the current request."""
+        ctx = self.ctx
+        return (not self.draining and ctx.keepalive_timeout > 0
+                and (not ctx.max_keepalive_requests
+                     or self.requests < ctx.max_keepalive_requests))
+
+    def adopt_response(self, head: RequestHead, request_line: str, response: Response,
+                       rest: memoryview, keep_alive: bool, start: float, wall: float
+                       ) -> Action:
+        """Take over a quick-path answer the socket did not take whole: `rest` is written,
+        logged and finished like any response of the full path."""
+        self.head, self.request_line, self.response = head, request_line, response
+        self.request_start, self.request_wall = start, wall
+        self.keep_alive, self.linger_after, self.message_complete = keep_alive, False, True
+        self.chunked, self.streaming = False, None
+        self.body_sent = len(response.body) if isinstance(response.body, bytes) else 0
+        self.out.append(rest)
+        self.deadline = time.monotonic() + self.ctx.timeout
+        return Action.WANT_WRITE
 
     def _after_response(self) -> Action:
         action = self._complete()
@@ -442,7 +469,8 @@ class Connection:
         ctx = self.ctx
         if ctx.access_log.enabled:
             ctx.access_log.log(AccessRecord(
-                self.client[0], self.local[1], self.parser.request_line or "",
+                self.client[0], self.local[1],
+                self.request_line or self.parser.request_line or "",
                 head.method if head else "", head.path if head else "",
                 head.query if head else "", head.version if head else "",
                 response.status, self.body_sent, self.request_wall,
@@ -455,6 +483,7 @@ class Connection:
                                 f"{'yes' if self.keep_alive and not aborted else 'no'}",
                                 self.client)
         self.head = None
+        self.request_line = ""
         self.request_start = 0.0
 
     # ------------------------------------------------------------------ closing

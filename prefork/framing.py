@@ -86,19 +86,28 @@ def frame(response: Response, method: str, version: str, keep_alive: bool) -> Ou
     return out
 
 
+def prepared_head_start(status: int, raw_headers: bytes) -> bytes:
+    """The status line and a handler's serialised fields, up to the Date field's value."""
+    status_line = (STATUS_LINES.get(status)
+                   or b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "").encode()))
+    return status_line + raw_headers + b"Date: "
+
+
+def connection_tail(keep_alive: bool, version: str) -> bytes:
+    """What follows the Server field of a prepared head: the Connection field, if any, and
+    the empty line."""
+    if not keep_alive:
+        return b"Connection: close\r\n\r\n"
+    if version == "HTTP/1.0":
+        return b"Connection: keep-alive\r\n\r\n"
+    return b"\r\n"
+
+
 def _prepared(response: Response, method: str, version: str, keep_alive: bool) -> Output:
     """The fast path for fields a handler serialised once (a cached static file): the head
     is a few byte concatenations, and a small body joins it in one send()."""
-    if not keep_alive:
-        tail = b"Connection: close\r\n\r\n"
-    elif version == "HTTP/1.0":
-        tail = b"Connection: keep-alive\r\n\r\n"
-    else:
-        tail = b"\r\n"
-    status = response.status
-    head = b"".join((STATUS_LINES.get(status) or
-                     b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "").encode()),
-                     response.raw_headers, b"Date: ", http_date().encode(), SERVER_LINE, tail))
+    head = b"".join((prepared_head_start(response.status, response.raw_headers),
+                     http_date().encode(), SERVER_LINE, connection_tail(keep_alive, version)))
     body = response.body
     out = Output(keep_alive=keep_alive)
     if method == "HEAD":

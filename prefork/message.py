@@ -147,6 +147,9 @@ class Response:
     # responses a handler prepared once and serves many times; the connection then appends
     # only Date, Server and Connection.
     raw_headers: bytes = b""
+    # The static file cache entry a 200 was answered from, whole and unchanged by the
+    # request's fields: the quick path (quick.py) may repeat such an answer.
+    cache_entry: object = None
 
     def header(self, name: str) -> str | None:
         """Return the first value of response header `name` (case-insensitive) or None."""

@@ -38,6 +38,7 @@ from .http11 import Limits
 from .log import AccessLog, ErrorLog
 from .loop import BlockingPool, Capacity, EventLoop
 from .privileges import drop_privileges
+from .quick import QuickPath
 from .scoreboard import READY, RECYCLE, STOPPING, WRITING, Scoreboard, ThreadSlot
 
 # Exit codes the master interprets (gunicorn uses 3 for a worker that failed to boot).
@@ -127,19 +128,25 @@ class Worker:
             raise RuntimeError("the master exited while this worker was starting")
         drop_privileges(config.server.user, config.server.group)
         http = config.http
+        router = Router(config)
+        limits = Limits(http.limit_request_line, http.limit_request_fields,
+                        http.limit_request_field_size, http.limit_request_body)
+        debug = spec.error_log.enabled_for("debug")
+        # At debug level every request shows its parser and router events: no quick path.
+        quick = QuickPath(router, limits) if config.static.quick_path and not debug else None
         ctx = ServerContext(
-            router=Router(config),
+            router=router,
             access_log=spec.access_log,
             error_log=spec.error_log,
-            limits=Limits(http.limit_request_line, http.limit_request_fields,
-                          http.limit_request_field_size, http.limit_request_body),
+            limits=limits,
             keepalive_timeout=http.keepalive_timeout,
             max_keepalive_requests=http.max_keepalive_requests,
             timeout=http.timeout,
             header_timeout=http.header_timeout,
             body_timeout=http.body_timeout,
             min_rate=http.min_rate,
-            debug=spec.error_log.enabled_for("debug"),
+            debug=debug,
+            quick=quick,
         )
         workers = config.workers
         capacity = Capacity(workers.max_connections)

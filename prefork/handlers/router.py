@@ -6,6 +6,8 @@ sockets, and raises HTTPError subclasses for the connection to answer.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from ..config import Config
 from ..errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
 from ..message import Request, Response
@@ -21,6 +23,10 @@ SERVER_METHODS = ("GET", "HEAD", "OPTIONS", "POST", "PUT", "DELETE")  # for `OPT
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 WILDCARDS = frozenset({"0.0.0.0", "::"})
 HOST_CACHE_SIZE = 256  # accepted Host values remembered per worker (bounded: clients choose them)
+
+
+class Handler(Protocol):
+    def serve(self, request: Request) -> Response: ...
 
 
 def split_host(host: str) -> tuple[str, int | None]:
@@ -92,10 +98,14 @@ class Router:
             return Response(204, [("Allow", ", ".join(SERVER_METHODS))])
         if method == "TRACE":
             raise MethodNotAllowed(READ_METHODS, "TRACE is disabled")
-        if self.status is not None and request.path == self.status_path:
-            return self.status.serve(request)
-        if request.path == UPLOAD_PATH:
-            return self.post.serve(request)
-        if self.uploads.handles(request.path):
-            return self.uploads.serve(request)
-        return self.static.serve(request)  # PUT/DELETE/POST elsewhere: 405 + static Allow
+        return self.handler_for(request.path).serve(request)
+
+    def handler_for(self, path: str) -> Handler:
+        """The handler for a (non-asterisk) request path."""
+        if self.status is not None and path == self.status_path:
+            return self.status
+        if path == UPLOAD_PATH:
+            return self.post
+        if self.uploads.handles(path):
+            return self.uploads
+        return self.static  # PUT/DELETE/POST elsewhere: 405 + static Allow

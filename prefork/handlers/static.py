@@ -80,7 +80,7 @@ def serialize_fields(headers: list[tuple[str, str]]) -> bytes:
     return head[head.index(b"\r\n") + 2:-2]
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+def file_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
     """What must be unchanged for a cached file to still be the file on disk."""
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
@@ -168,7 +168,7 @@ class StaticFiles:
         entry = self.cache.get(request.path)
         if entry is not None and request.method != "OPTIONS":
             try:
-                current = _identity(os.stat(entry.path))
+                current = file_identity(os.stat(entry.path))
             except OSError:
                 current = None
             if current == entry.identity:
@@ -226,7 +226,7 @@ class StaticFiles:
             if len(body) != info.st_size:
                 body = None  # written to in place right now: serve it from the fd this time
         full = [*headers, ("Content-Length", str(info.st_size))]
-        entry = CachedFile(path, _identity(info), validators, headers,
+        entry = CachedFile(path, file_identity(info), validators, headers,
                            serialize_fields(full), info.st_size, body)
         if self.cache_size and len(self.cache) >= self.cache_size:
             self._forget(next(iter(self.cache)))  # oldest first; good enough, and O(1)
@@ -254,7 +254,7 @@ class StaticFiles:
         if fd is not None:
             return fd
         fd = self._open(entry.path)
-        if _identity(os.fstat(fd)) != entry.identity:
+        if file_identity(os.fstat(fd)) != entry.identity:
             os.close(fd)
             raise _Replaced()
         return fd
@@ -292,7 +292,8 @@ class StaticFiles:
             full = [*headers, ("Content-Length", str(size))]
             if request.method == "HEAD" or entry.body is not None:
                 body = b"" if request.method == "HEAD" else entry.body
-                return Response(200, full, body, raw_headers=entry.raw_headers)
+                return Response(200, full, body, raw_headers=entry.raw_headers,
+                                cache_entry=entry)
             return _NeedsBody(lambda fd: Response(200, full, FileBody(fd, 0, size),
                                                   raw_headers=entry.raw_headers))
         if len(ranges) == 1:

@@ -1,0 +1,261 @@
+"""The quick path (prefork/quick.py) answers exactly as the full path would.
+
+In-process: one Connection with the quick path and one without, each over a real socket
+pair, get the same requests (a list of edge cases and hypothesis-generated heads); their
+responses and access-log lines must match byte for byte, Date and multipart boundaries
+aside. Against a live server: a cached answer never outlives the file it came from, and
+requests that must not take the quick path do not.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from prefork.config import Config, load_config
+from prefork.connection import Action, Connection, ServerContext
+from prefork.handlers.router import Router
+from prefork.http11 import Limits
+from prefork.log import AccessLog, ErrorLog
+from prefork.quick import QuickPath
+from prefork.scoreboard import THREAD_SLOT, ThreadSlot
+
+from .conftest import Server, make_root, read_all, wait_for, write_config
+
+LOCAL = ("127.0.0.1", 8080)
+_DATE = re.compile(rb"Date: [^\r]*\r\n")
+_BOUNDARY = re.compile(rb"[0-9a-f]{32}")
+_LOG_TIME = re.compile(r"\[[^\]]*\]")
+
+
+class Side:
+    """A worker's serving context, with or without the quick path, and its access log."""
+
+    def __init__(self, config: Config, log_path: Path, quick: bool) -> None:
+        router = Router(config)
+        limits = Limits(200, 8, 200)  # small, so the limit checks are exercised too
+        self.log_path = log_path
+        self.quick = QuickPath(router, limits) if quick else None
+        self.hits = 0
+        if self.quick is not None:
+            answer = self.quick.answer
+
+            def counting(conn: Connection, data: bytes) -> Action | None:
+                action = answer(conn, data)
+                self.hits += action is not None
+                return action
+
+            self.quick.answer = counting  # type: ignore[method-assign]
+        self.ctx = ServerContext(router, AccessLog(str(log_path), config.logging.access_format),
+                                 ErrorLog(None, "warn"), limits, 5, 3, 10, 10, 10, 0, False,
+                                 quick=self.quick)
+        self.slot = ThreadSlot(mmap.mmap(-1, THREAD_SLOT), 0, 1)
+
+    def exchange(self, data: bytes) -> bytes:
+        """Send `data` on a new connection and return what the server wrote back."""
+        server_end, client_end = socket.socketpair()
+        with client_end:
+            server_end.setblocking(False)
+            conn = Connection(server_end, ("127.0.0.1", 40000), LOCAL, self.ctx, self.slot)
+            client_end.sendall(data)
+            action = conn.on_readable()
+            if action is not Action.CLOSE:
+                conn.close()
+            return read_all(client_end)
+
+    def log_lines(self) -> list[str]:
+        return [_LOG_TIME.sub("[]", line) for line in self.log_path.read_text().splitlines()]
+
+
+def normalise(response: bytes) -> bytes:
+    return _BOUNDARY.sub(b"B", _DATE.sub(b"Date: D\r\n", response))
+
+
+@pytest.fixture(scope="module")
+def sides(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Side, Side]]:
+    base = tmp_path_factory.mktemp("quick")
+    root = make_root(base)
+    config = load_config(write_config(root, {"static": {"download_extensions": ".bin"}}))
+    yield Side(config, base / "quick.log", True), Side(config, base / "full.log", False)
+
+
+def compare(sides: tuple[Side, Side], request: bytes) -> list[bytes]:
+    """Send `request` twice (the first may teach the quick path) to both sides; the
+    answers must be equal. Returns them."""
+    quick, full = sides
+    logged = [len(side.log_lines()) for side in sides]
+    answers = [normalise(side.exchange(request)) for side in (quick, full, quick, full)]
+    assert answers[0] == answers[1] and answers[2] == answers[3], request
+    assert quick.log_lines()[logged[0]:] == full.log_lines()[logged[1]:], request
+    return answers
+
+
+ELIGIBLE = [
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nhost: LOCALHOST:8080\r\nUser-Agent: x/1\r\nAccept: */*\r\n"
+    b"Referer: http://localhost/\r\nConnection: Keep-Alive\r\n\r\n",
+    b"HEAD /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    b"GET /sub/ HTTP/1.1\r\nHost: localhost \t\r\nCache-Control:no-cache\r\n\r\n",
+    b"GET /about.html?v=3&x=%41 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    b"GET /about.html HTTP/1.0\r\n\r\n",
+    b"GET /about.html HTTP/1.0\r\nConnection: keep-alive\r\nHost: localhost\r\n\r\n",
+    b"HEAD /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+]
+
+FULL_PATH_ONLY = [
+    b"GET /about.html HTTP/1.1\r\n\r\n",  # no Host: 400
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: evil.example\r\n\r\n",  # 403
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: *\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-3,6-9\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nX: a\r\n \tfolded\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nAccept : x\r\n\r\n",
+    b"GET /about.html HTTP/1.1\nHost: localhost\r\n\r\n",
+    b"\r\nGET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nUser-Agent: caf\xc3\xa9\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n"
+    b"F: 6\r\nG: 7\r\nH: 8\r\n\r\n",  # nine fields, over the limit of 8: 431
+    b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n",  # 414
+    b"GET /%2e%2e/etc/passwd HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /.secret HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /escape.txt HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes=0-99\r\n\r\n",
+    b"GET /server-status?auto HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /uploads/ HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"POST /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    b"GET /sub HTTP/1.1\r\nHost: localhost\r\n\r\n",  # 301
+    b"GET /about.html HTTP/1.2\r\nHost: localhost\r\n\r\n",
+]
+
+
+def test_eligible_requests_are_answered_quickly_and_identically(sides: tuple[Side, Side]
+                                                                 ) -> None:
+    for request in ELIGIBLE:
+        before = sides[0].hits
+        answers = compare(sides, request)
+        assert sides[0].hits == before + 1, request  # the second time, from the quick path
+        assert answers[0].startswith(b"HTTP/1.1 200 OK\r\n"), answers[0][:100]
+
+
+def test_other_requests_take_the_full_path(sides: tuple[Side, Side]) -> None:
+    for request in ELIGIBLE:  # teach the quick path every answer first
+        compare(sides, request)
+    before = sides[0].hits
+    for request in FULL_PATH_ONLY:
+        compare(sides, request)
+    assert sides[0].hits == before
+
+
+_NAME = st.sampled_from(["Host", "host", "HOST", "User-Agent", "Accept", "Connection",
+                         "If-None-Match", "Range", "Cookie", "X-Other", "Content-Length",
+                         "Transfer-Encoding", "Expect", "accept-encoding"])
+_VALUE = st.sampled_from(["localhost", "localhost:8080", "127.0.0.1", "evil", "", " x ",
+                          "close", "keep-alive", "Keep-Alive", "*", "bytes=0-1", "0", "1",
+                          "chunked", "100-continue", "a\tb", "v\x7f", "\xe9"])
+_TARGET = st.sampled_from(["/", "/about.html", "/about.html?q=1", "/sub/", "/sub",
+                           "/missing", "/contact.html", "/.secret", "/%41bout.html",
+                           "//about.html"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(method=st.sampled_from(["GET", "HEAD", "get", "OPTIONS"]), target=_TARGET,
+       version=st.sampled_from(["HTTP/1.1", "HTTP/1.1", "HTTP/1.0", "HTTP/1.2"]),
+       fields=st.lists(st.tuples(_NAME, _VALUE), max_size=5),
+       separator=st.sampled_from([": ", ":", ":\t", " : "]))
+def test_generated_requests_get_the_full_paths_answer(
+        sides: tuple[Side, Side], method: str, target: str, version: str,
+        fields: list[tuple[str, str]], separator: str) -> None:
+    lines = [f"{method} {target} {version}"] + [f"{n}{separator}{v}" for n, v in fields]
+    compare(sides, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+# ----------------------------------------------------------------------------- live server
+
+def exchange(sock: socket.socket, request: bytes) -> bytes:
+    """Send one request on a keep-alive socket and read one response with a body."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+    while len(body) < length and not request.startswith(b"HEAD"):
+        body += sock.recv(65536)
+    return data
+
+
+def test_a_changed_or_removed_file_is_never_served_from_memory(shared_server: Server) -> None:
+    page = shared_server.root / "htdocs" / "quick-change.html"
+    page.write_bytes(b"first version\n")
+    request = b"GET /quick-change.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with shared_server.socket() as sock:
+        for _ in range(3):  # served, remembered, then repeated
+            assert exchange(sock, request).endswith(b"\r\n\r\nfirst version\n")
+        page.write_bytes(b"other version\n")  # the same size, at once
+        assert exchange(sock, request).endswith(b"\r\n\r\nother version\n")
+        os.rename(page, page.with_suffix(".old"))
+        assert exchange(sock, request).startswith(b"HTTP/1.1 404 ")
+
+
+def test_validators_and_ranges_still_apply_after_a_file_is_remembered(
+        shared_server: Server) -> None:
+    request = b"GET /contact.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with shared_server.socket() as sock:
+        first = exchange(sock, request)
+        exchange(sock, request)
+        etag = re.search(rb"ETag: ([^\r]+)", first)[1]  # type: ignore[index]
+        conditional = request[:-2] + b"If-None-Match: " + etag + b"\r\n\r\n"
+        sock.sendall(conditional)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 304 ")
+        ranged = exchange(sock, request[:-2] + b"Range: bytes=0-4\r\n\r\n")
+        assert ranged.startswith(b"HTTP/1.1 206 ") and ranged.endswith(b"\r\n\r\n<!DOC")
+
+
+def test_pipelined_close_and_http10_requests(shared_server: Server) -> None:
+    request = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    closing = request[:-2] + b"Connection: close\r\n\r\n"
+    old = b"GET /about.html HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    for _ in range(2):  # the second time from memory (each worker learns on its own)
+        both = shared_server.raw(request + closing)
+        assert both.count(b"HTTP/1.1 200 OK\r\n") == 2
+        assert both.count(b"Connection: close") == 1
+        for single in (closing, old):
+            answer = shared_server.raw(single)  # raw() reads until the server closes
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in answer
+
+
+def test_quick_answers_are_logged_and_counted(shared_server: Server) -> None:
+    def served() -> int:
+        return shared_server.status()["totals"]["requests"]
+
+    before = served()
+    request = (b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nUser-Agent: quick-probe\r\n"
+               b"Referer: http://localhost/q\r\n\r\n")
+    with shared_server.socket() as sock:
+        for _ in range(6):
+            assert exchange(sock, request).startswith(b"HTTP/1.1 200 OK\r\n")
+    line = re.compile(r'"GET /index\.html HTTP/1\.1" 200 \d+ "http://localhost/q" '
+                      r'"quick-probe"')
+    wait_for(lambda: len(line.findall(shared_server.log("access.log"))) == 6)
+    wait_for(lambda: served() >= before + 6)  # the scoreboard is published once a second
+
+
+def test_the_quick_path_can_be_switched_off(server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory({"static": {"quick_path": "off"}})
+    request = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with server.socket() as sock:
+        answers = [normalise(exchange(sock, request)) for _ in range(3)]
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0].startswith(b"HTTP/1.1 200 OK\r\n")
