@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a smoke run: 1 round of 2 s, 1 s warm-up")
     ap.add_argument("--prefork-python", default=None,
                     help="interpreter for bin/httpdctl (needs click, psutil, setproctitle)")
-    ap.add_argument("--prefork-threads", type=int, default=2, help="[workers] threads")
+    ap.add_argument("--prefork-threads", type=int, default=1, help="[workers] threads")
     ap.add_argument("--apache-threads", type=int, default=25, help="ThreadsPerChild")
     ap.add_argument("--venv", type=Path, default=BENCH_DIR / ".venv",
                     help="venv with gunicorn and waitress (bench/setup.sh makes it)")

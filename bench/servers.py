@@ -31,7 +31,7 @@ class Options:
     bench_dir: Path
     venv: Path
     prefork_python: str | None = None
-    prefork_threads: int = 2
+    prefork_threads: int = 1
     apache_threads: int = 25
     nofile: int = 1024
 

@@ -72,8 +72,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server", "backlog", integer(1, 65535), "1024", "Listen queue length (listen(2))."),
     _s("workers", "processes", processes, "auto",
        "Worker processes: a number or auto (one per CPU)."),
-    _s("workers", "threads", integer(1, 64), "2",
-       "Serving threads per worker; each runs its own event loop."),
+    _s("workers", "threads", integer(1, 64), "1",
+       "Event-loop threads per worker. One is fastest (threads of a process share Python's "
+       "lock: see docs/architecture.md); more help when slow disks block stat()/open()."),
     _s("workers", "blocking_threads", integer(1, 256), "8",
        "Threads per worker for requests that may block for long (request bodies)."),
     _s("workers", "max_connections", integer(1, 100000), "1000",
