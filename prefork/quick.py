@@ -170,7 +170,7 @@ class QuickPath:
             ctx.access_log.log(AccessRecord(
                 conn.client[0], conn.local[1], request_line, method,
                 path, query, version, 200, len(body), wall, time.monotonic() - start,
-                _headers(fields), entry.response_headers))
+                ReceivedFields(fields), entry.response_headers))
         conn.slot.end_request(len(body))
         if not keep_alive:
             return conn.close()
@@ -193,6 +193,23 @@ class QuickPath:
                             raw_headers=entry.file.raw_headers, cache_entry=entry.file)
         return conn.adopt_response(head, request_line, response, memoryview(payload)[sent:],
                                    keep_alive, start, wall)
+
+
+class ReceivedFields:
+    """The request's fields as the access log reads them (Headers.get), decoded only when
+    asked for: the Combined format wants two of them."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
+        self.fields = fields
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.fields:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return default
 
 
 def _headers(fields: list[tuple[bytes, bytes]]) -> Headers:
