@@ -16,6 +16,8 @@ import mimetypes
 import os
 import re
 import stat
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,10 +41,14 @@ STATIC_METHODS = ("GET", "HEAD", "OPTIONS")
 # The per-worker file cache (like nginx's open_file_cache, but checked with stat() on every
 # request so a changed file is never served stale): metadata and prebuilt headers for up to
 # CACHE_ENTRIES paths, and the bytes of files up to CACHE_FILE_BYTES (sent with the head in
-# one send()), CACHE_TOTAL_BYTES at most. Larger files go out with sendfile().
+# one send()), CACHE_TOTAL_BYTES at most. Larger files go out with sendfile(). The stat()
+# follows the path as the request names it, so a symlink swapped to a new release is seen at
+# once; the path's full resolution (the root check, which index file) is redone after
+# RESOLVE_SECONDS (nginx: open_file_cache_valid, 60 s by default).
 CACHE_ENTRIES = 1024
 CACHE_FILE_BYTES = 32 * 1024
 CACHE_TOTAL_BYTES = 16 << 20
+RESOLVE_SECONDS = 1.0
 _TEXT_TYPES = ("application/javascript", "application/json", "application/xml",
                "image/svg+xml")
 ALLOWED_HIDDEN = frozenset({".well-known"})
@@ -88,6 +94,8 @@ def file_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
 @dataclass(slots=True)
 class CachedFile:
     path: str  # the real path, resolved and checked against the root when cached
+    named: str  # the same file as the request names it, symlinks not followed
+    resolved_at: float  # time.monotonic() of the resolution
     identity: tuple[int, int, int, int, int]
     validators: Validators
     headers: list[tuple[str, str]]  # Last-Modified, ETag, Content-Type, [Disposition], Ranges
@@ -120,6 +128,8 @@ class StaticFiles:
         self.cache: dict[str, CachedFile] = {}
         self.cache_size = cache_size
         self.cache_bytes = 0
+        self.cache_lock = threading.Lock()  # changes only; look-ups need none
+        self.excluded: tuple[str, ...] = ()  # real directories under the root not served here
 
     # ------------------------------------------------------------- resolution
 
@@ -129,6 +139,10 @@ class StaticFiles:
         Returns the path (which may not exist). Raises Forbidden for anything that would
         leave the root or name a hidden file, BadRequest for undecodable bytes.
         """
+        return self.locate(raw_path)[1]
+
+    def locate(self, raw_path: str) -> tuple[str, str]:
+        """Return (the path as named under the root, its real path): see resolve()."""
         lowered = raw_path.lower()
         if "%2f" in lowered or "%5c" in lowered:
             raise Forbidden("encoded slashes are not allowed in paths")
@@ -157,7 +171,20 @@ class StaticFiles:
         real = os.path.realpath(candidate)
         if real != self.root and not real.startswith(self.root + os.sep):
             raise Forbidden("path resolves outside the document root (symbolic link)")
-        return real
+        for directory in self.excluded:
+            if real == directory or real.startswith(directory + os.sep):
+                raise Forbidden("this directory is served under its own URL only")
+        return candidate, real
+
+    def is_current(self, entry: CachedFile) -> bool:
+        """Whether a cache entry still describes what its request path names: the same file
+        now (one stat()), and a resolution less than RESOLVE_SECONDS old."""
+        if time.monotonic() - entry.resolved_at >= RESOLVE_SECONDS:
+            return False
+        try:
+            return file_identity(os.stat(entry.named)) == entry.identity
+        except OSError:
+            return False
 
     # ------------------------------------------------------------- serving
 
@@ -167,14 +194,10 @@ class StaticFiles:
             raise MethodNotAllowed(STATIC_METHODS)
         entry = self.cache.get(request.path)
         if entry is not None and request.method != "OPTIONS":
-            try:
-                current = file_identity(os.stat(entry.path))
-            except OSError:
-                current = None
-            if current == entry.identity:
+            if self.is_current(entry):
                 return self._file_response(request, entry, None)
             self._forget(request.path)
-        path = self.resolve(request.path)
+        named, path = self.locate(request.path)
         try:
             info = os.stat(path)
         except OSError as exc:
@@ -186,11 +209,12 @@ class StaticFiles:
                                       ("Content-Type", "text/html; charset=utf-8")],
                                 _moved_body(location))
             path, info = self._index(path)
+            named = os.path.join(named, os.path.basename(path))
         if not stat.S_ISREG(info.st_mode):
             raise Forbidden("not a regular file")
         if request.method == "OPTIONS":
             return Response(204, [("Allow", ", ".join(STATIC_METHODS))])
-        entry, fd = self._remember(request.path, path)
+        entry, fd = self._remember(request.path, named, path)
         return self._file_response(request, entry, fd)
 
     def _index(self, directory: str) -> tuple[str, os.stat_result]:
@@ -204,13 +228,14 @@ class StaticFiles:
 
     # ------------------------------------------------------------- the file cache
 
-    def _remember(self, key: str, path: str) -> tuple[CachedFile, int]:
+    def _remember(self, key: str, named: str, path: str) -> tuple[CachedFile, int]:
         """Open the file and build (and cache, when there is room) what a response needs.
 
         Returns the entry and the open descriptor. Everything — validators, size, the
         cached bytes — comes from fstat() and reads of that one descriptor, so a file
         replaced by a rename meanwhile can never be sent mixed with the old one's length.
         """
+        resolved_at = time.monotonic()
         fd = self._open(path)
         info = os.fstat(fd)
         validators = validators_for(info)
@@ -226,16 +251,22 @@ class StaticFiles:
             if len(body) != info.st_size:
                 body = None  # written to in place right now: serve it from the fd this time
         full = [*headers, ("Content-Length", str(info.st_size))]
-        entry = CachedFile(path, file_identity(info), validators, headers,
+        entry = CachedFile(path, named, resolved_at, file_identity(info), validators, headers,
                            serialize_fields(full), info.st_size, body)
-        if self.cache_size and len(self.cache) >= self.cache_size:
-            self._forget(next(iter(self.cache)))  # oldest first; good enough, and O(1)
         if self.cache_size:
-            self.cache[key] = entry
-            self.cache_bytes += len(body or b"")
+            with self.cache_lock:
+                self._forget_locked(key)
+                if len(self.cache) >= self.cache_size:
+                    self._forget_locked(next(iter(self.cache)))  # oldest first, O(1)
+                self.cache[key] = entry
+                self.cache_bytes += len(body or b"")
         return entry, fd
 
     def _forget(self, key: str) -> None:
+        with self.cache_lock:
+            self._forget_locked(key)
+
+    def _forget_locked(self, key: str) -> None:
         entry = self.cache.pop(key, None)
         if entry is not None:
             self.cache_bytes -= len(entry.body or b"")

@@ -281,11 +281,11 @@ def json_error(status: int, message: str, headers: list[tuple[str, str]] | None 
 class UploadFiles(StaticFiles):
     """StaticFiles rooted at the uploads directory, for URLs under PREFIX."""
 
-    def resolve(self, raw_path: str) -> str:
+    def locate(self, raw_path: str) -> tuple[str, str]:
         """Strip PREFIX, then resolve exactly as StaticFiles does (same refusals)."""
         if raw_path != PREFIX and not raw_path.startswith(PREFIX + "/"):
             raise NotFound("not under the uploads prefix")
-        return super().resolve(raw_path[len(PREFIX):])
+        return super().locate(raw_path[len(PREFIX):])
 
 
 # ---------------------------------------------------------------- the handler
