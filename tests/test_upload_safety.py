@@ -412,6 +412,25 @@ def test_auth_required_for_writes(auth_server: Server) -> None:
     assert status_of(raw) == 403
 
 
+def test_uploads_are_read_only_through_their_own_url(server_factory: ServerFactory,
+                                                     tmp_path: Path) -> None:
+    """Aliases of /uploads/ (which the static files handler would otherwise see, the
+    directory being under the document root) must not bypass the uploads' rules."""
+    users = tmp_path / "htpasswd"
+    users.write_text(htpasswd_line("alice", "s3cret") + "\n")
+    server = server_factory({"uploads": {"require_auth": "GET HEAD PUT"},
+                             "auth": {"users_file": str(users)}})
+    (uploads(server) / "private.txt").write_text("private\n")
+    assert server.get("/uploads/private.txt")[0].status == 401
+    assert server.get("/uploads/private.txt", headers=basic("alice", "s3cret"))[1] == \
+        b"private\n"
+    for alias in ("//uploads/private.txt", "/./uploads/private.txt",
+                  "/%75ploads/private.txt", "/sub/../uploads/private.txt", "//uploads/"):
+        for _ in range(2):  # and not from the quick path's memory either
+            raw = server.raw(f"GET {alias} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            assert status_of(raw) == 403, (alias, raw[:80])
+
+
 def test_known_user_without_rights_gets_403(server_factory: ServerFactory,
                                             tmp_path: Path) -> None:
     users = tmp_path / "htpasswd"

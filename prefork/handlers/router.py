@@ -54,6 +54,9 @@ class Router:
         self.static = StaticFiles(server.document_root, config.static.index_files,
                                   config.static.download_extensions)
         self.uploads = UploadHandler(config)  # /uploads/...; raises ConfigError (auth)
+        # The uploads directory (htdocs/uploads by default) is served under /uploads/ only,
+        # with its own rules: not through aliases such as //uploads/ or /%75ploads/.
+        self.static.excluded = (self.uploads.directory,)
         self.post = PostHandler(self.uploads)  # POST /upload
         self.status = ServerStatus(config) if config.status.enabled else None
         self.status_path = config.status.path
