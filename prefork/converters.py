@@ -172,6 +172,7 @@ def listen_list(raw: str) -> tuple[ListenAddress, ...]:
 # One Apache LogFormat directive: %h, %>s, %{Referer}i, %% ... (mod_log_config).
 ACCESS_FORMAT_DIRECTIVE = re.compile(r"%(?:\{([^}]*)\})?([<>]?)([a-zA-Z%])")
 ACCESS_FORMAT_LETTERS = frozenset("%abBDhHilmpPqrsTtuUv") | {"o"}
+_FIELD_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # token (RFC 9110 §5.6.2)
 
 
 def access_format(raw: str) -> str:
@@ -187,6 +188,8 @@ def access_format(raw: str) -> str:
             raise ValueError(f"unsupported directive %{letter}")
         if letter in "io" and not arg:
             raise ValueError(f"%{letter} needs a header name, as in %{{Referer}}{letter}")
+        if letter in "io" and not _FIELD_NAME.fullmatch(arg):
+            raise ValueError(f"%{{{arg}}}{letter}: {arg!r} is not a header field name")
     stray = ACCESS_FORMAT_DIRECTIVE.sub("", text)
     if "%" in stray:
         raise ValueError("a % is not followed by a known directive (write %% for a literal %)")

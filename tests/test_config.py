@@ -76,6 +76,8 @@ def test_unknown_section_and_key_before_section(tmp_path: Path) -> None:
     ("[server]\nlisten = nowhere", "server.listen", "host:port"),
     ("[logging]\nlevel = loud", "logging.level", "one of"),
     ("[logging]\naccess_format = %h %Z", "logging.access_format", "unsupported directive"),
+    ("[logging]\naccess_format = %h %{X Trace}i", "logging.access_format",
+     "not a header field name"),
     ("[static]\ndownload_extensions = .p/ng", "static.download_extensions", "extension"),
 ])
 def test_bad_values_name_line_and_key(tmp_path: Path, line: str, key: str,
