@@ -11,8 +11,9 @@ request from it, skipping the parser, the router and the handler, only when
   * the head is within the configured limits, and every field is one this server ignores
     for static files (INERT_FIELDS: no validators, Range, credentials, body framing or
     Expect); Host appears at most once, Connection at most once, as keep-alive or close;
-  * the file is still the one remembered: one stat() compares device, inode, size, mtime
-    and ctime, as the static cache does on every request.
+  * the static file cache still holds the very entry the answer was built from, and finds
+    it current (StaticFiles.is_current: one stat() of the path as named, and a resolution
+    under a second old), exactly as it would for the full path.
 Anything else, every malformed request included, takes the full path, so the quick path
 only repeats what the full path answered to the same request-line and Host; the bytes sent
 are the ones the full path would send (tests/test_quick.py compares them).
@@ -20,7 +21,6 @@ are the ones the full path would send (tests/test_quick.py compares them).
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 import time
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from .connection import Action, Connection
 from .framing import SERVER_LINE, connection_tail, prepared_head_start
-from .handlers.static import CachedFile, file_identity
+from .handlers.static import CachedFile
 from .http11 import Limits, RequestHead, http_date
 from .log import AccessRecord
 from .message import Headers, Response
@@ -37,7 +37,10 @@ from .message import Headers, Response
 if TYPE_CHECKING:
     from .handlers.router import Router
 
-QUICK_ENTRIES = 512  # remembered answers per worker (bodies are the static cache's bytes)
+# Remembered answers per worker. Each holds a key of at most max_head bytes and a body of at
+# most CACHE_FILE_BYTES (32 KiB), shared with the static cache while it holds the file:
+# 256 entries stay under 10 MiB even if every body were held here alone.
+QUICK_ENTRIES = 256
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2, as in http11.py
 _HEAD_RE = re.compile(rb"((GET|HEAD) /[\x21-\x7e]* HTTP/1\.([01]))\r\n"
@@ -52,7 +55,8 @@ INERT_FIELDS = frozenset({
     b"referer", b"cache-control", b"pragma", b"cookie", b"dnt", b"priority",
     b"upgrade-insecure-requests", b"sec-fetch-dest", b"sec-fetch-mode", b"sec-fetch-site",
     b"sec-fetch-user", b"sec-ch-ua", b"sec-ch-ua-mobile", b"sec-ch-ua-platform", b"sec-gpc",
-    b"x-requested-with",
+    b"x-requested-with", b"x-forwarded-for", b"x-forwarded-proto", b"x-real-ip",
+    b"forwarded", b"via",  # from a reverse proxy; this server does not act on them
 })
 
 Key = tuple[bytes, "bytes | None", tuple[str, int]]  # request-line, Host value, local address
@@ -60,6 +64,7 @@ Key = tuple[bytes, "bytes | None", tuple[str, int]]  # request-line, Host value,
 
 @dataclass(frozen=True, slots=True)
 class QuickEntry:
+    path: str  # the request path: the static cache's key for `file`
     file: CachedFile
     head_start: bytes  # the status line and the file's fields, up to "Date: "
     body: bytes  # b"" for HEAD
@@ -71,8 +76,9 @@ class QuickPath:
 
     def __init__(self, router: Router, limits: Limits) -> None:
         self.router = router
+        self.static = router.static
         self.entries: dict[Key, QuickEntry] = {}
-        self.lock = threading.Lock()  # for remember(): eviction iterates the dict
+        self.lock = threading.Lock()  # serialises remember(); answer() only reads and pops
         # Within these, no line of the head can pass a limit the parser enforces.
         self.max_head = min(limits.request_line, limits.field_size)
         self.max_fields = limits.fields
@@ -90,7 +96,12 @@ class QuickPath:
         host = head.headers.get("Host")
         key = (request_line.encode("latin-1"),
                host.encode("latin-1") if host is not None else None, local)
-        quick = QuickEntry(entry, prepared_head_start(200, entry.raw_headers),
+        if len(key[0]) + len(key[1] or b"") > self.max_head:
+            return  # answer() would never look for it
+        known = self.entries.get(key)
+        if known is not None and known.file is entry:
+            return
+        quick = QuickEntry(head.path, entry, prepared_head_start(200, entry.raw_headers),
                            b"" if head.method == "HEAD" else entry.body or b"",
                            list(response.headers))
         with self.lock:
@@ -127,12 +138,9 @@ class QuickPath:
         entry = self.entries.get(key)
         if entry is None:
             return None
-        try:
-            current = file_identity(os.stat(entry.file.path))
-        except OSError:
-            current = None
-        if current != entry.file.identity:
-            self.entries.pop(key, None)
+        static = self.static
+        if static.cache.get(entry.path) is not entry.file or not static.is_current(entry.file):
+            self.entries.pop(key, None)  # the full path will resolve it again
             return None
         if minor == b"1":
             wants_keep_alive, version = connection != b"close", "HTTP/1.1"
@@ -157,12 +165,15 @@ class QuickPath:
         except BlockingIOError:
             sent = 0
         except OSError:
-            self._hand_over(conn, entry, request_line, fields, keep_alive, payload, 0, start,
-                            wall)
-            return conn.close()  # logged as aborted, as the full path does
-        if sent < len(payload):  # the socket buffer is full: the connection finishes it
-            return self._hand_over(conn, entry, request_line, fields, keep_alive, payload,
-                                   sent, start, wall)
+            sent = -1
+        if sent < len(payload):  # the connection finishes (or aborts) it like any other
+            head = _request_head(request_line, fields, wants_keep_alive)
+            response = Response(200, list(entry.response_headers), body,
+                                raw_headers=entry.file.raw_headers, cache_entry=entry.file)
+            action = conn.adopt_response(head, request_line, response,
+                                         memoryview(payload)[max(sent, 0):], keep_alive,
+                                         start, wall)
+            return action if sent >= 0 else conn.close()  # logged as aborted
         ctx = conn.ctx
         if ctx.access_log.enabled:
             target = request_line.split(" ", 2)[1]
@@ -177,22 +188,17 @@ class QuickPath:
         conn.deadline = start + ctx.keepalive_timeout
         return Action.WANT_READ
 
-    @staticmethod
-    def _hand_over(conn: Connection, entry: QuickEntry, request_line: str,
-                   fields: list[tuple[bytes, bytes]], keep_alive: bool, payload: bytes,
-                   sent: int, start: float, wall: float) -> Action:
-        """Give the connection the request and response the full path would have built,
-        with what is left to write; it finishes (or aborts) them like any other."""
-        method, target, version = request_line.split(" ")
-        path, _, query = target.partition("?")
-        headers = _headers(fields)
-        host = headers.get("Host") or ""
-        head = RequestHead(method, target, path, query, version, headers,
-                           keep_alive, None, False, False, host.lower())
-        response = Response(200, list(entry.response_headers), entry.body,
-                            raw_headers=entry.file.raw_headers, cache_entry=entry.file)
-        return conn.adopt_response(head, request_line, response, memoryview(payload)[sent:],
-                                   keep_alive, start, wall)
+
+def _request_head(request_line: str, fields: list[tuple[bytes, bytes]],
+                  wants_keep_alive: bool) -> RequestHead:
+    """The RequestHead the parser would have made of a quick request."""
+    method, target, version = request_line.split(" ")
+    path, _, query = target.partition("?")
+    headers = Headers([(name.decode("latin-1"), value.decode("latin-1"))
+                       for name, value in fields])
+    host = headers.get("Host")
+    return RequestHead(method, target, path, query, version, headers, wants_keep_alive,
+                       None, False, False, host.lower() if host is not None else "")
 
 
 class ReceivedFields:
@@ -205,13 +211,8 @@ class ReceivedFields:
         self.fields = fields
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        wanted = name.lower().encode("latin-1")
+        wanted = name.lower().encode("latin-1", "replace")  # "?" is in no field name
         for key, value in self.fields:
             if key.lower() == wanted:
                 return value.decode("latin-1")
         return default
-
-
-def _headers(fields: list[tuple[bytes, bytes]]) -> Headers:
-    return Headers([(name.decode("latin-1"), value.decode("latin-1"))
-                    for name, value in fields])

@@ -13,6 +13,7 @@ import mmap
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -179,6 +180,65 @@ def test_generated_requests_get_the_full_paths_answer(
         fields: list[tuple[str, str]], separator: str) -> None:
     lines = [f"{method} {target} {version}"] + [f"{n}{separator}{v}" for n, v in fields]
     compare(sides, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+# ----------------------------------------------------------------------------- file changes
+
+def fresh_sides(base: Path) -> tuple[Side, Side]:
+    root = make_root(base)
+    config = load_config(write_config(root, {}))
+    return Side(config, base / "quick.log", True), Side(config, base / "full.log", False)
+
+
+def body_of(answer: bytes) -> bytes:
+    return answer.partition(b"\r\n\r\n")[2]
+
+
+def test_a_symlink_swapped_to_a_new_release_is_served_at_once(tmp_path: Path) -> None:
+    sides = fresh_sides(tmp_path)
+    docs = tmp_path / "srv" / "htdocs"
+    for release in ("v1", "v2"):
+        (docs / "releases" / release).mkdir(parents=True)
+        (docs / "releases" / release / "app.js").write_text(f"release {release}\n")
+    (docs / "current").symlink_to("releases/v1")
+    request = b"GET /current/app.js HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    assert body_of(compare(sides, request)[2]) == b"release v1\n"
+    (docs / "next").symlink_to("releases/v2")
+    os.replace(docs / "next", docs / "current")  # ln -sfn, as deploy tools do
+    answers = compare(sides, request)
+    assert body_of(answers[0]) == body_of(answers[2]) == b"release v2\n"
+
+
+def test_a_path_is_resolved_again_once_its_resolution_is_old(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("prefork.handlers.static.RESOLVE_SECONDS", 0.2)
+    sides = fresh_sides(tmp_path)
+    docs = tmp_path / "srv" / "htdocs"
+    request = b"GET /sub/page.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    assert compare(sides, request)[2].startswith(b"HTTP/1.1 200 ")
+    # The same files, now reached through a symbolic link out of the document root.
+    os.rename(docs / "sub", tmp_path / "moved-out")
+    (docs / "sub").symlink_to(tmp_path / "moved-out")
+    time.sleep(0.3)
+    answers = compare(sides, request)
+    assert answers[0].startswith(b"HTTP/1.1 403 ") and answers[2].startswith(b"HTTP/1.1 403 ")
+
+
+def test_an_answer_is_not_repeated_once_the_file_cache_let_it_go(tmp_path: Path) -> None:
+    sides = fresh_sides(tmp_path)
+    quick = sides[0]
+    static = quick.ctx.router.static
+    static.cache_size = 2
+    request = b"GET /sub/page.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    compare(sides, request)
+    for name in ("about.html", "contact.html"):  # evict it with 304s (nothing remembered)
+        quick.exchange(b"GET /%s HTTP/1.1\r\nHost: localhost\r\nIf-None-Match: *\r\n\r\n"
+                       % name.encode())
+    assert "/sub/page.html" not in static.cache
+    before = quick.hits
+    quick.exchange(request)
+    assert quick.hits == before  # the full path answered (and the cache holds it again)
+    assert "/sub/page.html" in static.cache
 
 
 # ----------------------------------------------------------------------------- live server
