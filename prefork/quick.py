@@ -37,10 +37,11 @@ from .message import Headers, Response
 if TYPE_CHECKING:
     from .handlers.router import Router
 
-# Remembered answers per worker. Each holds a key of at most max_head bytes and a body of at
+# Remembered answers per worker. Each holds a key of at most QUICK_KEY_BYTES and a body of at
 # most CACHE_FILE_BYTES (32 KiB), shared with the static cache while it holds the file:
 # 256 entries stay under 10 MiB even if every body were held here alone.
 QUICK_ENTRIES = 256
+QUICK_KEY_BYTES = 2048  # request-line plus Host; longer ones always take the full path
 
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2, as in http11.py
 _HEAD_RE = re.compile(rb"((GET|HEAD) /[\x21-\x7e]* HTTP/1\.([01]))\r\n"
@@ -78,7 +79,7 @@ class QuickPath:
         self.router = router
         self.static = router.static
         self.entries: dict[Key, QuickEntry] = {}
-        self.lock = threading.Lock()  # serialises remember(); answer() only reads and pops
+        self.lock = threading.Lock()  # for every change to `entries`; look-ups need none
         # Within these, no line of the head can pass a limit the parser enforces.
         self.max_head = min(limits.request_line, limits.field_size)
         self.max_fields = limits.fields
@@ -96,8 +97,8 @@ class QuickPath:
         host = head.headers.get("Host")
         key = (request_line.encode("latin-1"),
                host.encode("latin-1") if host is not None else None, local)
-        if len(key[0]) + len(key[1] or b"") > self.max_head:
-            return  # answer() would never look for it
+        if len(key[0]) + len(key[1] or b"") > min(self.max_head, QUICK_KEY_BYTES):
+            return
         known = self.entries.get(key)
         if known is not None and known.file is entry:
             return
@@ -140,7 +141,8 @@ class QuickPath:
             return None
         static = self.static
         if static.cache.get(entry.path) is not entry.file or not static.is_current(entry.file):
-            self.entries.pop(key, None)  # the full path will resolve it again
+            with self.lock:
+                self.entries.pop(key, None)  # the full path will resolve it again
             return None
         if minor == b"1":
             wants_keep_alive, version = connection != b"close", "HTTP/1.1"
