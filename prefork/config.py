@@ -327,7 +327,9 @@ def load_config(path: str | os.PathLike[str] | None = None,
                 raise ConfigError(str(exc), file=where.file, line=where.line,
                                   key=f"{setting.section}.{setting.key}") from None
         if setting.is_path and isinstance(value, str) and value not in ("", "off"):
-            value = str((root / value).resolve()) if not os.path.isabs(value) else value
+            # Normalised, not resolved: a document_root that is a symbolic link switched
+            # between releases must stay that link.
+            value = os.path.normpath(root / value) if not os.path.isabs(value) else value
         values[name] = value
         texts[name] = text
     config = Config(str(config_path.resolve()), root, values, texts)

@@ -184,9 +184,10 @@ def test_generated_requests_get_the_full_paths_answer(
 
 # ----------------------------------------------------------------------------- file changes
 
-def fresh_sides(base: Path) -> tuple[Side, Side]:
+def fresh_sides(base: Path, settings: dict[str, dict[str, str]] | None = None
+                ) -> tuple[Side, Side]:
     root = make_root(base)
-    config = load_config(write_config(root, {}))
+    config = load_config(write_config(root, settings or {}))
     return Side(config, base / "quick.log", True), Side(config, base / "full.log", False)
 
 
@@ -239,6 +240,44 @@ def test_an_answer_is_not_repeated_once_the_file_cache_let_it_go(tmp_path: Path)
     quick.exchange(request)
     assert quick.hits == before  # the full path answered (and the cache holds it again)
     assert "/sub/page.html" in static.cache
+
+
+def test_a_switched_document_root_is_served_at_once(tmp_path: Path) -> None:
+    root = make_root(tmp_path)
+    for release in ("v1", "v2"):
+        (root / "releases" / release).mkdir(parents=True)
+        (root / "releases" / release / "app.js").write_text(f"release {release}\n")
+    (root / "current").symlink_to("releases/v1")
+    config = load_config(write_config(root, {"server": {"document_root": "current"}}))
+    sides = (Side(config, tmp_path / "q.log", True), Side(config, tmp_path / "f.log", False))
+    request = b"GET /app.js HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    assert body_of(compare(sides, request)[2]) == b"release v1\n"
+    (root / "next").symlink_to("releases/v2")
+    os.replace(root / "next", root / "current")
+    assert body_of(compare(sides, request)[0]) == b"release v2\n"
+
+
+def test_index_files_follow_the_same_rules(tmp_path: Path) -> None:
+    sides = fresh_sides(tmp_path, {"static": {"index_files": "index.html public/main.html"}})
+    docs = tmp_path / "srv" / "htdocs"
+    (docs / "app" / "public").mkdir(parents=True)
+    (docs / "app" / "public" / "main.html").write_text("main\n")
+    before = sides[0].hits
+    assert body_of(compare(sides, b"GET /app/ HTTP/1.1\r\nHost: localhost\r\n\r\n")[2]) \
+        == b"main\n"
+    assert sides[0].hits == before + 1  # an index under a subdirectory is remembered too
+    (docs / "out").mkdir()
+    (docs / "out" / "index.html").symlink_to(tmp_path / "outside.txt")
+    answers = compare(sides, b"GET /out/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert answers[0].startswith(b"HTTP/1.1 403 ")
+    answers = compare(sides, b"GET /about.html/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert answers[0].startswith(b"HTTP/1.1 404 ")  # a file is not a directory
+
+
+def test_uploads_directory_may_be_the_document_root(tmp_path: Path) -> None:
+    sides = fresh_sides(tmp_path, {"uploads": {"directory": "htdocs"}})
+    answers = compare(sides, b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert answers[0].startswith(b"HTTP/1.1 200 ")
 
 
 # ----------------------------------------------------------------------------- live server

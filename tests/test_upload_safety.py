@@ -424,7 +424,9 @@ def test_uploads_are_read_only_through_their_own_url(server_factory: ServerFacto
     assert server.get("/uploads/private.txt")[0].status == 401
     assert server.get("/uploads/private.txt", headers=basic("alice", "s3cret"))[1] == \
         b"private\n"
-    for alias in ("//uploads/private.txt", "/./uploads/private.txt",
+    (server.root / "htdocs" / "pub").mkdir()
+    (server.root / "htdocs" / "pub" / "index.html").symlink_to(uploads(server) / "private.txt")
+    for alias in ("//uploads/private.txt", "/./uploads/private.txt", "/pub/",
                   "/%75ploads/private.txt", "/sub/../uploads/private.txt", "//uploads/"):
         for _ in range(2):  # and not from the quick path's memory either
             raw = server.raw(f"GET {alias} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())

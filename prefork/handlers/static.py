@@ -11,6 +11,7 @@ Path safety (a request can only ever name a file under document_root):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mimetypes
 import os
@@ -120,6 +121,9 @@ class StaticFiles:
 
     def __init__(self, root: str, index_files: tuple[str, ...],
                  download_extensions: tuple[str, ...], cache_size: int = CACHE_ENTRIES) -> None:
+        # The root as configured (it may be a symbolic link switched between releases) and
+        # its real path, worked out again at each resolution.
+        self.named_root = os.path.abspath(root)
         self.root = os.path.realpath(root)
         self.index_files = index_files
         self.download_extensions = frozenset(download_extensions)
@@ -129,7 +133,7 @@ class StaticFiles:
         self.cache_size = cache_size
         self.cache_bytes = 0
         self.cache_lock = threading.Lock()  # changes only; look-ups need none
-        self.excluded: tuple[str, ...] = ()  # real directories under the root not served here
+        self.excluded: tuple[str, ...] = ()  # directories under the root not served here
 
     # ------------------------------------------------------------- resolution
 
@@ -167,14 +171,33 @@ class StaticFiles:
                 raise Forbidden("hidden files are not served")
             else:
                 segments.append(segment)
-        candidate = os.path.join(self.root, *segments)
+        self.root = os.path.realpath(self.named_root)
+        candidate = os.path.join(self.named_root, *segments)
         real = os.path.realpath(candidate)
-        if real != self.root and not real.startswith(self.root + os.sep):
-            raise Forbidden("path resolves outside the document root (symbolic link)")
-        for directory in self.excluded:
-            if real == directory or real.startswith(directory + os.sep):
-                raise Forbidden("this directory is served under its own URL only")
+        self._check_real(real)
         return candidate, real
+
+    def _check_real(self, real: str) -> None:
+        """Raise Forbidden unless the real path `real` lies under the root and outside the
+        excluded directories. These are compared by identity, not by name: on a
+        case-insensitive file system /Uploads is the uploads directory too."""
+        root = self.root
+        if real != root and not real.startswith(root + os.sep):
+            raise Forbidden("path resolves outside the document root (symbolic link)")
+        if not self.excluded:
+            return
+        excluded = set()
+        for directory in self.excluded:
+            with contextlib.suppress(OSError):
+                info = os.stat(directory)
+                excluded.add((info.st_dev, info.st_ino))
+        path = real
+        while len(path) > len(root):
+            with contextlib.suppress(OSError):
+                info = os.stat(path)
+                if (info.st_dev, info.st_ino) in excluded:
+                    raise Forbidden("this directory is served under its own URL only")
+            path = os.path.dirname(path)
 
     def is_current(self, entry: CachedFile) -> bool:
         """Whether a cache entry still describes what its request path names: the same file
@@ -197,45 +220,53 @@ class StaticFiles:
             if self.is_current(entry):
                 return self._file_response(request, entry, None)
             self._forget(request.path)
+        resolved_at = time.monotonic()
         named, path = self.locate(request.path)
         try:
             info = os.stat(path)
         except OSError as exc:
             raise refusal(exc) from None
+        if request.path.endswith("/") and not stat.S_ISDIR(info.st_mode):
+            raise NotFound("a file named with a trailing slash")  # as open(2): ENOTDIR
         if stat.S_ISDIR(info.st_mode):
             if not request.path.endswith("/"):
                 location = request.path + "/" + (f"?{request.query}" if request.query else "")
                 return Response(301, [("Location", location),
                                       ("Content-Type", "text/html; charset=utf-8")],
                                 _moved_body(location))
-            path, info = self._index(path)
-            named = os.path.join(named, os.path.basename(path))
+            name, path, info = self._index(path)
+            named = os.path.join(named, name)
         if not stat.S_ISREG(info.st_mode):
             raise Forbidden("not a regular file")
         if request.method == "OPTIONS":
             return Response(204, [("Allow", ", ".join(STATIC_METHODS))])
-        entry, fd = self._remember(request.path, named, path)
+        entry, fd = self._remember(request.path, named, path, resolved_at)
         return self._file_response(request, entry, fd)
 
-    def _index(self, directory: str) -> tuple[str, os.stat_result]:
+    def _index(self, directory: str) -> tuple[str, str, os.stat_result]:
+        """The first index file of `directory` that exists: (its name, its real path, its
+        stat); the real path passes the same checks as any other."""
         for name in self.index_files:
             candidate = os.path.join(directory, name)
             try:
-                return candidate, os.stat(candidate)
+                info = os.stat(candidate)
             except OSError:
                 continue
+            real = os.path.realpath(candidate)
+            self._check_real(real)
+            return name, real, info
         raise Forbidden("directory has no index file and listings are disabled")
 
     # ------------------------------------------------------------- the file cache
 
-    def _remember(self, key: str, named: str, path: str) -> tuple[CachedFile, int]:
+    def _remember(self, key: str, named: str, path: str, resolved_at: float
+                  ) -> tuple[CachedFile, int]:
         """Open the file and build (and cache, when there is room) what a response needs.
 
         Returns the entry and the open descriptor. Everything — validators, size, the
         cached bytes — comes from fstat() and reads of that one descriptor, so a file
         replaced by a rename meanwhile can never be sent mixed with the old one's length.
         """
-        resolved_at = time.monotonic()
         fd = self._open(path)
         info = os.fstat(fd)
         validators = validators_for(info)
