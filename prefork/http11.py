@@ -216,6 +216,13 @@ class RequestParser:
         elif self.in_body:
             raise RuntimeError("start_next_request() before the body was read to its end")
 
+    def request_answered(self) -> None:
+        """A request was read and answered without this parser while it was idle (the quick
+        path): the empty lines it skipped counted towards that request, and the limit starts
+        over for the next one, as after EndOfMessage."""
+        if self.idle:
+            self._lines = self._skipped = 0
+
     @property
     def idle(self) -> bool:
         """True between requests with no bytes buffered: safe to close on a timeout."""

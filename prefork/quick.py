@@ -46,7 +46,10 @@ QUICK_KEY_BYTES = 2048  # request-line plus Host; longer ones always take the fu
 _TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 §5.6.2, as in http11.py
 _HEAD_RE = re.compile(rb"((GET|HEAD) /[\x21-\x7e]* HTTP/1\.([01]))\r\n"
                       rb"((?:" + _TOKEN + rb":[\t\x20-\x7e]*\r\n)*)\r\n")
-_FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*(.*?)[ \t]*\r\n")
+# Greedy, then stripped: a lazy value with optional trailing OWS would be quadratic in a
+# run of spaces (a client could make each head cost milliseconds).
+_FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e]*)\r\n")
+_OWS = b" \t"  # RFC 9110 §5.6.3
 
 # Request fields that cannot change a static 200 here: the static handler reads only the
 # validators and Range, the router Host, the parser the framing fields, Expect and
@@ -113,15 +116,16 @@ class QuickPath:
     def answer(self, conn: Connection, data: bytes) -> Action | None:
         """Answer `data` (all the connection has received, the parser idle) if it is a
         request the quick path may repeat; None: give it to the parser."""
-        if len(data) > self.max_head:
+        # Cheap refusals first, so the regex only ever sees one bounded, complete head: its
+        # lines are the request-line, the fields and the empty line.
+        if (len(data) > self.max_head or not data.endswith(b"\r\n\r\n")
+                or data.count(b"\n") > self.max_fields + 2):
             return None
         match = _HEAD_RE.fullmatch(data)
         if match is None:
             return None
         line, method, minor, block = match.groups()
-        fields = _FIELD_RE.findall(block)
-        if len(fields) > self.max_fields:
-            return None
+        fields = [(name, value.strip(_OWS)) for name, value in _FIELD_RE.findall(block)]
         host = connection = None
         for name, value in fields:
             name = name.lower()
@@ -156,6 +160,7 @@ class QuickPath:
         start = time.monotonic()
         wall = time.time()
         request_line = line.decode("latin-1")
+        conn.parser.request_answered()  # what it counted towards this request starts over
         conn.requests += 1
         conn.slot.begin_request(request_line, conn.client[0], wall)
         keep_alive = wants_keep_alive and conn.keep_alive_allowed()

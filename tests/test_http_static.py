@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
 from pathlib import Path
 
 import pytest
+
+from prefork.handlers.static import StaticFiles
 
 from .conftest import Server, read_all, wait_for
 
@@ -252,3 +255,31 @@ def test_saturated_worker_answers_503(server_factory) -> None:
             sock.close()
     response, _ = server.get("/")
     assert response.status == 200
+
+
+def test_a_download_named_with_control_characters(shared_server: Server) -> None:
+    """A field value cannot carry controls: the quoted name replaces them, the RFC 8187
+    form keeps the real name (percent-encoded)."""
+    (shared_server.root / "htdocs" / "a\nb\x01.txt").write_bytes(b"odd name\n")
+    for _ in range(2):  # the full path, then the cached answer
+        response, body = shared_server.get("/a%0Ab%01.txt")
+        assert (response.status, body) == (200, b"odd name\n")
+        assert response.getheader("Content-Disposition") == \
+            "attachment; filename=\"a_b_.txt\"; filename*=UTF-8''a%0Ab%01.txt"
+
+
+def test_no_descriptor_is_left_open_when_a_response_cannot_be_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "page.html").write_text("page\n")
+    static = StaticFiles(str(tmp_path), ("index.html",), ())
+
+    def failing(headers: list[tuple[str, str]]) -> bytes:
+        raise ValueError("a field the head cannot carry")
+
+    monkeypatch.setattr("prefork.handlers.static.serialize_fields", failing)
+    named, real = static.locate("/page.html")[:2]
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(5):
+        with pytest.raises(ValueError):
+            static._remember("/page.html", named, real, time.monotonic())
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -9,6 +9,7 @@ requests that must not take the quick path do not.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import re
@@ -24,7 +25,8 @@ from hypothesis import strategies as st
 from prefork.config import Config, load_config
 from prefork.connection import Action, Connection, ServerContext
 from prefork.handlers.router import Router
-from prefork.http11 import Limits
+from prefork.handlers.static import StaticFiles
+from prefork.http11 import MAX_EMPTY_LINES, Limits
 from prefork.log import AccessLog, ErrorLog
 from prefork.quick import QuickPath
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot
@@ -110,6 +112,9 @@ ELIGIBLE = [
     b"GET /about.html HTTP/1.0\r\n\r\n",
     b"GET /about.html HTTP/1.0\r\nConnection: keep-alive\r\nHost: localhost\r\n\r\n",
     b"HEAD /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    # Runs of white space inside and after a value (OWS is stripped, inner spaces kept).
+    b"GET /about.html?ows HTTP/1.1\r\nHost: localhost\r\nUser-Agent: a" + b" \t" * 30
+    + b"b \t \r\nAccept:" + b" " * 30 + b"\r\n\r\n",
 ]
 
 FULL_PATH_ONLY = [
@@ -180,6 +185,38 @@ def test_generated_requests_get_the_full_paths_answer(
         fields: list[tuple[str, str]], separator: str) -> None:
     lines = [f"{method} {target} {version}"] + [f"{n}{separator}{v}" for n, v in fields]
     compare(sides, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length body from a blocking socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_empty_lines_before_each_quick_request_are_counted_per_request(
+        sides: tuple[Side, Side]) -> None:
+    """RFC 9112 §2.2: a client may send empty lines before a request-line; the limit on them
+    (MAX_EMPTY_LINES) applies to each request, whichever path answered the one before."""
+    request = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    for side in sides:
+        ctx = dataclasses.replace(side.ctx, max_keepalive_requests=0)  # no cap on requests
+        server_end, client_end = socket.socketpair()
+        with server_end, client_end:
+            server_end.setblocking(False)
+            conn = Connection(server_end, ("127.0.0.1", 40000), LOCAL, ctx, side.slot)
+            for _ in range(MAX_EMPTY_LINES + 5):  # each read holds one request or one CRLF
+                client_end.sendall(request)
+                assert conn.on_readable() is Action.WANT_READ
+                assert read_response(client_end).startswith(b"HTTP/1.1 200 OK\r\n")
+                client_end.sendall(b"\r\n")
+                assert conn.on_readable() is Action.WANT_READ
+            conn.close()
 
 
 # ----------------------------------------------------------------------------- file changes
@@ -257,6 +294,32 @@ def test_a_switched_document_root_is_served_at_once(tmp_path: Path) -> None:
     assert body_of(compare(sides, request)[0]) == b"release v2\n"
 
 
+def test_a_root_switched_during_a_look_up_is_never_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ln -sfn` may land between resolving the root and resolving the file: the file is
+    then checked against the root it was found under, not against the other release."""
+    for release in ("v1", "v2"):
+        (tmp_path / "releases" / release).mkdir(parents=True)
+        (tmp_path / "releases" / release / "app.js").write_text(f"release {release}\n")
+    (tmp_path / "current").symlink_to("releases/v1")
+    static = StaticFiles(str(tmp_path / "current"), ("index.html",), ())
+    realpath = os.path.realpath
+    switched: list[str] = []
+
+    def switching_realpath(path: str) -> str:
+        result = realpath(path)
+        if not switched:  # right after the first resolution, the release changes
+            switched.append(result)
+            (tmp_path / "next").symlink_to("releases/v2")
+            os.replace(tmp_path / "next", tmp_path / "current")
+        return result
+
+    monkeypatch.setattr(os.path, "realpath", switching_realpath)
+    located = static.locate("/app.js")
+    assert switched and located.root == realpath(tmp_path / "releases" / "v1")
+    assert located.real == os.path.join(located.root, "app.js")
+
+
 def test_index_files_follow_the_same_rules(tmp_path: Path) -> None:
     sides = fresh_sides(tmp_path, {"static": {"index_files": "index.html public/main.html"}})
     docs = tmp_path / "srv" / "htdocs"
@@ -270,8 +333,21 @@ def test_index_files_follow_the_same_rules(tmp_path: Path) -> None:
     (docs / "out" / "index.html").symlink_to(tmp_path / "outside.txt")
     answers = compare(sides, b"GET /out/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
     assert answers[0].startswith(b"HTTP/1.1 403 ")
-    answers = compare(sides, b"GET /about.html/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    assert answers[0].startswith(b"HTTP/1.1 404 ")  # a file is not a directory
+    for path in (b"/about.html/", b"/about.html/.", b"/about.html/%2e", b"/about.html/x/.."):
+        answers = compare(sides, b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path)
+        assert answers[0].startswith(b"HTTP/1.1 404 "), path  # a file is not a directory
+    answers = compare(sides, b"GET /sub/. HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert body_of(answers[0]).endswith(b"sub index\n")  # "/sub/." is "/sub/"
+    # As Apache's mod_dir: an index name that is refused or not a file is passed over.
+    (docs / "both" / "public").mkdir(parents=True)
+    (docs / "both" / "public" / "main.html").write_text("second choice\n")
+    (docs / "both" / "index.html").mkdir()
+    (docs / "linked").mkdir()
+    (docs / "linked" / "public").symlink_to(docs / "both" / "public")
+    (docs / "linked" / "index.html").symlink_to(tmp_path / "outside.txt")
+    for path in (b"/both/", b"/linked/"):
+        answers = compare(sides, b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path)
+        assert body_of(answers[0]) == b"second choice\n", path
 
 
 def test_uploads_directory_may_be_the_document_root(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from ..errors import (
@@ -105,6 +106,15 @@ class CachedFile:
     body: bytes | None  # the content of a small file
 
 
+class Located(NamedTuple):
+    """Where a request path leads under the document root."""
+
+    named: str  # under the root as configured, symlinks not followed (freshness checks)
+    real: str  # the real path, checked to lie under `root`
+    root: str  # the root's real path, resolved once for this look-up
+    names_directory: bool  # the normalised path ends with "/" (RFC 3986 §5.2.4)
+
+
 class _Replaced(Exception):
     """The file on disk is no longer the cached one."""
 
@@ -121,10 +131,9 @@ class StaticFiles:
 
     def __init__(self, root: str, index_files: tuple[str, ...],
                  download_extensions: tuple[str, ...], cache_size: int = CACHE_ENTRIES) -> None:
-        # The root as configured (it may be a symbolic link switched between releases) and
-        # its real path, worked out again at each resolution.
+        # The root as configured: it may be a symbolic link switched between releases, so
+        # its real path is worked out again, once, at each look-up (locate()).
         self.named_root = os.path.abspath(root)
-        self.root = os.path.realpath(root)
         self.index_files = index_files
         self.download_extensions = frozenset(download_extensions)
         self._types = _content_type_table()
@@ -143,10 +152,10 @@ class StaticFiles:
         Returns the path (which may not exist). Raises Forbidden for anything that would
         leave the root or name a hidden file, BadRequest for undecodable bytes.
         """
-        return self.locate(raw_path)[1]
+        return self.locate(raw_path).real
 
-    def locate(self, raw_path: str) -> tuple[str, str]:
-        """Return (the path as named under the root, its real path): see resolve()."""
+    def locate(self, raw_path: str) -> Located:
+        """Where `raw_path` leads: see resolve() for what it refuses."""
         lowered = raw_path.lower()
         if "%2f" in lowered or "%5c" in lowered:
             raise Forbidden("encoded slashes are not allowed in paths")
@@ -160,7 +169,8 @@ class StaticFiles:
         if "\x00" in decoded or "\\" in decoded:
             raise Forbidden("NUL or backslash in path")
         segments: list[str] = []
-        for segment in decoded.split("/"):
+        parts = decoded.split("/")
+        for segment in parts:
             if segment in ("", "."):
                 continue
             if segment == "..":
@@ -171,17 +181,19 @@ class StaticFiles:
                 raise Forbidden("hidden files are not served")
             else:
                 segments.append(segment)
-        self.root = os.path.realpath(self.named_root)
-        candidate = os.path.join(self.named_root, *segments)
-        real = os.path.realpath(candidate)
-        self._check_real(real)
-        return candidate, real
+        # The real path is found below one resolution of the root and checked against that
+        # same one: a root symlink switched meanwhile cannot make a good path look outside.
+        root = os.path.realpath(self.named_root)
+        real = os.path.realpath(os.path.join(root, *segments))
+        self._check_real(real, root)
+        # "" is the root itself as UploadFiles passes it for /uploads: no trailing slash.
+        names_directory = parts[-1] in (".", "..") or (parts[-1] == "" and len(parts) > 1)
+        return Located(os.path.join(self.named_root, *segments), real, root, names_directory)
 
-    def _check_real(self, real: str) -> None:
-        """Raise Forbidden unless the real path `real` lies under the root and outside the
-        excluded directories. These are compared by identity, not by name: on a
-        case-insensitive file system /Uploads is the uploads directory too."""
-        root = self.root
+    def _check_real(self, real: str, root: str) -> None:
+        """Raise Forbidden unless the real path `real` lies under `root` (a real path) and
+        outside the excluded directories. These are compared by identity, not by name: on
+        a case-insensitive file system /Uploads is the uploads directory too."""
         if real != root and not real.startswith(root + os.sep):
             raise Forbidden("path resolves outside the document root (symbolic link)")
         if not self.excluded:
@@ -221,20 +233,21 @@ class StaticFiles:
                 return self._file_response(request, entry, None)
             self._forget(request.path)
         resolved_at = time.monotonic()
-        named, path = self.locate(request.path)
+        located = self.locate(request.path)
+        named, path = located.named, located.real
         try:
             info = os.stat(path)
         except OSError as exc:
             raise refusal(exc) from None
-        if request.path.endswith("/") and not stat.S_ISDIR(info.st_mode):
+        if located.names_directory and not stat.S_ISDIR(info.st_mode):
             raise NotFound("a file named with a trailing slash")  # as open(2): ENOTDIR
         if stat.S_ISDIR(info.st_mode):
-            if not request.path.endswith("/"):
+            if not located.names_directory:
                 location = request.path + "/" + (f"?{request.query}" if request.query else "")
                 return Response(301, [("Location", location),
                                       ("Content-Type", "text/html; charset=utf-8")],
                                 _moved_body(location))
-            name, path, info = self._index(path)
+            name, path, info = self._index(path, located.root)
             named = os.path.join(named, name)
         if not stat.S_ISREG(info.st_mode):
             raise Forbidden("not a regular file")
@@ -243,9 +256,12 @@ class StaticFiles:
         entry, fd = self._remember(request.path, named, path, resolved_at)
         return self._file_response(request, entry, fd)
 
-    def _index(self, directory: str) -> tuple[str, str, os.stat_result]:
-        """The first index file of `directory` that exists: (its name, its real path, its
-        stat); the real path passes the same checks as any other."""
+    def _index(self, directory: str, root: str) -> tuple[str, str, os.stat_result]:
+        """The first index file of `directory` that is a regular file passing the same
+        checks as any other path: (its name, its real path, its stat). As Apache's mod_dir,
+        a name that exists but is refused is passed over; if no name is served, the first
+        refusal is raised, else Forbidden (no listings)."""
+        refused: Forbidden | None = None
         for name in self.index_files:
             candidate = os.path.join(directory, name)
             try:
@@ -253,9 +269,14 @@ class StaticFiles:
             except OSError:
                 continue
             real = os.path.realpath(candidate)
-            self._check_real(real)
-            return name, real, info
-        raise Forbidden("directory has no index file and listings are disabled")
+            try:
+                self._check_real(real, root)
+            except Forbidden as exc:
+                refused = refused or exc
+                continue
+            if stat.S_ISREG(info.st_mode):
+                return name, real, info
+        raise refused or Forbidden("directory has no index file and listings are disabled")
 
     # ------------------------------------------------------------- the file cache
 
@@ -268,6 +289,14 @@ class StaticFiles:
         replaced by a rename meanwhile can never be sent mixed with the old one's length.
         """
         fd = self._open(path)
+        try:
+            return self._remember_open(key, named, path, resolved_at, fd), fd
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def _remember_open(self, key: str, named: str, path: str, resolved_at: float, fd: int
+                       ) -> CachedFile:
         info = os.fstat(fd)
         validators = validators_for(info)
         content_type, disposition = self._type_for(path)
@@ -291,7 +320,7 @@ class StaticFiles:
                     self._forget_locked(next(iter(self.cache)))  # oldest first, O(1)
                 self.cache[key] = entry
                 self.cache_bytes += len(body or b"")
-        return entry, fd
+        return entry
 
     def _forget(self, key: str) -> None:
         with self.cache_lock:
@@ -316,23 +345,29 @@ class StaticFiles:
         if fd is not None:
             return fd
         fd = self._open(entry.path)
-        if file_identity(os.fstat(fd)) != entry.identity:
+        try:
+            same = file_identity(os.fstat(fd)) == entry.identity
+        except BaseException:
+            os.close(fd)
+            raise
+        if not same:
             os.close(fd)
             raise _Replaced()
         return fd
 
     def _answer(self, request: Request, entry: CachedFile, fd: int | None) -> Response:
-        validators = entry.validators
-        headers = entry.headers
-        needs_fd = False
+        """The response; `fd` (if given) and any descriptor opened here end up owned by the
+        response's FileBody, or closed: on every error too."""
         try:
-            response = self._answer_from(request, entry, validators, headers)
-            if isinstance(response, _NeedsBody):
-                needs_fd = True
-                return response.build(self._descriptor(entry, fd))
-            return response
+            response = self._answer_from(request, entry, entry.validators, entry.headers)
+            if not isinstance(response, _NeedsBody):
+                return response
+            fd = self._descriptor(entry, fd)
+            built = response.build(fd)
+            fd = None  # the FileBody owns it now
+            return built
         finally:
-            if fd is not None and not needs_fd:
+            if fd is not None:
                 os.close(fd)
 
     def _answer_from(self, request: Request, entry: CachedFile, validators: Validators,
@@ -386,9 +421,14 @@ class StaticFiles:
         return guessed, None
 
 
+# What the quoted-string fallback of a download's name may not carry: controls (a field
+# value cannot), '"' and '\\' (they would need escapes that user agents handle unevenly).
+_UNQUOTABLE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
 def _attachment(name: str) -> str:
     """Content-Disposition for a download (RFC 6266), with an RFC 8187 UTF-8 form if needed."""
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
+    ascii_name = _UNQUOTABLE.sub("_", name.encode("ascii", "replace").decode())
     value = f'attachment; filename="{ascii_name}"'
     if ascii_name != name:
         value += f"; filename*=UTF-8''{quote(name, safe='')}"
@@ -408,13 +448,20 @@ def _multipart(headers: list[tuple[str, str]], content_type: str,
     """206 multipart/byteranges (RFC 9110 §14.6): parts share one fd, closed after the last."""
     boundary = uuid.uuid4().hex
     body: list[bytes | FileBody] = []
-    for index, (first, last) in enumerate(ranges):
-        part_head = (f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n"
-                     f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n")
-        body.append(part_head.encode("latin-1") if index else part_head[2:].encode("latin-1"))
-        # Only the last FileBody owns the descriptor; the others use a duplicate.
-        body.append(FileBody(fd if index == len(ranges) - 1 else os.dup(fd),
-                             first, last - first + 1))
+    try:
+        for index, (first, last) in enumerate(ranges):
+            part_head = (f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n"
+                         f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n")
+            body.append(part_head.encode("latin-1") if index
+                        else part_head[2:].encode("latin-1"))
+            # Only the last FileBody owns the descriptor; the others use a duplicate.
+            body.append(FileBody(fd if index == len(ranges) - 1 else os.dup(fd),
+                                 first, last - first + 1))
+    except BaseException:  # os.dup() failed (EMFILE): the caller closes fd, we the copies
+        for part in body:
+            if isinstance(part, FileBody):
+                os.close(part.fd)
+        raise
     body.append(f"\r\n--{boundary}--\r\n".encode("latin-1"))
     length = sum(len(p) if isinstance(p, bytes) else p.length for p in body)
     kept = [(k, v) for k, v in headers if k != "Content-Type"]

@@ -52,7 +52,7 @@ from ..message import Request, Response
 from . import preconditions
 from .auth import BasicAuth, load_htpasswd
 from .preconditions import validators_for
-from .static import STATIC_METHODS, StaticFiles
+from .static import STATIC_METHODS, Located, StaticFiles
 
 CHUNK = 64 * 1024  # bytes per body read and per write(2)
 PREFIX = "/uploads"  # URL prefix mapped onto [uploads] directory
@@ -281,7 +281,7 @@ def json_error(status: int, message: str, headers: list[tuple[str, str]] | None 
 class UploadFiles(StaticFiles):
     """StaticFiles rooted at the uploads directory, for URLs under PREFIX."""
 
-    def locate(self, raw_path: str) -> tuple[str, str]:
+    def locate(self, raw_path: str) -> Located:
         """Strip PREFIX, then resolve exactly as StaticFiles does (same refusals)."""
         if raw_path != PREFIX and not raw_path.startswith(PREFIX + "/"):
             raise NotFound("not under the uploads prefix")
@@ -366,9 +366,10 @@ class UploadHandler:
         Raises Forbidden (unsafe path), Conflict (parent directory missing: RFC 4918
         §9.7.1, as mod_dav), MethodNotAllowed (a directory), Forbidden (not a regular file).
         """
-        path = self.files.resolve(request.path)
+        located = self.files.locate(request.path)
+        path = located.real
         info = _stat(path)
-        if (info is not None and stat.S_ISDIR(info.st_mode)) or path == self.files.root:
+        if (info is not None and stat.S_ISDIR(info.st_mode)) or path == located.root:
             raise MethodNotAllowed(STATIC_METHODS, "the target is a directory")
         if os.path.basename(path).startswith("."):
             raise Forbidden("hidden names cannot be written")
@@ -424,14 +425,15 @@ class UploadHandler:
 
     def _delete(self, request: Request) -> Response:
         """Remove a file: 204, or 404 when it does not exist."""
-        path = self.files.resolve(request.path)
+        located = self.files.locate(request.path)
+        path = located.real
         directory = os.path.dirname(path)
         with locked_directory(directory) if os.path.isdir(directory) else \
                 contextlib.nullcontext():
             info = _stat(path)
             if info is None:
                 raise NotFound("no such file")
-            if stat.S_ISDIR(info.st_mode) or path == self.files.root:
+            if stat.S_ISDIR(info.st_mode) or path == located.root:
                 raise MethodNotAllowed(STATIC_METHODS, "the target is a directory")
             if os.path.basename(path).startswith(".") or not stat.S_ISREG(info.st_mode):
                 raise Forbidden("not a regular file")
