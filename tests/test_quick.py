@@ -28,7 +28,7 @@ from prefork.handlers.router import Router
 from prefork.handlers.static import StaticFiles
 from prefork.http11 import MAX_EMPTY_LINES, Limits
 from prefork.log import AccessLog, ErrorLog
-from prefork.quick import QuickPath
+from prefork.quick import _FIELD_RE, QuickPath
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot
 
 from .conftest import Server, make_root, read_all, wait_for, write_config
@@ -185,6 +185,11 @@ def test_generated_requests_get_the_full_paths_answer(
         fields: list[tuple[str, str]], separator: str) -> None:
     lines = [f"{method} {target} {version}"] + [f"{n}{separator}{v}" for n, v in fields]
     compare(sides, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+
+
+@given(st.text(alphabet=" \tab~!:", max_size=40).map(str.encode))
+def test_a_field_value_is_read_without_its_surrounding_white_space(value: bytes) -> None:
+    assert _FIELD_RE.findall(b"X-Name:" + value + b"\r\n") == [(b"X-Name", value.strip(b" \t"))]
 
 
 def read_response(sock: socket.socket) -> bytes:
