@@ -192,16 +192,16 @@ def test_a_field_value_is_read_without_its_surrounding_white_space(value: bytes)
     assert _FIELD_RE.findall(b"X-Name:" + value + b"\r\n") == [(b"X-Name", value.strip(b" \t"))]
 
 
-def read_response(sock: socket.socket) -> bytes:
-    """One response with a Content-Length body from a blocking socket."""
+def read_response(sock: socket.socket, has_body: bool = True) -> bytes:
+    """One whole response (head and Content-Length body) from a blocking socket."""
     data = b""
     while b"\r\n\r\n" not in data:
         data += sock.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
     length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
-    while len(body) < length:
+    while has_body and len(body) < length:
         body += sock.recv(65536)
-    return head
+    return head + b"\r\n\r\n" + body
 
 
 def test_empty_lines_before_each_quick_request_are_counted_per_request(
@@ -364,16 +364,9 @@ def test_uploads_directory_may_be_the_document_root(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- live server
 
 def exchange(sock: socket.socket, request: bytes) -> bytes:
-    """Send one request on a keep-alive socket and read one response with a body."""
+    """Send one request on a keep-alive socket and read its whole response."""
     sock.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
-    while len(body) < length and not request.startswith(b"HEAD"):
-        body += sock.recv(65536)
-    return data
+    return read_response(sock, has_body=not request.startswith(b"HEAD"))
 
 
 def test_a_changed_or_removed_file_is_never_served_from_memory(shared_server: Server) -> None:
