@@ -24,9 +24,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from prefork.client.cli import cli, seed_args
-from prefork.client.spec import SpecError, load_spec
-from prefork.client.wire import BadResponse, ChunkedReader, parse_head
+from httpd_client.cli import cli, seed_args
+from httpd_client.spec import SpecError, load_spec
+from httpd_client.wire import BadResponse, ChunkedReader, parse_head
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT = [sys.executable, str(REPO / "bin" / "httpd-client")]
@@ -501,7 +501,7 @@ def test_examples_against_prefork(server: Any) -> None:
 
 
 def test_module_entry_point() -> None:
-    result = subprocess.run([sys.executable, "-m", "prefork.client", "--version"], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "httpd_client", "--version"], cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "httpd-client, version" in result.stdout
 

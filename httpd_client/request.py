@@ -14,7 +14,8 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from .. import __version__
+from prefork import __version__
+
 from .spec import BODY_METHODS, Entry
 
 USER_AGENT = f"httpd-client/{__version__}"

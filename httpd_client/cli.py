@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 
 import click
 
-from .. import __version__
+from prefork import __version__
+
 from .request import DEFAULT_URL, Target, Unreachable, UploadError, parse_target
 from .spec import METHODS, Entry, SpecError, load_spec
 

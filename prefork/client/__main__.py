@@ -1,5 +1,0 @@
-"""`python -m prefork.client`: the same as the `httpd-client` command."""
-
-from .cli import main
-
-main()
