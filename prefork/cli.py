@@ -14,6 +14,7 @@ import select
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -45,6 +46,10 @@ class Context:
         """The configuration, fully checked (the file, and the files it names); exits 1
         with file, line and key on a problem."""
         from .handlers.upload import check_upload_config
+        from .scaffold import missing_config_hint
+
+        if not os.path.exists(self.path()):
+            fail(f"{self.path()}: configuration file not found; {missing_config_hint()}")
 
         try:
             config = load_config(self.path(), self.overrides)
@@ -71,7 +76,23 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class VerbGroup(click.Group):
+    """Commands are lower-case; the seed's spelling (START, STOP, RESTART, RELOAD...) is
+    accepted as an alias of the same verb."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name.isupper():
+            command = super().get_command(ctx, cmd_name.lower())
+        return command
+
+    def resolve_command(self, ctx: click.Context, args: list[str]
+                        ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        return (command.name if command is not None else name), command, rest
+
+
+@click.group(cls=VerbGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-f", "--config", "config_path", metavar="PATH",
               help="Configuration file (default: $HTTPD_CONF or ./etc/httpd.ini).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
@@ -314,6 +335,31 @@ def _environment_warnings(config: Config) -> list[str]:
     except RuntimeError as exc:
         return [f"{exc} on this machine: workers started as root would fail to boot"]
     return []
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=Path))
+def init(directory: Path) -> None:
+    """Lay out a new server root in DIRECTORY (default: here): etc/httpd.ini with every
+    setting, htdocs/ with a sample site, var/log, var/run, example client specs. Refuses
+    to overwrite anything."""
+    from .scaffold import init_root, next_steps
+
+    try:
+        layout = init_root(directory)
+    except ConfigError as exc:
+        fail(str(exc))
+    click.echo(next_steps(layout), nl=False)
+
+
+@main.command("systemd-unit")
+@pass_ctx
+def systemd_unit(ctx: Context) -> None:
+    """Print a hardened systemd unit (Type=notify) for this installation and configuration."""
+    from .unitfile import render_unit
+
+    config = ctx.load()
+    click.echo(render_unit(config, Path(ctx.path())), nl=False)
 
 
 if __name__ == "__main__":
