@@ -166,3 +166,8 @@ class InsufficientStorage(HTTPError):
 
 class ClientDisconnected(PreforkError):
     """The peer went away (EOF or reset) while we were reading or writing its request."""
+
+
+class ApplicationAborted(PreforkError):
+    """A hosted application failed after its response began: the status line is on the wire,
+    so the only honest end is to close the connection (the reason is in the error log)."""
