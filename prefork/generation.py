@@ -11,6 +11,7 @@ master closes all of it: nothing of an old generation outlives it in the master.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from dataclasses import dataclass, field
 
@@ -75,3 +76,14 @@ def signal_worker(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
+
+
+def signal_name(signum: int) -> str:
+    """SIGTERM, SIGRTMIN+6...: a name for any signal number, including real-time ones that
+    signal.Signals does not know."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
+            return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
+        return f"signal {signum}"

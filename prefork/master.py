@@ -36,7 +36,7 @@ from collections import deque
 from .config import MAX_PROCESSES, Config
 from .control import PidFile, state_file
 from .errors import ConfigError, StartupError
-from .generation import Generation, WorkerProcess, signal_worker
+from .generation import Generation, WorkerProcess, signal_name, signal_worker
 from .handlers.upload import (
     open_writes_warning,
     prepare_upload_directory,
@@ -48,24 +48,20 @@ from .listeners import (
     bind_listeners,
     bound_address,
     check_root_policy,
-    refuse_new_connections,
 )
 from .log import AccessLog, ErrorLog
-from .privileges import give_to_workers, worker_ids
+from .privileges import worker_ids
+from .reopen import LogReopenMixin
 from .replacement import ReplacementMixin
 from .scoreboard import STARTING, Scoreboard
+from .stopping import StopMixin
 from .systemd import inherited_sockets, sd_notify, watchdog_interval
 from .worker import EXIT_BOOT_FAILED, WorkerSpec, run_worker
 
 LOOP_INTERVAL = 0.5  # seconds between the master's housekeeping rounds
 BACKOFF_FIRST = 0.5  # seconds before respawning after a failed boot; doubles per failure
 BACKOFF_MAX = 30.0
-FAST_STOP_GRACE = 3.0  # seconds workers get to exit on INT/QUIT before SIGKILL
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
-# Graceful stop: how long listeners that refuse new handshakes stay open so that handshakes
-# already under way (a round trip; with TCP_DEFER_ACCEPT, until the request's first bytes)
-# complete and are accepted, rather than reset when the sockets close.
-HANDSHAKE_GRACE = 0.5
 FAULT_PAUSE = 0.1  # seconds the main loop rests after an unexpected exception (no busy loop)
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
@@ -83,18 +79,7 @@ def startup_reason(exc: BaseException) -> str:
     return str(exc)
 
 
-def signal_name(signum: int) -> str:
-    """SIGTERM, SIGRTMIN+6...: a name for any signal number, including real-time ones that
-    signal.Signals does not know."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        if signal.SIGRTMIN <= signum <= signal.SIGRTMAX:
-            return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
-        return f"signal {signum}"
-
-
-class Master(ReplacementMixin):
+class Master(ReplacementMixin, StopMixin, LogReopenMixin):
     """Supervises generations of workers. `prepare()` in the start command, `run()` after."""
 
     def __init__(self, config: Config, config_path: str, overrides: tuple[str, ...],
@@ -230,14 +215,6 @@ class Master(ReplacementMixin):
         warning = open_writes_warning(config)
         if warning:
             self.error_log.warn(warning)
-
-    def _give_logs_to_workers(self, config: Config) -> None:
-        """Started as root with [server] user: workers must be able to reopen the logs."""
-        logging = config.logging
-        paths = [p for p in (logging.error_log, logging.access_log) if p and p != "off"]
-        for problem in give_to_workers(config, paths):
-            if self.error_log:
-                self.error_log.warn(problem)
 
     def _open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
         logging = config.logging
@@ -504,104 +481,8 @@ class Master(ReplacementMixin):
     def handle_sigchld(self) -> None:
         """Reaping happens every round; the signal only woke us."""
 
-    def handle_sigterm(self) -> None:
-        """A graceful stop, in steps: (shutdown_delay: keep serving while a load balancer
-        notices,) refuse new handshakes for HANDSHAKE_GRACE while those under way complete
-        and are accepted, then close our listeners and tell the workers to drain."""
-        if self.stopping or self.stop_at:
-            return
-        sd_notify("STOPPING=1")
-        delay = self.config.workers.shutdown_delay
-        if delay:
-            # Keep serving while a load balancer notices we are going (its health checks
-            # can watch for STOPPING=1 or the state file).
-            self.stop_at = time.monotonic() + delay
-            if self.error_log:
-                self.error_log.notice(f"stop requested; serving {delay:g}s more "
-                                      f"([workers] shutdown_delay)")
-            return
-        self._refuse_new_connections()
-
-    def _refuse_new_connections(self) -> None:
-        for generation in self.generations.values():
-            for sock in generation.listeners:
-                if sock.fileno() != -1:
-                    refuse_new_connections(sock)
-        self.refusing = True
-        self.stop_at = time.monotonic() + HANDSHAKE_GRACE
-
-    def handle_sigint(self) -> None:
-        self._begin_stop(fast=True)
-
-    def handle_sigquit(self) -> None:
-        self._begin_stop(fast=True)
-
-    def _begin_stop(self, fast: bool) -> None:
-        if self.stopping and not fast:
-            return
-        self.stopping = True
-        sd_notify("STOPPING=1")
-        config = self.current.config if self.current else self.config
-        grace = FAST_STOP_GRACE if fast else config.workers.graceful_timeout
-        self.stop_deadline = time.monotonic() + grace
-        if self.error_log:
-            self.error_log.notice(f"{'fast' if fast else 'graceful'} stop requested; "
-                                  f"workers have {grace:g}s")
-        self._shutdown_all(fast)
-
-    def _shutdown_all(self, fast: bool) -> None:
-        # Our copies of the listeners go first: once the workers have accepted what is
-        # queued and closed theirs, new clients are refused rather than left in a backlog
-        # nobody accepts from, to be reset when we exit (worker.py closes after its last
-        # accept).
-        for generation in self.generations.values():
-            generation.close_listeners(set())
-        for generation in self.generations.values():
-            for worker in generation.workers.values():
-                self._stop_worker(worker, signal.SIGQUIT if fast else signal.SIGTERM)
-        if fast:
-            deadline = time.monotonic() + FAST_STOP_GRACE
-            while any(g.workers for g in self.generations.values()) \
-                    and time.monotonic() < deadline:
-                time.sleep(0.05)
-                self._reap()
-
     def handle_sighup(self) -> None:
         self._reload()
-
-    def handle_sigusr1(self) -> None:
-        """Reopen every log in every process; `httpdctl reopen-logs` waits for the workers'
-        acknowledgements, which _check_health collects from the scoreboard.
-
-        The master (root, when [server] user is set) opens the new files first, creating
-        them, and hands them to the workers' user, as nginx does, so that workers that
-        dropped root can open them. A log that cannot be reopened keeps its old file; the
-        failure is logged and reported to `httpdctl reopen-logs`."""
-        assert self.scoreboard is not None
-        self.log_seq += 1
-        self.scoreboard.log_seq = self.log_seq
-        self.reopen_failures = []
-        paths: set[str] = set()
-        for generation in self.generations.values():
-            for log in (generation.error_log, generation.access_log):
-                if log.file is None:
-                    continue
-                paths.add(log.file.path)
-                try:
-                    log.reopen()
-                except OSError as exc:
-                    self.reopen_failures.append(
-                        f"master: cannot reopen {log.file.path}: {exc.strerror or exc}")
-        for problem in give_to_workers(self.config, sorted(paths)):
-            self.reopen_failures.append(f"master: {problem}")
-        for generation in self.generations.values():
-            for worker in generation.workers.values():
-                signal_worker(worker.pid, signal.SIGUSR1)
-        self.reopen_pending = True
-        if self.error_log:
-            for failure in self.reopen_failures:
-                self.error_log.error(f"{failure}; the old file stays in use")
-            self.error_log.notice("log files reopened; waiting for the workers")
 
     def handle_sigttin(self) -> None:
         if self.current and self.current.target >= MAX_PROCESSES:

@@ -20,7 +20,7 @@ import time
 
 from .config import load_config
 from .errors import ConfigError, StartupError
-from .generation import Generation, WorkerProcess, signal_worker
+from .generation import Generation, signal_worker
 from .handlers.upload import check_upload_config
 from .listeners import bind_listeners, refuse_new_connections
 from .systemd import sd_notify
@@ -73,22 +73,6 @@ class ReplacementMixin:
                 generation.error_log.notice(
                     f"recycling worker {old.number} (pid {old.pid}): {verdicts[0].reason}; "
                     f"replacement pid {new.pid} starting first")
-
-    def _collect_reopen_acks(self, workers: list[WorkerProcess]) -> None:
-        """Once every serving worker acknowledged the log reopen, publish the outcome,
-        naming each worker that could not reopen its logs."""
-        assert self.scoreboard is not None
-        serving = [w for w in workers if w.ready and not w.stopping]
-        infos = [(w, self.scoreboard.process(w.slot)) for w in serving]
-        if any(info.log_seq < self.log_seq for _w, info in infos):
-            return
-        self.reopen_pending = False
-        for worker, info in infos:
-            if info.log_failed == self.log_seq:
-                self.reopen_failures.append(
-                    f"worker {worker.number} (generation {worker.generation}, pid "
-                    f"{worker.pid}) could not reopen its logs (see the error log)")
-        self._write_state()
 
     def _advance_recycling(self, generation: Generation) -> None:
         assert self.recycling is not None
