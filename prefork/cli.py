@@ -42,9 +42,9 @@ class Context:
     def path(self) -> str:
         return str(config_file(self.config_path).resolve())
 
-    def load(self) -> Config:
+    def load(self, on_error: Callable[[str], None] | None = None) -> Config:
         """The configuration, fully checked (the file, and the files it names); exits 1
-        with file, line and key on a problem."""
+        with file, line and key on a problem (after passing it to `on_error`)."""
         from .handlers.upload import check_upload_config
         from .scaffold import missing_config_hint
 
@@ -55,6 +55,8 @@ class Context:
             config = load_config(self.path(), self.overrides)
             check_upload_config(config)
         except ConfigError as exc:
+            if on_error is not None:
+                on_error(str(exc))
             fail(str(exc))
         return config
 
@@ -110,8 +112,28 @@ def main(ctx: click.Context, config_path: str | None, overrides: tuple[str, ...]
 @pass_ctx
 def start(ctx: Context, foreground: bool) -> None:
     """Start the server; returns once the workers accept connections."""
-    config = ctx.load()
+    config = ctx.load(on_error=lambda message: _log_startup_failure(ctx, None, message))
     _start(ctx, config, foreground)
+
+
+def _log_startup_failure(ctx: Context, config: Config | None, message: str) -> None:
+    """Every start-up failure is one line in the error log as well as on stderr. Before the
+    configuration is valid, the error log it names (read leniently) is used if any."""
+    from .log import ErrorLog
+
+    if config is None:
+        try:
+            config = load_config(ctx.path(), ctx.overrides, lenient=True)
+        except ConfigError:
+            return
+    try:
+        log = ErrorLog(config.logging.error_log)
+    except OSError:
+        return  # nowhere to write: stderr has it
+    try:
+        log.error(f"start-up failed: {message}")
+    finally:
+        log.close()
 
 
 def _start(ctx: Context, config: Config, foreground: bool) -> None:
@@ -121,6 +143,7 @@ def _start(ctx: Context, config: Config, foreground: bool) -> None:
     try:
         listeners = master.prepare()
     except (ControlError, StartupError) as exc:
+        _log_startup_failure(ctx, config, str(exc))
         fail(str(exc))
     if foreground:
         sys.exit(master.run(listeners))
@@ -173,15 +196,14 @@ def _await_start(read_end: int, timeout: float) -> None:
     fail("the server did not report that it started (see the error log)")
 
 
-def _wait_for_exit(pid: int, timeout: float) -> bool:
+def _wait_for_exit(pid_file: str, timeout: float) -> bool:
+    """Wait until the master releases its PID-file lock (it holds it for its whole life).
+    Not kill(pid, 0): a master that exited but was not reaped by its parent (a zombie, as
+    under many container inits) still answers that."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if find_master(pid_file) is None:
             return True
-        except PermissionError:
-            pass
         time.sleep(0.05)
     return False
 
@@ -192,7 +214,7 @@ def _stop(config: Config, now: bool) -> None:
     except ControlError as exc:
         fail(str(exc), exc.exit_code)
     timeout = (0 if now else config.workers.graceful_timeout) + STOP_MARGIN
-    if not _wait_for_exit(master.pid, timeout):
+    if not _wait_for_exit(config.server.pid_file, timeout):
         fail(f"master pid {master.pid} did not exit within {timeout:g}s")
 
 
@@ -277,7 +299,11 @@ def reopen_logs(ctx: Context) -> None:
         fail(str(exc), exc.exit_code)
     deadline = time.monotonic() + REOPEN_WAIT
     while time.monotonic() < deadline:
-        if read_state(config.server.pid_file).get("log_seq", 0) >= target:
+        state = read_state(config.server.pid_file)
+        if state.get("log_seq", 0) >= target:
+            failures = state.get("log_failures") or []
+            if failures:
+                fail("logs not reopened everywhere: " + "; ".join(failures))
             click.echo(f"logs reopened by the master (pid {master.pid}) and every worker")
             return
         time.sleep(0.05)

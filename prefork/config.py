@@ -18,6 +18,8 @@ from .converters import (  # noqa: F401 - re-exported: other modules import them
     ACCESS_FORMAT_DIRECTIVE,
     COMBINED_FORMAT,
     LOG_LEVELS,
+    MAX_PROCESSES,
+    MAX_THREAD_SLOTS,
     ListenAddress,
     access_format,
     boolean,
@@ -71,12 +73,13 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server", "group", string_value, "", "Group the workers run as when started as root."),
     _s("server", "backlog", integer(1, 65535), "1024", "Listen queue length (listen(2))."),
     _s("workers", "processes", processes, "auto",
-       "Worker processes: a number or auto (one per CPU)."),
+       f"Worker processes: a number up to {MAX_PROCESSES}, or auto (one per CPU)."),
     _s("workers", "threads", integer(1, 64), "1",
        "Event-loop threads per worker. One is fastest (threads of a process share Python's "
        "lock: see docs/architecture.md); more help when slow disks block stat()/open()."),
-    _s("workers", "blocking_threads", integer(1, 256), "8",
-       "Threads per worker for requests that may block for long (request bodies)."),
+    _s("workers", "blocking_threads", integer(1, MAX_THREAD_SLOTS - 1), "8",
+       "Threads per worker for requests that may block for long (request bodies); "
+       f"threads + blocking_threads is at most {MAX_THREAD_SLOTS}."),
     _s("workers", "max_connections", integer(1, 100000), "1000",
        "Connections one worker holds at most (active and idle)."),
     _s("workers", "max_requests", integer(0), "0",
@@ -127,8 +130,12 @@ SETTINGS: tuple[Setting, ...] = (
        "Answer a repeated GET/HEAD of an unchanged cached file straight from the request "
        "bytes, skipping the parser and router (docs/architecture.md); off: every request "
        "takes the full path."),
+    _s("uploads", "enabled", boolean, "on",
+       "Accept uploads (POST /upload, PUT/DELETE under /uploads/); off: no uploads "
+       "directory is needed and those requests are refused like any other write."),
     _s("uploads", "directory", string_value, "htdocs/uploads",
-       "Where POST /upload stores files and PUT/DELETE may write; created at start.", True),
+       "Where POST /upload stores files and PUT/DELETE may write, served under /uploads/ "
+       "wherever it is (it may live outside document_root); created at start.", True),
     _s("uploads", "require_auth", words, "",
        "Methods that need Basic credentials from [auth] users_file, e.g. POST PUT DELETE."),
     _s("uploads", "writers", words, "",
@@ -348,6 +355,13 @@ def _check_consistency(config: Config, raw: Mapping[tuple[str, str], _RawValue])
     root = config.server.document_root
     if not os.path.isdir(root):
         fail("server", "document_root", f"not a directory: {root}")
+    workers = config.workers
+    if workers.threads + workers.blocking_threads > MAX_THREAD_SLOTS:
+        # Each thread has its own scoreboard slot (status, watchdog); none may share one.
+        key = "blocking_threads" if ("workers", "blocking_threads") in raw else "threads"
+        fail("workers", key, f"threads ({workers.threads}) + blocking_threads "
+                             f"({workers.blocking_threads}) exceeds the {MAX_THREAD_SLOTS} "
+                             f"scoreboard slots a worker has")
 
 
 def render_default_ini() -> str:

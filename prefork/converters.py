@@ -97,11 +97,19 @@ def level(raw: str) -> str:
     return choice(*LOG_LEVELS)(_LEVEL_ALIASES.get(value, value))
 
 
+# Capacity of the scoreboard, like Apache's ServerLimit and ThreadLimit: fixed when the master
+# starts, and the one source of truth for how many processes and threads can run. A reload
+# runs two generations side by side, and a recycled worker's replacement may start meanwhile,
+# so the scoreboard holds 2 x MAX_PROCESSES + 1 process slots (scoreboard.PROCESS_LIMIT).
+MAX_PROCESSES = 64
+MAX_THREAD_SLOTS = 128  # per worker: event-loop threads + blocking threads
+
+
 def processes(raw: str) -> int:
-    """A number of processes, or "auto" for one per CPU."""
+    """A number of processes (at most MAX_PROCESSES), or "auto" for one per CPU."""
     if raw.strip().lower() == "auto":
-        return os.cpu_count() or 1
-    return integer(1, 256)(raw)
+        return min(os.cpu_count() or 1, MAX_PROCESSES)
+    return integer(1, MAX_PROCESSES)(raw)
 
 
 def extensions(raw: str) -> tuple[str, ...]:

@@ -45,8 +45,9 @@ class HealthMonitor:
         self._processes: dict[int, psutil.Process] = {}
 
     def hung(self, workers: Iterable[Supervised]) -> list[Verdict]:
-        """Ready workers whose heartbeat is older than the timeout."""
-        now = time.time()
+        """Ready workers whose heartbeat is older than the timeout. Heartbeats are
+        CLOCK_MONOTONIC readings (system-wide), so a step of the wall clock changes nothing."""
+        now = time.monotonic()
         verdicts = []
         for worker in workers:
             if not worker.ready or worker.stopping:

@@ -80,3 +80,38 @@ def check_root_policy(config: Config) -> None:
         raise StartupError(
             f"refusing to run workers as root while listening on {', '.join(exposed)}: "
             f"set [server] user (and group), or [workers] allow_root = on")
+
+
+# A classic BPF program for SO_ATTACH_FILTER that drops a TCP segment whose flags are SYN
+# without ACK (a new connection) and lets everything else through. For a TCP socket the
+# filter sees the segment from its TCP header, whose byte 13 holds the flags.
+SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>
+_BPF_LDB_ABS, _BPF_AND_K, _BPF_JEQ_K, _BPF_RET_K = 0x30, 0x54, 0x15, 0x06
+_TCP_FLAGS, _SYN, _ACK = 13, 0x02, 0x10
+_NO_NEW_CONNECTIONS = (
+    (_BPF_LDB_ABS, 0, 0, _TCP_FLAGS),
+    (_BPF_AND_K, 0, 0, _SYN | _ACK),
+    (_BPF_JEQ_K, 0, 1, _SYN),  # a bare SYN: next instruction (drop), else skip it (keep)
+    (_BPF_RET_K, 0, 0, 0),
+    (_BPF_RET_K, 0, 0, 0xFFFFFFFF),
+)
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Stop `sock` from starting handshakes while those under way still complete (their
+    ACK and first data pass), so a listener can be drained and then closed without
+    resetting a client the kernel had already accepted. The filter belongs to the socket,
+    so it acts in every process that shares it. A dropped SYN is retried by the client and,
+    once the socket is closed, refused. Returns False where Linux socket filters are not
+    available (the close alone then leaves a short window)."""
+    import ctypes
+    import struct
+
+    code = b"".join(struct.pack("HBBI", *insn) for insn in _NO_NEW_CONNECTIONS)
+    program = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("HxxxxxxQ", len(_NO_NEW_CONNECTIONS), ctypes.addressof(program))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+    except OSError:
+        return False
+    return True

@@ -46,6 +46,10 @@ class _LogFile:
             pass  # a full disk must not take the server down; nothing better to report to
 
     def reopen(self) -> None:
+        """Open the path again (creating it) and swap it in; raises OSError, leaving the
+        old file in place, when it cannot be opened."""
+        if self.fd < 0:
+            return
         new_fd = _open_append(self.path)
         try:
             os.dup2(new_fd, self.fd, inheritable=False)

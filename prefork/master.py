@@ -11,45 +11,75 @@ new generation is forked (unchanged listen addresses keep their sockets) and onl
 its workers report ready is the old generation told to stop gracefully; if any fails to
 boot, or boot_timeout passes, the new generation is killed and the old one keeps serving.
 The outcome is written to the state file, which `httpdctl reload` waits for.
+
+Barrier: every round of the main loop runs under one `except Exception` that logs the
+traceback to the error log (a file, also when daemonized) and goes on with the next round;
+the known failures (fork EAGAIN, a log that cannot be reopened, a full disk under the state
+file, an unknown signal number) are handled where they happen and logged as one line.
+
+Time: every duration, deadline and back-off here is on time.monotonic(); the wall clock is
+only written for display (the state file's "started").
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
 import signal
 import socket
+import sys
 import time
 from collections import deque
 
-from .config import Config
+from .config import MAX_PROCESSES, Config
 from .control import PidFile, state_file
-from .generation import Generation, WorkerProcess, signal_worker
+from .errors import ConfigError, StartupError
+from .generation import Generation, WorkerProcess, signal_name, signal_worker
 from .handlers.upload import (
     open_writes_warning,
     prepare_upload_directory,
     remove_temporaries,
+    upload_directory_problem,
 )
 from .health import HealthMonitor
-from .listeners import bind_listeners, bound_address, check_root_policy
+from .listeners import (
+    bind_listeners,
+    bound_address,
+    check_root_policy,
+)
 from .log import AccessLog, ErrorLog
-from .privileges import give_to_workers, worker_ids
+from .privileges import worker_ids
+from .reopen import LogReopenMixin
 from .replacement import ReplacementMixin
 from .scoreboard import STARTING, Scoreboard
+from .stopping import StopMixin
 from .systemd import inherited_sockets, sd_notify, watchdog_interval
 from .worker import EXIT_BOOT_FAILED, WorkerSpec, run_worker
 
 LOOP_INTERVAL = 0.5  # seconds between the master's housekeeping rounds
 BACKOFF_FIRST = 0.5  # seconds before respawning after a failed boot; doubles per failure
 BACKOFF_MAX = 30.0
-FAST_STOP_GRACE = 3.0  # seconds workers get to exit on INT/QUIT before SIGKILL
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
+FAULT_PAUSE = 0.1  # seconds the main loop rests after an unexpected exception (no busy loop)
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
+# Blocked across fork(): what the master and the worker handle. The child unblocks them once
+# the worker's own handlers are installed (worker.py), so none reaches the master's handlers
+# in the child, where it would be lost.
+FORK_BLOCKED = frozenset(HANDLED_SIGNALS) | {signal.SIGUSR2}
 
 
-class Master(ReplacementMixin):
+def startup_reason(exc: BaseException) -> str:
+    """One line an operator can act on, for an exception raised while starting."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}:{where}" if where else exc.strerror
+    return str(exc)
+
+
+class Master(ReplacementMixin, StopMixin, LogReopenMixin):
     """Supervises generations of workers. `prepare()` in the start command, `run()` after."""
 
     def __init__(self, config: Config, config_path: str, overrides: tuple[str, ...],
@@ -71,10 +101,12 @@ class Master(ReplacementMixin):
         self.reload_seq = 0
         self.last_reload = {"ok": True, "message": "started"}
         self.started = time.time()
-        self.stop_at = 0.0  # when a delayed stop (shutdown_delay) begins
+        self.stop_at = 0.0  # monotonic: when the next step of a graceful stop is due
+        self.refusing = False  # graceful stop: listeners no longer start handshakes
         self.recycling: tuple[WorkerProcess, WorkerProcess] | None = None  # (old, new)
         self.log_seq = 0
         self.reopen_pending = False
+        self.reopen_failures: list[str] = []  # of the last reopen (state file: reopen-logs)
         self.socket_activated = False
         self.next_status = 0.0
         self.health: HealthMonitor | None = None
@@ -100,12 +132,46 @@ class Master(ReplacementMixin):
             raise
 
     def run(self, listeners: list[socket.socket]) -> int:
-        """Start the first generation and supervise until stopped; returns the exit code."""
+        """Start the first generation and supervise until stopped; returns the exit code.
+
+        Every start-up failure is one line in the error log (when it could be opened) and
+        the `ERROR reason` line `httpdctl start` prints on stderr."""
+        try:
+            ok, message = self._start(listeners)
+        except (OSError, ConfigError, StartupError, RuntimeError) as exc:
+            ok, message = False, startup_reason(exc)
+        except Exception as exc:  # the reason must reach the operator
+            ok, message = False, f"unexpected error: {exc!r}"
+            if self.error_log:
+                self.error_log.error("start-up failed with an unexpected error", exc=exc)
+        if not ok:
+            if self.error_log:
+                self.error_log.error(f"start-up failed: {message}")
+            self._tell_starter(f"ERROR {message}")
+            if self.foreground and not (self.error_log and self.error_log.mirror_to_stderr):
+                print(f"httpdctl: {message}", file=sys.stderr)
+            self._shutdown_all(fast=True)
+            self._cleanup()
+            return 1
+        self._tell_starter(f"READY {os.getpid()} "
+                           + " ".join(bound_address(s) for s in listeners))
+        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
+        assert self.error_log is not None
+        self.error_log.notice("ready: all workers accepting connections")
+        return self._supervise()
+
+    def _start(self, listeners: list[socket.socket]) -> tuple[bool, str]:
+        """Open the logs, the scoreboard and the uploads directory, boot the first
+        generation; returns (ok, reason). Raises OSError and friends on the way."""
         config = self.config
         self.pid_file.write(os.getpid())
         error_log, access_log = self._open_logs(config)
         self.error_log = error_log
-        self.scoreboard = Scoreboard.create(config.server.scoreboard_file, os.getpid())
+        try:
+            self.scoreboard = Scoreboard.create(config.server.scoreboard_file, os.getpid())
+        except OSError as exc:
+            raise StartupError(f"cannot create the scoreboard {config.server.scoreboard_file}"
+                               f": {exc.strerror or exc}") from None
         self.health = HealthMonitor(self.scoreboard, config.workers.heartbeat_timeout)
         self._give_logs_to_workers(config)
         self._install_signals()
@@ -124,38 +190,31 @@ class Master(ReplacementMixin):
                          f"listening on {', '.join(bound_address(s) for s in listeners)}")
         self._prepare_uploads(config)
         ok, message = self._boot(generation)
-        if not ok:
-            error_log.error(f"start-up failed: {message}")
-            self._tell_starter(f"ERROR {message}")
-            self._shutdown_all(fast=True)
-            self._cleanup()
-            return 1
-        self._write_state()
-        self._tell_starter(f"READY {os.getpid()} "
-                           + " ".join(bound_address(s) for s in listeners))
-        sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
-        error_log.notice("ready: all workers accepting connections")
-        return self._supervise()
+        if ok:
+            self._write_state()
+        return ok, message
 
     def _prepare_uploads(self, config: Config) -> None:
         """Create the uploads directory (owned by the workers' user), remove temporaries a
         previous run left, and warn when anyone who can reach us may write."""
         assert self.error_log is not None
+        if not config.uploads.enabled:
+            return
+        problem = upload_directory_problem(config)
+        if problem:
+            raise ConfigError(problem, file=config.source, key="uploads.directory")
         uid, gid = worker_ids(config) or (-1, -1)
-        removed = prepare_upload_directory(config.uploads.directory, uid, gid)
+        try:
+            removed = prepare_upload_directory(config.uploads.directory, uid, gid)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the uploads directory "
+                              f"{config.uploads.directory}: {exc.strerror or exc}",
+                              file=config.source, key="uploads.directory") from None
         if removed:
             self.error_log.notice(f"uploads: removed {removed} stale temporary file(s)")
         warning = open_writes_warning(config)
         if warning:
             self.error_log.warn(warning)
-
-    def _give_logs_to_workers(self, config: Config) -> None:
-        """Started as root with [server] user: workers must be able to reopen the logs."""
-        logging = config.logging
-        paths = [p for p in (logging.error_log, logging.access_log) if p and p != "off"]
-        for problem in give_to_workers(config, paths):
-            if self.error_log:
-                self.error_log.warn(problem)
 
     def _open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
         logging = config.logging
@@ -184,7 +243,8 @@ class Master(ReplacementMixin):
             if any(s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) for s in self.signals):
                 return False, "stopped while starting"
             if len(generation.workers) < generation.target:
-                return False, "a worker exited while booting (see the error log)"
+                return False, "a worker could not be started or exited while booting " \
+                              "(see the error log)"
             if all(w.ready for w in workers):
                 return True, ""
             if time.monotonic() > generation.boot_deadline:
@@ -194,6 +254,8 @@ class Master(ReplacementMixin):
     # ------------------------------------------------------------------ processes
 
     def _spawn(self, generation: Generation, number: int) -> WorkerProcess | None:
+        """Fork worker `number` of `generation`; None (logged, back-off armed) if it could
+        not be forked."""
         assert self.scoreboard is not None
         try:
             slot = self.scoreboard.claim_process_slot()
@@ -201,16 +263,27 @@ class Master(ReplacementMixin):
             generation.error_log.error(str(exc))
             return None
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        close_fds = [ready_r] + [w.ready_fd for g in self.generations.values()
-                                 for w in g.workers.values() if w.ready_fd is not None]
         master_pid = os.getpid()
-        pid = os.fork()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORK_BLOCKED)
+        try:
+            pid = os.fork()
+        except OSError as exc:  # EAGAIN (process limit), ENOMEM
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            os.close(ready_r)
+            os.close(ready_w)
+            self.scoreboard.free_process_slot(slot)
+            delay = self._back_off()
+            generation.error_log.error(
+                f"cannot fork worker {number} (generation {generation.number}): "
+                f"{exc.strerror or exc}; next attempt in {delay:g}s")
+            return None
         if pid == 0:
             self.pid_file.forget()
             run_worker(WorkerSpec(generation.config, generation.listeners, number,
                                   generation.number, slot, self.scoreboard, master_pid,
                                   ready_w, generation.error_log, generation.access_log,
-                                  close_fds + self._master_fds()))
+                                  mask))
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ready_w)
         os.set_blocking(ready_r, False)
         self.scoreboard.set_process(slot, pid, generation.number, number, STARTING)
@@ -220,11 +293,12 @@ class Master(ReplacementMixin):
                                   f"started, pid {pid}")
         return worker
 
-    def _master_fds(self) -> list[int]:
-        fds = [self.wake_r, self.wake_w]
-        if self.ready_notice is not None:
-            fds.append(self.ready_notice)
-        return fds
+    def _back_off(self) -> float:
+        """Count one more failure to start a worker; returns the delay before the next."""
+        self.failures += 1
+        delay = min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
+        self.next_spawn = time.monotonic() + delay
+        return delay
 
     def _reap(self) -> None:
         """Collect exited workers, log why each ended, and free their slots."""
@@ -250,7 +324,7 @@ class Master(ReplacementMixin):
             worker.ready_fd = None
         log = generation.error_log
         if os.WIFSIGNALED(status):
-            cause = f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}"
+            cause = f"killed by signal {signal_name(os.WTERMSIG(status))}"
         else:
             code = os.WEXITSTATUS(status)
             cause = "failed to boot" if code == EXIT_BOOT_FAILED else f"exited with code {code}"
@@ -258,16 +332,15 @@ class Master(ReplacementMixin):
         assert self.health is not None
         self.health.forget(worker.pid)
         # A worker killed mid-upload leaves its temporary: only that pid's are removed.
-        removed = remove_temporaries(generation.config.uploads.directory, worker.pid)
+        uploads = generation.config.uploads
+        removed = remove_temporaries(uploads.directory, worker.pid) if uploads.enabled else 0
         if removed:
             generation.error_log.info(f"uploads: removed {removed} temporary file(s) of "
                                       f"pid {worker.pid}")
         if worker.stopping or self.stopping:
             log.info(f"{what} stopped: {cause}")
         elif not worker.ready:
-            self.failures += 1
-            delay = min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
-            self.next_spawn = time.monotonic() + delay
+            delay = self._back_off()
             log.error(f"{what} {cause} before it was ready; next attempt in {delay:g}s")
         else:
             log.error(f"{what} {cause}; respawning")
@@ -338,32 +411,51 @@ class Master(ReplacementMixin):
 
     def _supervise(self) -> int:
         while True:
-            self._wait_events(LOOP_INTERVAL)
-            while self.signals:
-                signum = self.signals.popleft()
-                handler = getattr(self, f"handle_{signal.Signals(signum).name.lower()}", None)
-                if handler is not None:
-                    handler()
-            self._reap()
-            if self.stop_at and time.monotonic() >= self.stop_at:
-                self.stop_at = 0.0
-                self._begin_stop(fast=False)
-            if self.stopping:
-                if not any(g.workers for g in self.generations.values()):
+            try:
+                if self._round():
                     break
-                if time.monotonic() > self.stop_deadline:
-                    for generation in self.generations.values():
-                        for worker in generation.workers.values():
-                            self._stop_worker(worker, signal.SIGKILL)
-                continue
-            self._check_reload()
-            self._check_health()
-            self._maintain()
-            self._report_to_systemd()
+            except Exception as exc:  # the barrier: log, carry on
+                log = self.error_log
+                if log is not None:
+                    log.error(f"master: unexpected error in the main loop, carrying on: "
+                              f"{exc!r}", exc=exc)
+                time.sleep(FAULT_PAUSE)
         self._cleanup()
         if self.error_log:
             self.error_log.notice("stopped")
         return 0
+
+    def _round(self) -> bool:
+        """One round of supervision; True once a stop has completed."""
+        timeout = LOOP_INTERVAL
+        if self.stop_at:
+            timeout = min(timeout, max(0.0, self.stop_at - time.monotonic()))
+        self._wait_events(timeout)
+        while self.signals:
+            signum = self.signals.popleft()
+            handler = getattr(self, f"handle_{signal_name(signum).lower()}", None)
+            if handler is not None:
+                handler()
+        self._reap()
+        if self.stop_at and time.monotonic() >= self.stop_at:
+            self.stop_at = 0.0
+            if self.refusing:
+                self._begin_stop(fast=False)
+            else:
+                self._refuse_new_connections()
+        if self.stopping:
+            if not any(g.workers for g in self.generations.values()):
+                return True
+            if time.monotonic() > self.stop_deadline:
+                for generation in self.generations.values():
+                    for worker in generation.workers.values():
+                        self._stop_worker(worker, signal.SIGKILL)
+            return False
+        self._check_reload()
+        self._check_health()
+        self._maintain()
+        self._report_to_systemd()
+        return False
 
     def _report_to_systemd(self) -> None:
         now = time.monotonic()
@@ -389,69 +481,14 @@ class Master(ReplacementMixin):
     def handle_sigchld(self) -> None:
         """Reaping happens every round; the signal only woke us."""
 
-    def handle_sigterm(self) -> None:
-        delay = self.config.workers.shutdown_delay
-        if delay and not self.stopping and not self.stop_at:
-            # Keep serving while a load balancer notices we are going (its health checks
-            # can watch for STOPPING=1 or the state file).
-            self.stop_at = time.monotonic() + delay
-            sd_notify("STOPPING=1")
-            if self.error_log:
-                self.error_log.notice(f"stop requested; serving {delay:g}s more "
-                                      f"([workers] shutdown_delay)")
-            return
-        self._begin_stop(fast=False)
-
-    def handle_sigint(self) -> None:
-        self._begin_stop(fast=True)
-
-    def handle_sigquit(self) -> None:
-        self._begin_stop(fast=True)
-
-    def _begin_stop(self, fast: bool) -> None:
-        if self.stopping and not fast:
-            return
-        self.stopping = True
-        sd_notify("STOPPING=1")
-        config = self.current.config if self.current else self.config
-        grace = FAST_STOP_GRACE if fast else config.workers.graceful_timeout
-        self.stop_deadline = time.monotonic() + grace
-        if self.error_log:
-            self.error_log.notice(f"{'fast' if fast else 'graceful'} stop requested; "
-                                  f"workers have {grace:g}s")
-        self._shutdown_all(fast)
-
-    def _shutdown_all(self, fast: bool) -> None:
-        for generation in self.generations.values():
-            for worker in generation.workers.values():
-                self._stop_worker(worker, signal.SIGQUIT if fast else signal.SIGTERM)
-        if fast:
-            deadline = time.monotonic() + FAST_STOP_GRACE
-            while any(g.workers for g in self.generations.values()) \
-                    and time.monotonic() < deadline:
-                time.sleep(0.05)
-                self._reap()
-
     def handle_sighup(self) -> None:
         self._reload()
 
-    def handle_sigusr1(self) -> None:
-        """Reopen every log in every process; `httpdctl reopen-logs` waits for the workers'
-        acknowledgements, which _check_health collects from the scoreboard."""
-        assert self.scoreboard is not None
-        self.log_seq += 1
-        self.scoreboard.log_seq = self.log_seq
-        for generation in self.generations.values():
-            generation.error_log.reopen()
-            generation.access_log.reopen()
-            for worker in generation.workers.values():
-                signal_worker(worker.pid, signal.SIGUSR1)
-        self.reopen_pending = True
-        if self.error_log:
-            self.error_log.notice("log files reopened; waiting for the workers")
-
     def handle_sigttin(self) -> None:
-        if self.current:
+        if self.current and self.current.target >= MAX_PROCESSES:
+            self.current.error_log.warn(f"workers: already {self.current.target}, the most "
+                                        f"the scoreboard allows (TTIN ignored)")
+        elif self.current:
             self.current.target += 1
             self.current.error_log.notice(f"workers: {self.current.target} (TTIN)")
 
@@ -470,17 +507,26 @@ class Master(ReplacementMixin):
             "started": self.started,
             "config": self.config_path,
             "generation": current.number if current else 0,
-            "listen": [bound_address(s) for s in current.listeners] if current else [],
+            "listen": current.addresses if current else [],
             "reload_seq": self.reload_seq,
             "reload": self.last_reload,
             "log_seq": self.log_seq if not self.reopen_pending else self.log_seq - 1,
             "stopping": self.stopping or bool(self.stop_at),
             "scoreboard": self.config.server.scoreboard_file,
+            "log_failures": self.reopen_failures,
         }
         temp = self.state_path + ".tmp"
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(state, handle)
-        os.replace(temp, self.state_path)
+        try:
+            with open(temp, "w", encoding="utf-8") as handle:
+                json.dump(state, handle)
+            os.replace(temp, self.state_path)
+        except OSError as exc:  # ENOSPC, EDQUOT, EROFS: httpdctl then waits in vain, told why
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            if self.error_log:
+                self.error_log.error(f"cannot write the state file {self.state_path}: "
+                                     f"{exc.strerror or exc} (httpdctl reload, reopen-logs "
+                                     f"and status cannot see this outcome)")
 
     def _cleanup(self) -> None:
         for path in (self.state_path,):
@@ -488,7 +534,8 @@ class Master(ReplacementMixin):
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-        for generation in self.generations.values():
-            for sock in generation.listeners:
-                sock.close()
+        for generation in list(self.generations.values()):
+            generation.close_listeners(set())
+            if generation is not self.current:
+                generation.close(set())
         self.pid_file.release(remove=True)

@@ -15,13 +15,14 @@ One at a time.
 from __future__ import annotations
 
 import signal
+import socket
 import time
 
 from .config import load_config
 from .errors import ConfigError, StartupError
 from .generation import Generation, signal_worker
 from .handlers.upload import check_upload_config
-from .listeners import bind_listeners
+from .listeners import bind_listeners, refuse_new_connections
 from .systemd import sd_notify
 
 FAST_KILL_GRACE = 3.0  # seconds to reap a failed generation after SIGKILL
@@ -36,12 +37,14 @@ class ReplacementMixin:
     """
 
     def _retire(self, generation: Generation) -> None:
-        """An old generation has no workers left: close its listeners nobody else uses."""
+        """An old (or failed) generation has no workers left: close all it owns."""
         del self.generations[generation.number]
-        in_use = {id(s) for g in self.generations.values() for s in g.listeners}
-        for sock in generation.listeners:
-            if id(sock) not in in_use:
-                sock.close()
+        generation.close(self._sockets_in_use())
+
+    def _sockets_in_use(self, besides: Generation | None = None) -> set[int]:
+        """id()s of the sockets the generations (other than `besides`) listen on."""
+        return {id(s) for g in self.generations.values() if g is not besides
+                for s in g.listeners}
 
     def _check_health(self) -> None:
         """Kill hung workers, recycle one worker at a time, collect log-reopen acks."""
@@ -53,11 +56,8 @@ class ReplacementMixin:
         for verdict in self.health.hung(workers):
             generation.error_log.error(f"worker pid {verdict.pid} killed because {verdict.reason}")
             signal_worker(verdict.pid, signal.SIGKILL)
-        if self.reopen_pending and all(
-                self.scoreboard.process(w.slot).log_seq >= self.log_seq
-                for w in workers if w.ready and not w.stopping):
-            self.reopen_pending = False
-            self._write_state()
+        if self.reopen_pending:
+            self._collect_reopen_acks(workers)
         if self.recycling is not None:
             self._advance_recycling(generation)
             return
@@ -100,14 +100,31 @@ class ReplacementMixin:
             self._reload_done(False, f"configuration error: {exc}")
             return
         current = self.current
-        reuse = {a: s for a, s in zip(current.config.server.listen, current.listeners,
-                                      strict=True)}
-        try:
-            listeners = bind_listeners(config.server.listen, config.server.backlog, reuse)
-        except StartupError as exc:
-            self._reload_done(False, str(exc))
+        if self.socket_activated:
+            # The sockets are systemd's (its .socket unit says what to listen on): a reload
+            # keeps them as they are, whatever [server] listen says.
+            listeners = list(current.listeners)
+        else:
+            reuse = dict(zip(current.config.server.listen, current.listeners, strict=False))
+            try:
+                listeners = bind_listeners(config.server.listen, config.server.backlog, reuse)
+            except StartupError as exc:
+                self._reload_done(False, str(exc))
+                return
+        free = self.scoreboard.free_process_slots()
+        if free < config.workers.processes:
+            self._close_new(listeners, current.listeners)
+            self._reload_done(False, f"{config.workers.processes} new workers need as many "
+                                     f"scoreboard slots, {free} are free (workers of older "
+                                     f"generations are still finishing requests)")
             return
-        error_log, access_log = self._open_logs(config)
+        try:
+            error_log, access_log = self._open_logs(config)
+        except OSError as exc:
+            self._close_new(listeners, current.listeners)
+            self._reload_done(False, f"cannot open the logs: {exc.strerror or exc}: "
+                                     f"{exc.filename}")
+            return
         generation = Generation(current.number + 1, config, listeners,
                                 config.workers.processes, error_log, access_log)
         generation.boot_deadline = time.monotonic() + config.workers.boot_timeout
@@ -116,6 +133,13 @@ class ReplacementMixin:
         log.notice(f"reloading: starting generation {generation.number}")
         for number in range(1, generation.target + 1):
             self._spawn(generation, number)
+
+    @staticmethod
+    def _close_new(listeners: list[socket.socket], kept: list[socket.socket]) -> None:
+        """A reload gave up before its generation existed: close the sockets it bound."""
+        for sock in listeners:
+            if all(sock is not k for k in kept):
+                sock.close()
 
     def _check_reload(self) -> None:
         generation = self.pending
@@ -129,6 +153,14 @@ class ReplacementMixin:
             self.config = generation.config
             self.error_log = generation.error_log
             if old is not None:
+                # A listen address the new configuration dropped: our copy closes now, the
+                # old workers close theirs after their last accept, and new clients are
+                # refused instead of waiting in a backlog nobody accepts from.
+                in_use = self._sockets_in_use(besides=old)
+                for sock in old.listeners:
+                    if id(sock) not in in_use:
+                        refuse_new_connections(sock)
+                old.close_listeners(in_use)
                 for worker in old.workers.values():
                     self._stop_worker(worker, signal.SIGUSR2)
                 if not old.workers:
@@ -146,7 +178,8 @@ class ReplacementMixin:
             while generation.workers and time.monotonic() < deadline:
                 time.sleep(0.02)
                 self._reap()
-            if generation.number in self.generations:
+            # Retired now, or by _on_exit when its last (killed) worker is reaped.
+            if generation.number in self.generations and not generation.workers:
                 self._retire(generation)
             self._reload_done(False, reason)
 

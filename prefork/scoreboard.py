@@ -9,6 +9,7 @@ may see a slot mid-update, which costs at worst one stale number in a status rep
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -16,20 +17,27 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-MAGIC = b"PFSB0001"
-# Capacity, like Apache's ServerLimit/ThreadLimit: a reload briefly runs two generations,
-# so process slots are twice the largest `processes` plus room for recycling.
-PROCESS_LIMIT = 128
-THREAD_LIMIT = 128
+from .config import MAX_PROCESSES, MAX_THREAD_SLOTS
+
+MAGIC = b"PFSB0002"
+# Capacity, like Apache's ServerLimit/ThreadLimit, derived from the limits the configuration
+# enforces (config.MAX_PROCESSES, MAX_THREAD_SLOTS), so a configuration that passes
+# configtest always fits: a reload runs two generations side by side, and one recycled
+# worker's replacement may start during it.
+PROCESS_LIMIT = 2 * MAX_PROCESSES + 1
+THREAD_LIMIT = MAX_THREAD_SLOTS
 
 _HEADER = struct.Struct("<8sIIIdI")
 # magic, process_limit, thread_limit, master_pid, started, log_seq (bumped per log reopen)
-_PROCESS = struct.Struct("<IIIBBxxddI")
-# pid, generation, number, state, recycle reason, started, heartbeat, log_seq (acknowledged)
+_PROCESS = struct.Struct("<IIIBBxxddII")
+# pid, generation, number, state, recycle reason, started (wall clock, for display),
+# heartbeat (CLOCK_MONOTONIC: system-wide, so the master compares it with its own reading,
+# and a step of the wall clock cannot make a worker look hung), log_seq (acknowledged),
+# log_failed (the log_seq whose reopen failed in this worker)
 _HEARTBEAT = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 _LOG_SEQ_OFFSET = 28  # within the header
-_P_REASON, _P_HEARTBEAT, _P_LOG_SEQ = 13, 24, 32  # within a process slot
+_P_REASON, _P_HEARTBEAT, _P_LOG_SEQ, _P_LOG_FAILED = 13, 24, 32, 36  # within a process slot
 _THREAD = struct.Struct("<cxxxIQQIxxxxdd112s32s")
 # state letter, generation, requests, bytes, open connections, request start, last update,
 # request line, client address
@@ -66,8 +74,9 @@ class ProcessInfo:
     state: int
     reason: int
     started: float
-    heartbeat: float
+    heartbeat: float  # time.monotonic() of the worker's last beat
     log_seq: int
+    log_failed: int  # the log_seq whose reopen failed in this worker (0: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,9 @@ class Scoreboard:
     def __init__(self, path: str, buffer: mmap.mmap) -> None:
         self.path = path
         self.buffer = buffer
+        # CPython's mmap keeps a dup() of the file's descriptor for the mapping's life: a
+        # forked worker that closes what it does not need must keep that one.
+        self.fd = _descriptor_of(path)
 
     @classmethod
     def create(cls, path: str, master_pid: int) -> Scoreboard:
@@ -144,10 +156,13 @@ class Scoreboard:
                 return slot
         raise RuntimeError(f"all {PROCESS_LIMIT} scoreboard process slots are in use")
 
+    def free_process_slots(self) -> int:
+        return sum(1 for slot in range(PROCESS_LIMIT) if self.process(slot).state == FREE)
+
     def set_process(self, slot: int, pid: int, generation: int, number: int, state: int) -> None:
-        now = time.time()
         _PROCESS.pack_into(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT,
-                           pid, generation, number, state, 0, now, now, self.log_seq)
+                           pid, generation, number, state, 0, time.time(), time.monotonic(),
+                           self.log_seq, 0)
 
     def set_process_state(self, slot: int, state: int, reason: int = 0) -> None:
         base = PROCESS_BASE + slot * PROCESS_SLOT
@@ -157,11 +172,15 @@ class Scoreboard:
     def beat(self, slot: int) -> None:
         """A worker's heartbeat: its main thread found every loop thread alive and ticking."""
         _HEARTBEAT.pack_into(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT + _P_HEARTBEAT,
-                             time.time())
+                             time.monotonic())
 
-    def acknowledge_log_seq(self, slot: int) -> None:
-        _U32.pack_into(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT + _P_LOG_SEQ,
-                       self.log_seq)
+    def acknowledge_log_seq(self, slot: int, failed: bool = False) -> None:
+        """A worker reopened its logs for the current log_seq (or tried and `failed`)."""
+        seq = self.log_seq
+        base = PROCESS_BASE + slot * PROCESS_SLOT
+        if failed:
+            _U32.pack_into(self.buffer, base + _P_LOG_FAILED, seq)
+        _U32.pack_into(self.buffer, base + _P_LOG_SEQ, seq)
 
     def free_process_slot(self, slot: int) -> None:
         self.set_process(slot, 0, 0, 0, FREE)
@@ -171,10 +190,10 @@ class Scoreboard:
             self.buffer[offset] = OPEN[0]
 
     def process(self, slot: int) -> ProcessInfo:
-        pid, generation, number, state, reason, started, heartbeat, log_seq = \
+        pid, generation, number, state, reason, started, heartbeat, log_seq, log_failed = \
             _PROCESS.unpack_from(self.buffer, PROCESS_BASE + slot * PROCESS_SLOT)
         return ProcessInfo(slot, pid, generation, number, state, reason, started, heartbeat,
-                           log_seq)
+                           log_seq, log_failed)
 
     def processes(self) -> Iterator[ProcessInfo]:
         for slot in range(PROCESS_LIMIT):
@@ -203,6 +222,19 @@ class Scoreboard:
         self.buffer.close()
 
 
+def _descriptor_of(path: str) -> int | None:
+    """The descriptor of ours open on `path` (the mapping's), or None."""
+    try:
+        target = os.path.realpath(path)
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{name}") == target:
+                    return int(name)
+    except OSError:
+        pass
+    return None
+
+
 def _thread_offset(process_slot: int, thread: int) -> int:
     return THREAD_BASE + (process_slot * THREAD_LIMIT + thread) * THREAD_SLOT
 
@@ -226,6 +258,7 @@ class ThreadSlot:
         "reported",
         "requests",
         "start",
+        "started_mono",
         "state",
     )
 
@@ -236,13 +269,14 @@ class ThreadSlot:
         self.requests = 0
         self.bytes = 0
         self.connections = 0
-        self.start = 0.0
+        self.start = 0.0  # wall clock, for the status page
+        self.started_mono = 0.0  # time.monotonic() at the request's start, for the watchdog
         self.line = ""
         self.client = ""
         self.state = WAITING
         self.ident = 0  # threading.get_ident() of the thread using the slot (for stack dumps)
         self.native_id = 0  # its kernel thread id, as the error log's [tid N] shows it
-        self.reported = 0.0  # request start already reported by the watchdog
+        self.reported = 0.0  # started_mono of the request the watchdog already reported
         self.update(WAITING)
 
     def update(self, state: bytes) -> None:
@@ -260,6 +294,7 @@ class ThreadSlot:
         self.line = line
         self.client = client
         self.start = now
+        self.started_mono = time.monotonic()
         self.state = WRITING
 
     def end_request(self, sent: int) -> None:

@@ -5,7 +5,15 @@ privileges, builds its handlers, starts `threads` event loops (loop.py) and a bl
 tells the master it is ready (one byte on its pipe), then its main thread only watches:
 signals, the master's existence and the recycling limit. It never binds or forks.
 
-Signals: TERM = graceful stop (stop accepting, finish requests, close idle connections after
+Descriptors: the first thing a new worker does is close every descriptor it inherited except
+its own (stdio, its boot pipe, its generation's listeners and log files, the scoreboard's
+mapping): the master's PID file, wake-up pipe, other workers' boot pipes and older
+generations' sockets and logs never live on in a worker.
+
+Signals: the master blocks signals across fork(); the worker unblocks them only once its own
+handlers are installed, so a TERM or USR2 sent right after the spawn waits for them instead
+of reaching the master's handlers in the child (and being lost). TERM = graceful stop
+(accept what is queued, close the listeners, finish requests, close idle connections after
 a short grace, exit 0); USR2 = retire (the same, but idle keep-alive connections may bring one
 more request until their keep-alive deadline: used for reloads and recycling, so no client
 that sends just then sees a reset); INT/QUIT = exit now; USR1 = reopen logs and acknowledge
@@ -67,7 +75,30 @@ class WorkerSpec:
     ready_fd: int  # write end of the pipe the master watches
     error_log: ErrorLog
     access_log: AccessLog
-    close_fds: list[int]  # descriptors of the master's that this worker must not keep
+    signal_mask: set[signal.Signals]  # the mask to restore once our handlers are installed
+
+
+def keep_only(keep: set[int]) -> None:
+    """Close every descriptor of this process not in `keep` (after fork: what the master
+    held is not ours to keep)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the directory listing's own descriptor, closed already
+
+
+def own_descriptors(spec: WorkerSpec) -> set[int]:
+    """What a worker keeps: stdio, its boot pipe, its listeners, its logs, the scoreboard."""
+    keep = {0, 1, 2, spec.ready_fd, *(sock.fileno() for sock in spec.listeners)}
+    for log in (spec.error_log, spec.access_log):
+        if log.file is not None:
+            keep.add(log.file.fd)
+    if spec.scoreboard.fd is not None:
+        keep.add(spec.scoreboard.fd)
+    return keep
 
 
 def set_parent_death_signal(signum: int) -> None:
@@ -111,11 +142,6 @@ class Worker:
     def _setup(self) -> None:
         spec = self.spec
         config = spec.config
-        for fd in spec.close_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
         try:
             from setproctitle import setproctitle
 
@@ -124,6 +150,8 @@ class Worker:
             pass
         set_parent_death_signal(signal.SIGTERM)
         self._install_signals()
+        # Our handlers are in place: signals that arrived since fork() are delivered now.
+        signal.pthread_sigmask(signal.SIG_SETMASK, spec.signal_mask)
         if os.getppid() != spec.master_pid:
             raise RuntimeError("the master exited while this worker was starting")
         drop_privileges(config.server.user, config.server.group)
@@ -206,9 +234,7 @@ class Worker:
                 os._exit(EXIT_OK)
             if self.reopen_requested:
                 self.reopen_requested = False
-                spec.access_log.reopen()
-                spec.error_log.reopen()
-                spec.scoreboard.acknowledge_log_seq(spec.process_slot)
+                self._reopen_logs()
             if os.getppid() != spec.master_pid:
                 log.error("the master process is gone; this worker stops")
                 return EXIT_ORPHANED
@@ -227,6 +253,21 @@ class Worker:
                 self._watchdog(spec.config.workers.request_timeout)
         return EXIT_OK
 
+    def _reopen_logs(self) -> None:
+        """Reopen both logs; one that cannot be reopened keeps its old file (and this worker
+        keeps serving), and the failure is acknowledged so `httpdctl reopen-logs` names us."""
+        spec = self.spec
+        failed = False
+        for log in (spec.access_log, spec.error_log):
+            try:
+                log.reopen()
+            except OSError as exc:
+                failed = True
+                spec.error_log.error(f"worker {spec.number} (generation {spec.generation}) "
+                                     f"cannot reopen {exc.filename or 'a log'}: "
+                                     f"{exc.strerror or exc}; it keeps writing to the old file")
+        spec.scoreboard.acknowledge_log_seq(spec.process_slot, failed)
+
     def _ask_recycle(self, reason: int) -> None:
         """Ask the master for a replacement; we keep serving until it tells us to retire."""
         if not self.recycle_asked:
@@ -241,16 +282,18 @@ class Worker:
         return sum(slot.requests for slot in self._slots())
 
     def _watchdog(self, limit: float) -> None:
-        """Report each request running longer than `limit` once, with its thread's stack."""
-        now = time.time()
+        """Report each request running longer than `limit` once, with its thread's stack.
+        Measured on the monotonic clock: a step of the wall clock reports nothing."""
+        now = time.monotonic()
         frames = sys._current_frames()
         for slot in self._slots():
-            if slot.state != WRITING or not slot.start or slot.reported == slot.start:
+            started = slot.started_mono
+            if slot.state != WRITING or not started or slot.reported == started:
                 continue
-            running = now - slot.start
+            running = now - started
             if running <= limit:
                 continue
-            slot.reported = slot.start
+            slot.reported = started
             frame = frames.get(slot.ident)
             stack = "".join(traceback.format_stack(frame)) if frame else "(no stack)\n"
             self.spec.error_log.log(
@@ -269,6 +312,7 @@ class Worker:
         for loop in self.loops:
             loop.request_drain(self.idle_grace)
         deadline = time.monotonic() + spec.config.workers.graceful_timeout
+        self._close_listeners_after_last_accept(deadline)
         for loop in self.loops:
             while loop.thread.is_alive() and time.monotonic() < deadline and not self.fast_exit:
                 loop.thread.join(0.2)
@@ -277,11 +321,28 @@ class Worker:
         for sock in spec.listeners:
             sock.close()
 
+    def _close_listeners_after_last_accept(self, deadline: float) -> None:
+        """Close our copies of the listening sockets as soon as every loop has taken its
+        last connection from them (it accepts what is queued, then stops polling them).
+
+        The master closed its own copies before telling us to stop; once the last worker
+        closes its copies the kernel refuses new connections (RST to the SYN) instead of
+        completing handshakes nobody will accept, to be reset when we exit. On a reload the
+        new generation holds the sockets it kept, so they stay open for it."""
+        while time.monotonic() < deadline and not self.fast_exit:
+            if all(not loop.thread.is_alive() or (loop.draining and not loop.accepting)
+                   for loop in self.loops):
+                break
+            time.sleep(0.005)
+        for sock in self.spec.listeners:
+            sock.close()
+
 
 def run_worker(spec: WorkerSpec) -> None:
     """Entry point in the child after fork(); never returns."""
     code = EXIT_BOOT_FAILED
     try:
+        keep_only(own_descriptors(spec))
         code = Worker(spec).run()
     except BaseException as exc:  # the child must never fall back into the master's code
         try:

@@ -53,11 +53,15 @@ class Router:
         self.listen_ports = frozenset(a.port for a in listen)
         self.static = StaticFiles(server.document_root, config.static.index_files,
                                   config.static.download_extensions)
-        self.uploads = UploadHandler(config)  # /uploads/...; raises ConfigError (auth)
-        # The uploads directory (htdocs/uploads by default) is served under /uploads/ only,
-        # with its own rules: not through aliases such as //uploads/ or /%75ploads/.
-        self.static.excluded = (self.uploads.directory,)
-        self.post = PostHandler(self.uploads)  # POST /upload
+        # /uploads/...; raises ConfigError (auth). None with [uploads] enabled = off: then
+        # /upload and /uploads/ are plain static paths (writes answered 405).
+        self.uploads = UploadHandler(config) if config.uploads.enabled else None
+        self.post: PostHandler | None = None
+        if self.uploads is not None:
+            # The uploads directory (htdocs/uploads by default) is served under /uploads/
+            # only, with its own rules: not through aliases such as //uploads/ or /%75ploads/.
+            self.static.excluded = (self.uploads.directory,)
+            self.post = PostHandler(self.uploads)  # POST /upload
         self.status = ServerStatus(config) if config.status.enabled else None
         self.status_path = config.status.path
 
@@ -65,7 +69,8 @@ class Router:
         """True when a request without a body may still take long to serve (a bcrypt
         check for a method that needs credentials), so it is better handed to a blocking
         thread than served inside the event loop."""
-        return (path == UPLOAD_PATH or self.uploads.handles(path)) \
+        return self.uploads is not None and (
+            path == UPLOAD_PATH or self.uploads.handles(path)) \
             and self.uploads.may_block(method)
 
     def check_host(self, request: Request, local: tuple[str, int]) -> None:
@@ -107,8 +112,8 @@ class Router:
         """The handler for a (non-asterisk) request path."""
         if self.status is not None and path == self.status_path:
             return self.status
-        if path == UPLOAD_PATH:
+        if self.post is not None and path == UPLOAD_PATH:
             return self.post
-        if self.uploads.handles(path):
+        if self.uploads is not None and self.uploads.handles(path):
             return self.uploads
         return self.static  # PUT/DELETE/POST elsewhere: 405 + static Allow

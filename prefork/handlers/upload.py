@@ -147,6 +147,31 @@ def check_upload_config(config: Config) -> None:
                           key="uploads.require_auth")
     if config.auth.users_file:
         load_htpasswd(config.auth.users_file)
+    problem = upload_directory_problem(config)
+    if problem:
+        raise ConfigError(problem, file=config.source, key="uploads.directory")
+
+
+def upload_directory_problem(config: Config) -> str | None:
+    """Why [uploads] directory cannot be used by this process, or None (also when uploads
+    are off). The master creates it at start, so it must exist or be creatable; a server
+    that is not root must also be able to write to it."""
+    if not config.uploads.enabled:
+        return None
+    directory = config.uploads.directory
+    advice = "set [uploads] directory to a writable place, or [uploads] enabled = off"
+    if os.path.isdir(directory):
+        if os.geteuid() != 0 and not os.access(directory, os.W_OK | os.X_OK):
+            return f"{directory} is not writable by this user ({advice})"
+        return None
+    if os.path.lexists(directory):
+        return f"{directory} exists and is not a directory"
+    parent = os.path.dirname(directory)
+    while parent and not os.path.isdir(parent) and parent != os.path.dirname(parent):
+        parent = os.path.dirname(parent)
+    if not os.access(parent or ".", os.W_OK | os.X_OK):
+        return f"cannot create {directory}: {parent} is not writable ({advice})"
+    return None
 
 
 # ---------------------------------------------------------------- files
