@@ -79,6 +79,18 @@ def startup_reason(exc: BaseException) -> str:
     return str(exc)
 
 
+def systemd_status(generation: int, ready: int, target: int, requests: int,
+                   watchdog: bool) -> str:
+    """The sd_notify message of one housekeeping round. WATCHDOG=1 says the master's loop
+    turns: it goes out every round, also while workers are missing, because the master is
+    what brings them back and a systemd restart would only drop the ones that serve;
+    degraded workers show in STATUS= instead."""
+    state = "" if ready >= target else f" (degraded: {target - ready} not ready)"
+    message = (f"STATUS=generation {generation}: {ready}/{target} workers ready{state}, "
+               f"{requests} requests served")
+    return message + "\nWATCHDOG=1" if watchdog else message
+
+
 class Master(ReplacementMixin, StopMixin, LogReopenMixin):
     """Supervises generations of workers. `prepare()` in the start command, `run()` after."""
 
@@ -468,12 +480,8 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
             return
         workers = list(generation.workers.values())
         requests = sum(t.requests for w in workers for t in self.scoreboard.threads(w.slot))
-        message = (f"STATUS=generation {generation.number}: "
-                   f"{sum(w.ready for w in workers)}/{generation.target} workers ready, "
-                   f"{requests} requests served")
-        healthy = all(w.ready for w in workers) and len(workers) >= generation.target
-        if interval is not None and healthy:
-            message += "\nWATCHDOG=1"
+        message = systemd_status(generation.number, sum(w.ready for w in workers),
+                                 generation.target, requests, watchdog=interval is not None)
         sd_notify(message)
 
     # ------------------------------------------------------------------ signal handlers

@@ -379,3 +379,17 @@ def test_socket_activation_uses_the_passed_socket(server_factory: ServerFactory)
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_watchdog_is_fed_while_workers_are_degraded() -> None:
+    """One worker in boot back-off must not get the whole service restarted by systemd:
+    WATCHDOG=1 follows the master's loop, and STATUS= says what is missing."""
+    from prefork.master import systemd_status
+
+    healthy = systemd_status(3, 2, 2, 10, watchdog=True)
+    assert healthy.splitlines() == ["STATUS=generation 3: 2/2 workers ready, 10 requests served",
+                                    "WATCHDOG=1"]
+    degraded = systemd_status(3, 1, 2, 10, watchdog=True)
+    assert "1/2 workers ready (degraded: 1 not ready)" in degraded
+    assert degraded.endswith("\nWATCHDOG=1")
+    assert "WATCHDOG" not in systemd_status(3, 0, 2, 0, watchdog=False)
