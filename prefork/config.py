@@ -80,6 +80,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("workers", "blocking_threads", integer(1, MAX_THREAD_SLOTS - 1), "8",
        "Threads per worker for requests that may block for long (request bodies); "
        f"threads + blocking_threads is at most {MAX_THREAD_SLOTS}."),
+    _s("workers", "blocking_queue", integer(1, 100000), "64",
+       "Requests one worker queues for a blocking thread at most; beyond, and for a request "
+       "still queued at its deadline, the answer is 503 with Retry-After."),
     _s("workers", "max_connections", integer(1, 100000), "1000",
        "Connections one worker holds at most (active and idle)."),
     _s("workers", "max_requests", integer(0), "0",
@@ -120,6 +123,10 @@ SETTINGS: tuple[Setting, ...] = (
        "while data keeps arriving at min_rate, like Apache's RequestReadTimeout header=20-40."),
     _s("http", "body_timeout", seconds, "20",
        "Seconds of silence allowed while reading a request body (408 beyond)."),
+    _s("http", "discard_body_limit", size, "1M",
+       "A request body the server answers without reading (405, 401, a GET with a body...) "
+       "is read and discarded up to this size so the connection stays open; a larger one "
+       "closes the connection."),
     _s("http", "min_rate", size, "500",
        "Bytes per second a client must keep up while sending a head or body (0 = no minimum)."),
     _s("static", "index_files", words, "index.html",

@@ -4,84 +4,66 @@ How this works: the socket is always non-blocking. An event loop (loop.py) owns 
 connection and calls on_readable() / on_writable() / on_timeout(); each returns an Action
 telling the loop what to wait for next. The fast path, a request without a body (static
 GET/HEAD), is parsed, handled and written entirely inside those calls: no thread hand-off.
-A request that carries a body returns HANDOFF; the loop gives the connection to a blocking
-thread, which calls serve_blocking(): the body is then read through a BodyReader that waits
-with poll(2) on this one socket, so a slow upload never stalls the loop's other connections.
+
+A request that carries a body first returns WAIT_BODY: the loop keeps the connection until
+the first body bytes arrive (a client that sends a head and then nothing holds no thread;
+it gets 408 at body_timeout, counted from the end of its head). Then, or at once when the
+bytes came with the head, when the client waits for 100 Continue, or when a bodiless request
+may block (a bcrypt check), it returns HANDOFF: the loop lends the connection to a pool
+thread (pool.py), which calls serve_blocking(); the body is read through a BodyReader that
+waits with poll(2) on this one socket, so a slow upload never stalls the loop's other
+connections. A lent connection is `lent`: its close() logs and finishes the request but
+leaves the socket to the owning loop, which alone closes descriptors (one owner each).
+
+A body the handler did not read is read and discarded when it fits discard_body_limit (as
+Apache and nginx do), so the connection can carry the next request; a larger one closes it.
 
 This module is the ONLY place that turns an exception into an HTTP response: HTTPError
-subclasses carry their own status; anything else is a 500, logged with its traceback.
+subclasses carry their own status; anything else is a 500, logged with its traceback —
+in _dispatch() for handlers, in fail() for whatever escapes the rest (the barrier the loop
+and the pool call). Every request whose head was read gets exactly one access-log line:
+one whose client went away before any response is logged with status 499 (nginx's "client
+closed request"), the status of the response otherwise.
 """
 
 from __future__ import annotations
 
-import enum
 import html
-import os
-import select
 import socket
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import SERVER_SOFTWARE
+from .context import Action, ServerContext
 from .errors import (
     ClientDisconnected,
     HTTPError,
     InternalServerError,
     RequestTimeout,
+    ServiceUnavailable,
 )
 from .framing import frame
-from .http11 import (
-    LAST_CHUNK,
-    NEED_DATA,
-    REASONS,
-    Limits,
-    RequestHead,
-    RequestParser,
-    encode_chunk,
-)
-from .log import AccessLog, AccessRecord, ErrorLog
-from .message import EMPTY_BODY, FileBody, Request, Response
+from .http11 import NEED_DATA, REASONS, RequestHead, RequestParser
+from .log import AccessRecord
+from .message import EMPTY_BODY, Request, Response
+from .message import BodyReader as Body
+from .output import SendQueue
 from .request_body import BodyReader
 
 if TYPE_CHECKING:
-    from .handlers.router import Router
-    from .quick import QuickPath
     from .scoreboard import ThreadSlot
+
+# Action and ServerContext live in context.py; many modules import them from here.
+__all__ = ["Action", "Connection", "ServerContext", "error_page"]
 
 RECV_SIZE = 65536
 LOGGED_TARGET = 256  # characters of a client's request-target quoted in the error log
-SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
 LINGER_SECONDS = 2.0  # Apache's lingering close waits up to 2 s (MAX_SECS_TO_LINGER is 30)
 LINGER_READ_LIMIT = 1 << 20  # stop lingering after discarding this much
-
-
-class Action(enum.Enum):
-    WANT_READ = 1
-    WANT_WRITE = 2
-    HANDOFF = 3  # hand the connection to a blocking thread (request with a body)
-    LINGER = 4  # response sent, write side shut; read and discard until EOF or deadline
-    CLOSE = 5  # already closed
-
-
-@dataclass(frozen=True, slots=True)
-class ServerContext:
-    """What every connection of a worker shares (built once per worker)."""
-
-    router: Router
-    access_log: AccessLog
-    error_log: ErrorLog
-    limits: Limits
-    keepalive_timeout: float
-    max_keepalive_requests: int
-    timeout: float
-    header_timeout: float
-    body_timeout: float
-    min_rate: int
-    debug: bool
-    host_memo: dict[str, str] = field(default_factory=dict)  # shared by the worker's parsers
-    quick: QuickPath | None = None  # repeats answers of the static file cache (quick.py)
+CLIENT_CLOSED = 499  # logged for a client gone before any response (nginx's status)
+RETRY_AFTER = "1"  # seconds, on 503 answers when no blocking thread is free
+INTERNAL_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
+                  b"Content-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n")
 
 
 def error_page(status: int, reason: str, detail: str) -> bytes:
@@ -111,18 +93,19 @@ class Connection:
         self.request_line = ""  # the current request's, for the access log and scoreboard
         self.request_start = 0.0
         self.request_wall = 0.0
-        # Output queue: bytes / memoryview, FileBody regions, then an optional body iterator.
-        self.out: deque[bytes | memoryview | FileBody] = deque()
+        self.out = SendQueue()  # what is left to send of the current response (output.py)
         self.response: Response | None = None
-        self.streaming = None
-        self.chunked = False
-        self.body_sent = 0
         self.discarded = 0  # bytes thrown away during a lingering close
         self.keep_alive = True
         self.linger_after = False  # the response being written ends in a lingering close
         self.continue_sent = False
         self.message_complete = True  # the current request's body has been read to its end
-        self.closed = False
+        self.head_done = 0.0  # monotonic time the head of a request with a body was complete
+        self.closed = False  # finished: nothing more is read or written
+        self.released = False  # the socket is closed (only ever by the owning loop's thread)
+        self.lent = False  # a pool thread is serving it (set and cleared by the owning loop)
+        self.waiting = Action.WANT_READ  # what the owning loop waits for (the loop's record)
+        self.events = 0  # the epoll events it is registered for (0: not registered)
 
     # ------------------------------------------------------------------ loop entry points
 
@@ -149,7 +132,7 @@ class Connection:
 
     def on_writable(self) -> Action:
         try:
-            if not self._flush(blocking=False):
+            if not self.out.flush(self.sock, self.fd, None):
                 self.deadline = time.monotonic() + self.ctx.timeout
                 return Action.WANT_WRITE
         except OSError:
@@ -178,6 +161,20 @@ class Connection:
         if not data or self.discarded > LINGER_READ_LIMIT:
             return self.close()
         return Action.LINGER
+
+    def on_body_readable(self) -> Action:
+        """WAIT_BODY: the body has started to arrive (lend the connection to a pool thread),
+        or the client went away before sending it (logged as 499)."""
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            return Action.WAIT_BODY
+        except OSError:
+            return self.close()
+        if not data:
+            return self.close()
+        self.parser.feed(data)
+        return Action.HANDOFF
 
     def start_draining(self, idle_grace: float | None) -> Action | None:
         """The worker is retiring: every response from now on carries Connection: close.
@@ -233,7 +230,7 @@ class Connection:
                     except HTTPError as exc:
                         return self._respond_error(exc)
                 if blocking:
-                    return Action.HANDOFF
+                    return self._lend(event)
                 response = self._dispatch(event)
                 if response.cache_entry is not None and self.ctx.quick is not None:
                     self.ctx.quick.remember(event, self.request_line, self.local, response)
@@ -245,20 +242,93 @@ class Connection:
             # connection was already marked to close, so this cannot happen; be safe.
             return self.close()
 
-    def serve_blocking(self) -> Action:
-        """In a blocking thread: serve the current request (it has a body) to the end."""
-        assert self.head is not None
-        self.slot.begin_request(self.request_line, self.client[0], self.request_wall)
-        try:
-            response = self._dispatch(self.head, BodyReader(self, self.ctx.body_timeout,
-                                                            self.ctx.min_rate))
-        except ClientDisconnected:
-            self._finish_response(aborted=True)
+    def _lend(self, head: RequestHead) -> Action:
+        """A blocking request's head is complete: what the loop does with the connection.
+
+        Its deadline runs from now and carries over to the wait for a pool thread and the
+        body itself (mod_reqtimeout's body timeout starts with the head too)."""
+        ctx = self.ctx
+        self.head_done = now = time.monotonic()
+        if not head.has_body:
+            self.deadline = now + ctx.timeout
+            return Action.HANDOFF
+        self.deadline = now + ctx.body_timeout
+        if head.expect_continue or self.parser.buffered:
+            return Action.HANDOFF  # bytes are here, or the client waits for our 100 first
+        if self.parser.eof:
             return self.close()
-        action = self._send(response, blocking=True)
-        if action is not None:
-            return action
-        return Action.WANT_READ
+        return Action.WAIT_BODY  # no thread for a body that has not started to arrive
+
+    def serve_blocking(self, slot: ThreadSlot | None = None) -> Action:
+        """In a pool thread: serve the current request to its end and return what the
+        owning loop should do next. The pool's exception barrier: it never raises."""
+        if slot is not None:
+            self.slot = slot  # the loop puts its own back when the connection returns
+        try:
+            head = self.head
+            assert head is not None and self.lent
+            self.slot.begin_request(self.request_line, self.client[0], self.request_wall)
+            body: Body = EMPTY_BODY
+            if head.has_body:
+                body = BodyReader(self, self.ctx.body_timeout, self.ctx.min_rate)
+            response = None
+            try:
+                response = self._dispatch(head, body)
+                if not self.message_complete and not response.close:
+                    response = self._discard_body(body, response)
+            except ClientDisconnected:
+                if response is not None:
+                    response.close_files()
+                return self.close()  # logged as 499
+            action = self._send(response, blocking=True)
+            return action if action is not None else Action.WANT_READ
+        except Exception as exc:
+            return self.fail(exc)
+
+    def _discard_body(self, body: Body, response: Response) -> Response:
+        """The handler answered without reading the whole body. Read and drop a body of at
+        most discard_body_limit bytes, so the connection can carry the next request (as
+        Apache's ap_discard_request_body and nginx do); past that, or when the client
+        still waits for a 100 Continue it never got (RFC 9110 §10.1.1: it will not send
+        the body), the response closes the connection with a lingering close instead.
+        Raises ClientDisconnected."""
+        head = self.head
+        limit = self.ctx.discard_body_limit
+        if (head is None or not isinstance(body, BodyReader)
+                or (head.expect_continue and not self.continue_sent)
+                or (head.content_length or 0) > limit):
+            return response
+        try:
+            body.discard(limit)  # leaves message_complete False past the limit
+        except HTTPError as exc:  # a malformed chunk (400), too slow (408), too large (413)
+            response.close_files()
+            return self._error_response(exc)
+        return response
+
+    def refuse(self, detail: str) -> Action:
+        """503 + Retry-After for a request no pool thread could take in time (on the loop
+        thread); its body is unread, so the connection ends with a lingering close."""
+        exc = ServiceUnavailable(detail, headers=[("Retry-After", RETRY_AFTER)])
+        action = self._send(self._error_response(exc), blocking=False, linger=True)
+        return action if action is not None else self.close()
+
+    def fail(self, exc: BaseException) -> Action:
+        """The last exception barrier (loop and pool threads): `exc` escaped the code
+        serving this connection. It is logged with its traceback; the client gets a 500 if
+        no response was started; the connection is closed, its state no longer trusted."""
+        line = self.request_line or (self.parser.request_line or "")
+        self.ctx.error_log.error(f"internal error serving {line[:LOGGED_TARGET]!r}: {exc!r};"
+                                 f" connection closed", self.client, exc)
+        if self.response is None and not self.closed:
+            self.request_wall = self.request_wall or time.time()
+            self.request_start = self.request_start or time.monotonic()
+            self.response = Response(500, [("Content-Type", "text/plain")])
+            self.out.clear()
+            try:
+                self.sock.send(INTERNAL_ERROR)  # non-blocking: what fits, best effort
+            except OSError:
+                pass
+        return self.close()
 
     def _begin(self, head: RequestHead, blocking: bool) -> None:
         self.head = head
@@ -325,19 +395,20 @@ class Connection:
         (the client may still be sending). Returns None when done and the connection stays
         open for another request, else the Action for the loop (WANT_WRITE, LINGER, CLOSE)."""
         head = self.head
-        self.response = response
-        self.linger_after = linger  # kept as state: the write may finish in on_writable()
         keep_alive = (head is not None and head.keep_alive and not response.close
                       and self.message_complete and self.keep_alive_allowed())
-        output = frame(response, head.method if head else "GET",
-                       head.version if head else "HTTP/1.1", keep_alive)
-        self.keep_alive = output.keep_alive
-        self.chunked = output.chunked
-        self.streaming = output.stream
-        self.body_sent = output.body_bytes
-        self.out.extend(output.items)
         try:
-            done = self._flush(blocking)
+            output = frame(response, head.method if head else "GET",
+                           head.version if head else "HTTP/1.1", keep_alive)
+        except BaseException:
+            response.close_files()  # nothing was sent: fail() can still answer 500
+            raise
+        self.response = response
+        self.linger_after = linger  # kept as state: the write may finish in on_writable()
+        self.keep_alive = output.keep_alive
+        self.out.load(output)
+        try:
+            done = self.out.flush(self.sock, self.fd, self.ctx.timeout if blocking else None)
         except OSError:
             self._finish_response(aborted=True)
             return self.close()
@@ -361,17 +432,13 @@ class Connection:
         self.head, self.request_line, self.response = head, request_line, response
         self.request_start, self.request_wall = start, wall
         self.keep_alive, self.linger_after, self.message_complete = keep_alive, False, True
-        self.chunked, self.streaming = False, None
-        self.body_sent = len(response.body) if isinstance(response.body, bytes) else 0
-        self.out.append(rest)
+        self.out.adopt(rest, len(response.body) if isinstance(response.body, bytes) else 0)
         self.deadline = time.monotonic() + self.ctx.timeout
         return Action.WANT_WRITE
 
     def _after_response(self) -> Action:
         action = self._complete()
-        if action is not None:
-            return action
-        return self.advance()
+        return action if action is not None else self.advance()
 
     def _complete(self) -> Action | None:
         self._finish_response(aborted=False)
@@ -382,90 +449,21 @@ class Connection:
         self.parser.start_next_request()
         return None
 
-    def _flush(self, blocking: bool) -> bool:
-        """Write queued output; returns True when everything is sent. Raises OSError."""
-        out = self.out
-        sock = self.sock
-        while True:
-            if not out and (self.streaming is None or not self._pull_stream()):
-                return True
-            item = out[0]
-            try:
-                if isinstance(item, FileBody):
-                    if item.length == 0:
-                        item.close()
-                        out.popleft()
-                        continue
-                    sent = os.sendfile(self.fd, item.fd, item.offset,
-                                       min(item.length, SENDFILE_CHUNK))
-                    if sent == 0:
-                        raise OSError("file shrank while it was being sent")
-                    item.offset += sent
-                    item.length -= sent
-                    self.body_sent += sent
-                    continue
-                more = socket.MSG_MORE if len(out) > 1 else 0
-                sent = sock.send(item, more)
-            except BlockingIOError:
-                if not blocking:
-                    return False
-                if not self.wait(select.POLLOUT):
-                    raise TimeoutError("timed out writing the response") from None
-                continue
-            if sent < len(item):
-                out[0] = memoryview(item)[sent:]
-            else:
-                out.popleft()
-
-    def _pull_stream(self) -> bool:
-        """Move the next piece of a streamed body into the queue; False once it is done."""
-        try:
-            piece = next(self.streaming)  # type: ignore[call-overload]
-        except StopIteration:
-            self.streaming = None
-            if self.chunked:
-                self.out.append(LAST_CHUNK)
-                return True
-            return False
-        if piece:
-            self.body_sent += len(piece)
-            self.out.append(encode_chunk(piece) if self.chunked else piece)
-        return True
-
-    def wait(self, events: int, timeout: float | None = None) -> bool:
-        """Block this (blocking-pool) thread until the socket is ready; False on timeout."""
-        poller = select.poll()
-        poller.register(self.fd, events)
-        seconds = self.ctx.timeout if timeout is None else timeout
-        return bool(poller.poll(max(0.0, seconds) * 1000))
-
-    def send_interim(self, data: bytes) -> None:
-        """Write an interim (1xx) response from a blocking thread; raises OSError."""
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[self.sock.send(view):]
-            except BlockingIOError:
-                if not self.wait(select.POLLOUT):
-                    raise TimeoutError("timed out writing 100 Continue") from None
-
     def _finish_response(self, aborted: bool) -> None:
-        """Access log, scoreboard and clean-up for the response just completed (or abandoned)."""
+        """Access log, scoreboard and clean-up for the response just completed (or abandoned),
+        or for a request whose client went away before any response (status 499)."""
         response = self.response
-        if response is None:
-            return
-        self.response = None
-        for item in self.out:
-            if isinstance(item, FileBody):
-                item.close()
-        self.out.clear()
-        response.close_files()
-        if self.streaming is not None:
-            close = getattr(self.streaming, "close", None)
-            if close:
-                close()
-            self.streaming = None
         head = self.head
+        if response is None:
+            if head is None:
+                return  # no request in progress
+            sent = 0
+        else:
+            self.response = None
+            sent = self.out.body_sent
+            self.out.clear()
+            response.close_files()
+        status = response.status if response is not None else CLIENT_CLOSED
         ctx = self.ctx
         if ctx.access_log.enabled:
             ctx.access_log.log(AccessRecord(
@@ -473,12 +471,13 @@ class Connection:
                 self.request_line or self.parser.request_line or "",
                 head.method if head else "", head.path if head else "",
                 head.query if head else "", head.version if head else "",
-                response.status, self.body_sent, self.request_wall,
+                status, sent, self.request_wall,
                 time.monotonic() - self.request_start,
-                head.headers if head else None, response.headers))
-        self.slot.end_request(self.body_sent)
+                head.headers if head else None,
+                response.headers if response is not None else None))
+        self.slot.end_request(sent)
         if ctx.debug:
-            ctx.error_log.debug(f"response {response.status}, {self.body_sent} body bytes"
+            ctx.error_log.debug(f"response {status}, {sent} body bytes"
                                 f"{' (aborted)' if aborted else ''}, keep-alive "
                                 f"{'yes' if self.keep_alive and not aborted else 'no'}",
                                 self.client)
@@ -501,11 +500,22 @@ class Connection:
         return Action.LINGER
 
     def close(self) -> Action:
+        """End the connection: finish (log) the request in progress, then close the socket,
+        unless a pool thread has it (`lent`): the owning loop closes it when it comes back,
+        so a descriptor number is never freed while its loop still files it."""
         if not self.closed:
             self.closed = True
             self._finish_response(aborted=True)
+        if not self.lent and not self.released:
+            self.released = True
+            self.out.clear()
+            self.parser = _SPENT_PARSER  # the buffers of a long head are freed with it
             try:
                 self.sock.close()
             except OSError:
                 pass
         return Action.CLOSE
+
+
+_SPENT_PARSER = RequestParser()  # every closed connection's parser: holds nothing
+_SPENT_PARSER.feed_eof()

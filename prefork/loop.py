@@ -1,59 +1,84 @@
-"""The per-thread event loop of a worker, and the blocking pool beside it.
+"""The per-thread event loop of a worker.
 
 How this works: each serving thread owns an epoll instance. The shared listening sockets are
 registered in every loop with EPOLLEXCLUSIVE, so the kernel wakes one loop that is actually
 waiting (a busy loop does not take the wake-up), and that loop accepts. Accepted connections
 stay in the accepting loop for life: idle keep-alive connections cost a dict entry and an
-epoll registration, never a thread. Ready connections are served inline (connection.py);
-a request with a body is handed to the worker's BlockingPool and comes back through a queue
-and an eventfd when done.
+epoll registration, never a thread. Ready connections are served inline (connection.py); a
+request that may block is lent to the worker's BlockingPool (pool.py) and comes back through
+this loop's Mailbox.
+
+One owner per descriptor: `conns` maps a descriptor number to the connection holding it.
+Only this loop's thread adds to it, removes from it and closes a connection's socket, and
+it does the last two together (_release), so the kernel cannot hand the number to a new
+connection while the table still files the old one under it. A lent connection stays in
+the table with its descriptor open; its hand-back is checked against the table by identity.
+
+Exception barriers: every step taken for one connection (an epoll event, a hand-back, a
+deadline, an accept) runs under a barrier: an exception escaping it is logged with its
+traceback, answered 500 if no response was started, and closes that connection only
+(Connection.fail). Should the loop itself fail, it logs, calls `on_death` and ends; the
+worker then exits at once and the master starts a new one: no worker runs half its loops.
 
 Capacity: a worker holds at most `max_connections`. At the limit a loop stops polling the
 listeners, so the kernel hands new connections to other workers; if a connection is still
 waiting after SATURATION_GRACE (every worker is full), it gets a fast 503 with Retry-After.
+Out of descriptors (EMFILE/ENFILE) a loop closes its reserved descriptor, accepts with it,
+answers 503 and closes, then reserves again (nginx's and libev's trick), so queued clients
+are told rather than left waiting; the error log says so at most every FD_LOG_INTERVAL.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import socket
 import threading
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .connection import Action, Connection, ServerContext
+from .pool import BlockingPool, Mailbox
 
 if TYPE_CHECKING:
-    from .scoreboard import Scoreboard, ThreadSlot
+    from .scoreboard import ThreadSlot
 
 ACCEPT_BATCH = 16  # connections accepted per wake-up before serving the others again
 SWEEP_INTERVAL = 0.5  # seconds between deadline scans
 SATURATED_SWEEP_INTERVAL = 0.05
 SATURATION_GRACE = 0.1  # seconds a connection may wait for a free worker before 503
 SATURATION_LOG_INTERVAL = 10.0
+FD_LOG_INTERVAL = 10.0  # seconds between "out of descriptors" lines, per worker
+BUSY_LOG_INTERVAL = 10.0  # seconds between "blocking pool full" lines, per worker
 RETRY_AFTER_SECONDS = 1
 OVERLOAD_RESPONSE = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Retry-After: %d\r\nConnection: close\r\nContent-Length: 33\r\n\r\n"
     b"Server busy, please retry later.\n" % RETRY_AFTER_SECONDS
 )
+REFUSED_READ_LIMIT = 65536  # request bytes read (and dropped) before closing a refused socket
 WILDCARD_HOSTS = ("0.0.0.0", "::")
+_OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
 
 _IN = select.EPOLLIN
 _OUT = select.EPOLLOUT
 _LISTEN_FLAGS = select.EPOLLIN | select.EPOLLEXCLUSIVE
+WANT_READ, WANT_WRITE, LINGER = Action.WANT_READ, Action.WANT_WRITE, Action.LINGER
+WAIT_BODY, HANDOFF, CLOSE = Action.WAIT_BODY, Action.HANDOFF, Action.CLOSE
 
 
 class Capacity:
-    """Counts a worker's connections across its loops (each loop's dict is read lock-free)."""
+    """What a worker's loops share: the connection count (each loop's dict is read
+    lock-free) and the clocks that bound how often they log the same trouble."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.loops: list[EventLoop] = []
         self.last_saturation_log = 0.0
+        self.last_fd_log = -FD_LOG_INTERVAL
+        self.last_busy_log = -BUSY_LOG_INTERVAL
 
     def used(self) -> int:
         return sum(len(loop.conns) for loop in self.loops)
@@ -62,45 +87,34 @@ class Capacity:
         return self.used() >= self.limit
 
 
-class BlockingPool:
-    """Threads for requests that may block for long; each thread has its own scoreboard slot."""
+def reserve_descriptor() -> int:
+    """A descriptor kept only to be closed when the process runs out (-1 if none is left)."""
+    try:
+        return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
-    def __init__(self, size: int, scoreboard: Scoreboard, process_slot: int, first_thread: int,
-                 generation: int) -> None:
-        self.local = threading.local()
-        self.next_thread = first_thread
-        self.slots: list[ThreadSlot] = []
-        self.lock = threading.Lock()
-        self.scoreboard = scoreboard
-        self.process_slot = process_slot
-        self.generation = generation
-        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="blocking",
-                                           initializer=self._init_thread)
 
-    def _init_thread(self) -> None:
-        from .scoreboard import THREAD_LIMIT
-
-        with self.lock:
-            index = self.next_thread
-            self.next_thread += 1
-        if index < THREAD_LIMIT:
-            slot = self.scoreboard.thread_slot(self.process_slot, index, self.generation)
-            slot.ident, slot.native_id = threading.get_ident(), threading.get_native_id()
-            self.local.slot = slot
-            self.slots.append(slot)
-
-    def slot(self, fallback: ThreadSlot) -> ThreadSlot:
-        return getattr(self.local, "slot", fallback)
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=False)
+def answer_and_close(sock: socket.socket, response: bytes) -> None:
+    """Send a short final answer on a socket we never serve, then close it. What the client
+    sent already is read first: closing with unread input would reset the connection."""
+    try:
+        sock.setblocking(False)
+        sock.send(response)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(REFUSED_READ_LIMIT)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 class EventLoop:
     """One serving thread's loop; see the module comment."""
 
     def __init__(self, number: int, listeners: list[socket.socket], ctx: ServerContext,
-                 slot: ThreadSlot, capacity: Capacity, pool: BlockingPool) -> None:
+                 slot: ThreadSlot, capacity: Capacity, pool: BlockingPool,
+                 on_death: Callable[[], None] | None = None) -> None:
         self.number = number
         self.listeners = {sock.fileno(): sock for sock in listeners}
         # For a listener bound to a specific address the local address is known already.
@@ -111,15 +125,16 @@ class EventLoop:
         self.slot = slot
         self.capacity = capacity
         self.pool = pool
+        self.on_death = on_death
         self.epoll = select.epoll()
-        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.mailbox: Mailbox[tuple[Connection, Action]] = Mailbox()
+        self.reserve_fd = reserve_descriptor()
         self.conns: dict[int, Connection] = {}
-        self.states: dict[int, Action] = {}
-        self.returned: deque[tuple[Connection, Action]] = deque()
         self.accepting = False
         self.saturated_since = 0.0
         self.drain_requested = False
         self.draining = False
+        self.died = False
         self.idle_grace: float | None = None
         self.last_tick = time.monotonic()  # the worker's heartbeat checks that loops turn
         self.thread = threading.Thread(target=self.run, name=f"loop-{number}", daemon=True)
@@ -136,114 +151,170 @@ class EventLoop:
         (None: until their keep-alive deadline, used when retiring for a reload)."""
         self.idle_grace = idle_grace
         self.drain_requested = True
-        self._wake()
-
-    def _wake(self) -> None:
-        try:
-            os.eventfd_write(self.wake_fd, 1)
-        except BlockingIOError:
-            pass  # the counter is already non-zero: the loop will wake anyway
+        self.mailbox.post(None)
 
     # ------------------------------------------------------------------ the loop
 
     def run(self) -> None:
+        self.slot.ident, self.slot.native_id = threading.get_ident(), threading.get_native_id()
+        try:
+            self._serve()
+        except BaseException as exc:  # past every barrier: this loop cannot go on
+            self.died = True
+            self.ctx.error_log.error(f"event loop {self.number} died: {exc!r}; the worker "
+                                     f"exits and is replaced", exc=exc)
+            if self.on_death is not None:
+                self.on_death()
+        finally:
+            self._close_all()
+
+    def _serve(self) -> None:
         epoll = self.epoll
         conns = self.conns
-        states = self.states
         listeners = self.listeners
-        self.slot.ident, self.slot.native_id = threading.get_ident(), threading.get_native_id()
-        epoll.register(self.wake_fd, _IN)
+        mail_fd = self.mailbox.fd
+        epoll.register(mail_fd, _IN)
         self._start_accepting()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
-        try:
-            while not (self.draining and not conns):
-                timeout = max(0.0, next_sweep - time.monotonic())
-                for fd, _events in epoll.poll(timeout):
-                    conn = conns.get(fd)
-                    if conn is not None:
-                        state = states[fd]
-                        if state is Action.WANT_READ:
+        while not (self.draining and not conns):
+            timeout = max(0.0, next_sweep - time.monotonic())
+            for fd, _events in epoll.poll(timeout):
+                conn = conns.get(fd)
+                if conn is not None:
+                    state = conn.waiting
+                    try:  # the barrier: costs nothing until something raises
+                        if state is WANT_READ:
                             action = conn.on_readable()
-                        elif state is Action.WANT_WRITE:
+                        elif state is WANT_WRITE:
                             action = conn.on_writable()
-                        elif state is Action.LINGER:
+                        elif state is WAIT_BODY:
+                            action = conn.on_body_readable()
+                        elif state is LINGER:
                             action = conn.on_linger_readable()
                         else:
-                            continue
+                            continue  # lent to the pool: a stale event
                         if action is not state:
                             self._apply(conn, action)
-                    elif fd in listeners:
-                        self._accept(listeners[fd], fd)
-                    elif fd == self.wake_fd:
-                        self._on_wake()
-                now = time.monotonic()
-                self.last_tick = now
-                if now >= next_sweep:
-                    self._sweep(now)
-                    next_sweep = now + (SATURATED_SWEEP_INTERVAL if self.saturated_since
-                                        else SWEEP_INTERVAL)
-        except Exception as exc:  # a bug here must not leave the worker half-alive
-            self.ctx.error_log.error(f"event loop {self.number} failed: {exc!r}", exc=exc)
-            raise
-        finally:
-            for conn in list(conns.values()):
-                conn.close()
-            epoll.close()
-            os.close(self.wake_fd)
+                    except Exception as exc:
+                        self._abandon(conn, exc)
+                elif fd in listeners:
+                    self._accept(listeners[fd], fd)
+                elif fd == mail_fd:
+                    self._on_mail()
+            now = time.monotonic()
+            self.last_tick = now
+            if now >= next_sweep:
+                self._sweep(now)
+                next_sweep = now + (SATURATED_SWEEP_INTERVAL if self.saturated_since
+                                    else SWEEP_INTERVAL)
+
+    def _close_all(self) -> None:
+        """The loop has ended: close what it owns. A connection still lent to a pool thread
+        is left alone (the loop ended only because it died or the process exits)."""
+        for conn in list(self.conns.values()):
+            if not conn.lent:
+                try:
+                    self._release(conn)
+                except Exception:
+                    pass
+        self.epoll.close()
+        self.mailbox.close()
+        if self.reserve_fd >= 0:
+            os.close(self.reserve_fd)
+            self.reserve_fd = -1
+
+    # ------------------------------------------------------------------ connection states
 
     def _apply(self, conn: Connection, action: Action) -> None:
         """Change what the loop waits for on `conn` according to `action`."""
-        fd = conn.fd
-        previous = self.states.get(fd)
-        if action is Action.CLOSE:
-            # Closing the only descriptor removed it from epoll already.
-            self.conns.pop(fd, None)
-            self.states.pop(fd, None)
-        elif action is Action.HANDOFF:
-            if previous is not Action.HANDOFF:
-                self.epoll.unregister(fd)
-            self.states[fd] = action
-            self.pool.executor.submit(self._run_blocking, conn)
-        elif action is Action.WANT_WRITE:
-            if previous is Action.HANDOFF:
-                self.epoll.register(fd, _OUT)
-            elif previous is not Action.WANT_WRITE:
-                self.epoll.modify(fd, _OUT)
-            self.states[fd] = action
-        else:  # WANT_READ or LINGER
-            if previous is Action.HANDOFF:
-                self.epoll.register(fd, _IN)
-            elif previous is Action.WANT_WRITE:
-                self.epoll.modify(fd, _IN)
-            self.states[fd] = action
+        if action is CLOSE:
+            self._release(conn)
+        elif action is HANDOFF:
+            self._lend(conn)
+        else:
+            events = _OUT if action is WANT_WRITE else _IN
+            if conn.events != events:
+                if conn.events:
+                    self.epoll.modify(conn.fd, events)
+                else:
+                    self.epoll.register(conn.fd, events)
+                conn.events = events
+            conn.waiting = action
 
-    def _run_blocking(self, conn: Connection) -> None:
-        """In a pool thread: serve the request with a body, then give the connection back."""
-        conn.slot = self.pool.slot(self.slot)
+    def _release(self, conn: Connection) -> None:
+        """Remove `conn` from the table and close its socket, in the same step."""
+        if self.conns.get(conn.fd) is conn:
+            del self.conns[conn.fd]
+        conn.lent = False
+        conn.events = 0  # closing the descriptor takes it out of epoll
         try:
-            action = conn.serve_blocking()
-        except Exception as exc:
-            self.ctx.error_log.error(f"blocking request failed: {exc!r}", conn.client, exc)
-            action = conn.close()
-        self.returned.append((conn, action))
-        self._wake()
+            conn.close()
+        finally:
+            if not conn.released:  # close() failed half-way: the descriptor still goes
+                conn.released = True
+                conn.sock.close()
 
-    def _on_wake(self) -> None:
-        try:
-            os.eventfd_read(self.wake_fd)
-        except BlockingIOError:
-            pass
-        while self.returned:
-            conn, action = self.returned.popleft()
+    def _lend(self, conn: Connection) -> None:
+        """Queue `conn` for a pool thread, or answer 503 when the queue is full."""
+        if conn.events:
+            self.epoll.unregister(conn.fd)
+            conn.events = 0
+        conn.waiting = HANDOFF
+        conn.lent = True  # before submit(): a pool thread may start on it at once
+        if self.pool.submit(conn, self.mailbox):
+            return
+        conn.lent = False
+        self._log_busy("the queue is full")
+        self._apply(conn, conn.refuse("no blocking thread is free; retry later"))
+
+    def _log_busy(self, why: str) -> None:
+        capacity = self.capacity
+        now = time.monotonic()
+        if now - capacity.last_busy_log >= BUSY_LOG_INTERVAL:
+            capacity.last_busy_log = now
+            pool = self.pool
+            self.ctx.error_log.warn(
+                f"blocking pool busy ({why}): {pool.size} threads ([workers] "
+                f"blocking_threads), {pool.queued()} requests queued of at most "
+                f"{pool.queue_limit} ([workers] blocking_queue); answering 503")
+
+    def _on_mail(self) -> None:
+        """Connections handed back by pool threads, and drain requests."""
+        for conn, action in self.mailbox.take():
+            if self.conns.get(conn.fd) is not conn or not conn.lent:
+                self.ctx.error_log.error(f"loop {self.number}: a hand-back for a connection "
+                                         f"this loop does not hold was ignored", conn.client)
+                continue
+            conn.lent = False
             conn.slot = self.slot
-            if self.draining and action is Action.WANT_READ:
-                drained = conn.start_draining(self.idle_grace)
-                action = drained if drained is not None else action
-            self._apply(conn, action)
-            if action is Action.WANT_READ:
-                self._apply(conn, conn.advance())  # pipelined requests may be buffered
+            try:
+                if action is WANT_READ:
+                    action = conn.advance()  # pipelined requests may be buffered
+                    if action is WANT_READ and self.draining:
+                        action = conn.start_draining(self.idle_grace) or action
+                self._apply(conn, action)
+            except Exception as exc:
+                self._abandon(conn, exc)
         if self.drain_requested and not self.draining:
             self._begin_drain()
+
+    def _abandon(self, conn: Connection, exc: Exception) -> None:
+        """The barrier's catch: `exc` escaped while serving `conn`. Answer 500 if nothing
+        was sent yet, log, close that connection; the loop goes on."""
+        if conn.lent:  # a pool thread serves it and will hand it back: only log
+            self.ctx.error_log.error(f"loop {self.number}: {exc!r} while a pool thread holds "
+                                     f"the connection", conn.client, exc)
+            return
+        try:
+            conn.fail(exc)
+        except Exception as second:
+            self.ctx.error_log.error(f"loop {self.number}: closing a failed connection: "
+                                     f"{second!r}", conn.client, second)
+        try:
+            self._release(conn)
+        except Exception as third:
+            self.ctx.error_log.error(f"loop {self.number}: releasing a failed connection: "
+                                     f"{third!r}", conn.client, third)
 
     # ------------------------------------------------------------------ accepting
 
@@ -274,32 +345,79 @@ class EventLoop:
                 sock, address = listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: back off until the next sweep
-                self.ctx.error_log.error(f"accept() failed: {exc}")
-                self._stop_accepting()
-                self.saturated_since = time.monotonic()
+            except OSError as exc:
+                if exc.errno == errno.ECONNABORTED:
+                    continue  # the client gave up while queued
+                if exc.errno in _OUT_OF_FILES and self._refuse_with_reserve(listener, exc):
+                    continue
+                self._back_off(exc)
                 return
             self._adopt_new(sock, address, listener_fd)
 
+    def _refuse_with_reserve(self, listener: socket.socket, exc: OSError) -> bool:
+        """Out of descriptors: close the reserved one, accept a client in its place, answer
+        it 503 and close, then reserve again. False if there was no reserve to use."""
+        self._log_out_of_files(exc)
+        if self.reserve_fd < 0:
+            return False
+        os.close(self.reserve_fd)
+        self.reserve_fd = -1
+        try:
+            try:
+                sock, _address = listener.accept()
+            except OSError:
+                return False
+            answer_and_close(sock, OVERLOAD_RESPONSE)
+            return True
+        finally:
+            self.reserve_fd = reserve_descriptor()
+
+    def _log_out_of_files(self, exc: OSError) -> None:
+        capacity = self.capacity
+        now = time.monotonic()
+        if now - capacity.last_fd_log >= FD_LOG_INTERVAL:
+            capacity.last_fd_log = now
+            self.ctx.error_log.error(
+                f"accept(): out of file descriptors ({errno.errorcode.get(exc.errno or 0)}: "
+                f"{exc.strerror}) with {capacity.used()} connections in this worker; new "
+                f"clients get 503 through the reserved one. Raise the limit (ulimit -n, "
+                f"systemd LimitNOFILE) or lower [workers] max_connections")
+
+    def _back_off(self, exc: OSError) -> None:
+        """accept() failed for want of memory or descriptors with no reserve left: stop
+        polling the listeners until the next (quick) sweep."""
+        if exc.errno in _OUT_OF_FILES:
+            self._log_out_of_files(exc)
+        else:
+            self.ctx.error_log.error(f"accept() failed: {exc}")
+        self._stop_accepting()
+        self.saturated_since = time.monotonic()
+
     def _adopt_new(self, sock: socket.socket, address: tuple, listener_fd: int) -> None:
-        sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        local = self.local_of[listener_fd] or sock.getsockname()[:2]
-        conn = Connection(sock, address[:2], local, self.ctx, self.slot, self.draining)
-        fd = conn.fd
-        self.conns[fd] = conn
-        self.states[fd] = Action.WANT_READ
-        self.epoll.register(fd, _IN)
-        if self.ctx.debug:
-            self.ctx.error_log.debug(
-                f"connection accepted by loop {self.number}; "
-                f"{self.capacity.used()}/{self.capacity.limit} connections in this worker",
-                conn.client)
-        # With TCP_DEFER_ACCEPT the request is usually here already: save a poll round trip.
-        action = conn.on_readable()
-        if action is not Action.WANT_READ:
-            self._apply(conn, action)
+        try:
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            local = self.local_of[listener_fd] or sock.getsockname()[:2]
+            conn = Connection(sock, address[:2], local, self.ctx, self.slot, self.draining)
+        except Exception:  # reset before we got to it (ENOTCONN...)
+            sock.close()
+            return
+        self.conns[conn.fd] = conn
+        try:
+            self.epoll.register(conn.fd, _IN)
+            conn.events = _IN
+            if self.ctx.debug:
+                self.ctx.error_log.debug(
+                    f"connection accepted by loop {self.number}; "
+                    f"{self.capacity.used()}/{self.capacity.limit} connections in this worker",
+                    conn.client)
+            # With TCP_DEFER_ACCEPT the request is usually here already: save a poll.
+            action = conn.on_readable()
+            if action is not WANT_READ:
+                self._apply(conn, action)
+        except Exception as exc:
+            self._abandon(conn, exc)
 
     def _on_saturated(self) -> None:
         self._stop_accepting()
@@ -324,24 +442,33 @@ class EventLoop:
                 sock, _address = listener.accept()
             except OSError:
                 continue
-            try:
-                sock.setblocking(False)
-                sock.send(OVERLOAD_RESPONSE)
-            except OSError:
-                pass
-            finally:
-                sock.close()
+            answer_and_close(sock, OVERLOAD_RESPONSE)
 
     # ------------------------------------------------------------------ timers and draining
 
     def _sweep(self, now: float) -> None:
+        """Act on every passed deadline (each under the barrier); resume accepting."""
         self.slot.connections = len(self.conns)
-        for fd, conn in list(self.conns.items()):
-            state = self.states.get(fd)
-            if state is Action.HANDOFF or conn.deadline > now:
+        for conn in list(self.conns.values()):
+            if conn.deadline > now:
                 continue
-            action = conn.close() if state is Action.LINGER else conn.on_timeout()
-            self._apply(conn, action)
+            try:
+                state = conn.waiting
+                if state is HANDOFF:
+                    if not self.pool.withdraw(conn):
+                        continue  # a thread has it: the body reader keeps its deadlines
+                    conn.lent = False
+                    self._log_busy("a request waited past its deadline")
+                    action = conn.refuse("no blocking thread was free in time")
+                elif state is LINGER:
+                    action = conn.close()
+                else:
+                    action = conn.on_timeout()
+                self._apply(conn, action)
+            except Exception as exc:
+                self._abandon(conn, exc)
+        if self.reserve_fd < 0:
+            self.reserve_fd = reserve_descriptor()
         if self.saturated_since and not self.draining:
             if not self.capacity.full():
                 self._start_accepting()
@@ -357,9 +484,12 @@ class EventLoop:
                 self._accept(listener, fd, limit=None)
         self._stop_accepting()
         for conn in list(self.conns.values()):
-            if self.states.get(conn.fd) is Action.HANDOFF:
-                conn.draining = True
+            if conn.lent:
+                conn.draining = True  # read by its pool thread when it frames the response
                 continue
-            action = conn.start_draining(self.idle_grace)
-            if action is not None:
-                self._apply(conn, action)
+            try:
+                action = conn.start_draining(self.idle_grace)
+                if action is not None:
+                    self._apply(conn, action)
+            except Exception as exc:
+                self._abandon(conn, exc)

@@ -5,7 +5,11 @@ memory. `100 Continue` is sent lazily, on the first read: by then the request ha
 every check the handler makes first (limits, authentication, method), as RFC 9110 §10.1.1
 intends. Slow clients are bounded like Apache's mod_reqtimeout `body=20,MinRate=500`: at most
 `body_timeout` seconds of silence, and an overall deadline that starts at `body_timeout` and
-moves one second later per `min_rate` bytes received.
+moves one second later per `min_rate` bytes received. Both clocks are monotonic and start
+when the head was complete (Connection.head_done), not at the first read: time spent waiting
+for the body to start or for a pool thread counts.
+
+discard() reads what a handler left unread and drops it, so the connection stays usable.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ClientDisconnected, RequestTimeout
 from .http11 import BodyChunk, EndOfMessage
+from .output import send_all, wait_ready
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -33,8 +38,10 @@ class BodyReader:
         self.min_rate = min_rate
         self.pending = bytearray()
         self.done = False
-        self.received = 0
-        self.started = 0.0
+        self.received = 0  # bytes received from the socket (framing included)
+        self.delivered = 0  # body bytes the parser produced
+        self.started = conn.head_done or time.monotonic()
+        self.first_read = True
 
     def read(self, size: int = -1) -> bytes:
         """Return up to `size` body bytes (all when -1); b"" at the end.
@@ -43,18 +50,19 @@ class BodyReader:
         too slow, ClientDisconnected when it goes away.
         """
         conn = self.conn
-        if not self.started:
-            self.started = time.monotonic()
+        if self.first_read:
+            self.first_read = False
             if conn.head is not None and conn.head.expect_continue and not conn.continue_sent:
                 conn.continue_sent = True
                 try:
-                    conn.send_interim(CONTINUE)
+                    send_all(conn.sock, CONTINUE, conn.ctx.timeout)
                 except OSError as exc:
                     raise ClientDisconnected(str(exc)) from None
         while not self.done and (size < 0 or len(self.pending) < size):
             event = conn.parser.next_event()
             if isinstance(event, BodyChunk):
                 self.pending += event.data
+                self.delivered += len(event.data)
             elif isinstance(event, EndOfMessage):
                 self.done = True
                 conn.message_complete = True
@@ -67,6 +75,15 @@ class BodyReader:
         data = bytes(self.pending[:size])
         del self.pending[:size]
         return data
+
+    def discard(self, limit: int) -> bool:
+        """Read the rest of the body and drop it, stopping once more than `limit` body bytes
+        came in all; True when the body was read to its end. Raises as read() does."""
+        while not self.done and self.delivered <= limit:
+            self.pending.clear()
+            self.read(RECV_SIZE)
+        self.pending.clear()
+        return self.done
 
     def _receive(self) -> None:
         conn = self.conn
@@ -81,7 +98,7 @@ class BodyReader:
                     if wait <= 0:
                         raise RequestTimeout("the client sent its request body too slowly") \
                             from None
-                if not conn.wait(select.POLLIN, wait):
+                if not wait_ready(conn.fd, select.POLLIN, wait):
                     raise RequestTimeout("timed out reading the request body") from None
                 continue
             except OSError as exc:

@@ -44,15 +44,17 @@ from .connection import ServerContext
 from .handlers.router import Router
 from .http11 import Limits
 from .log import AccessLog, ErrorLog
-from .loop import BlockingPool, Capacity, EventLoop
+from .loop import Capacity, EventLoop
+from .pool import BlockingPool
 from .privileges import drop_privileges
 from .quick import QuickPath
-from .scoreboard import READY, RECYCLE, STOPPING, WRITING, Scoreboard, ThreadSlot
+from .scoreboard import READY, RECYCLE, STOPPING, THREAD_LIMIT, WRITING, Scoreboard, ThreadSlot
 
 # Exit codes the master interprets (gunicorn uses 3 for a worker that failed to boot).
 EXIT_OK = 0
 EXIT_BOOT_FAILED = 3
 EXIT_ORPHANED = 4
+EXIT_LOOP_DIED = 5  # an event loop failed past its barriers: exit now, the master respawns
 
 WATCH_INTERVAL = 1.0  # seconds between the main thread's checks
 LOOP_STALL = 10.0  # a loop that has not ticked for this long stops the heartbeat
@@ -118,6 +120,7 @@ class Worker:
         self.reopen_requested = False
         self.idle_grace: float | None = STOP_IDLE_GRACE
         self.recycle_asked = False
+        self.loop_died = False
         self.loops: list[EventLoop] = []
         self.pool: BlockingPool | None = None
         self.request_limit = 0
@@ -136,7 +139,8 @@ class Worker:
         os.close(spec.ready_fd)
         spec.scoreboard.set_process_state(spec.process_slot, READY)
         code = self._watch()
-        self._drain()
+        if code != EXIT_LOOP_DIED:  # with a loop dead, nothing is drained: exit at once
+            self._drain()
         return code
 
     def _setup(self) -> None:
@@ -175,22 +179,39 @@ class Worker:
             min_rate=http.min_rate,
             debug=debug,
             quick=quick,
+            discard_body_limit=http.discard_body_limit,
         )
         workers = config.workers
         capacity = Capacity(workers.max_connections)
         threads = workers.threads
-        self.pool = BlockingPool(workers.blocking_threads, spec.scoreboard, spec.process_slot,
-                                 threads, spec.generation)
+
+        def pool_slot(index: int) -> ThreadSlot | None:  # after the loops' slots
+            if threads + index >= THREAD_LIMIT:
+                return None
+            return spec.scoreboard.thread_slot(spec.process_slot, threads + index,
+                                               spec.generation)
+
+        self.pool = BlockingPool(workers.blocking_threads, workers.blocking_queue, pool_slot)
         for index in range(threads):
             slot = spec.scoreboard.thread_slot(spec.process_slot, index, spec.generation)
-            loop = EventLoop(index, spec.listeners, ctx, slot, capacity, self.pool)
+            loop = EventLoop(index, spec.listeners, ctx, slot, capacity, self.pool,
+                             self._on_loop_death)
             capacity.loops.append(loop)
             self.loops.append(loop)
         if workers.max_requests:
             self.request_limit = workers.max_requests + random.randint(
                 0, workers.max_requests_jitter)
+        self.pool.start()
         for loop in self.loops:
             loop.start()
+
+    def _on_loop_death(self) -> None:
+        """Called by a dying loop thread: wake the main thread, which exits at once."""
+        self.loop_died = True
+        try:
+            os.write(self.wake_w, b"L")
+        except OSError:
+            pass  # the pipe is full: the main thread is awake already
 
     def _install_signals(self) -> None:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -241,12 +262,12 @@ class Worker:
             for slot in self._slots():
                 slot.publish()
             now = time.monotonic()
-            if all(loop.thread.is_alive() for loop in self.loops):
-                if all(now - loop.last_tick < LOOP_STALL for loop in self.loops):
-                    spec.scoreboard.beat(spec.process_slot)
-            else:
-                log.error("an event loop thread died; asking for a replacement")
-                self._ask_recycle(RECYCLE_LOOP_DIED)
+            if self.loop_died or not all(loop.thread.is_alive() for loop in self.loops):
+                log.error(f"worker {spec.number} exits: an event loop died (see above); the "
+                          f"master starts a replacement")
+                return EXIT_LOOP_DIED
+            if all(now - loop.last_tick < LOOP_STALL for loop in self.loops):
+                spec.scoreboard.beat(spec.process_slot)
             if self.request_limit and self._requests_served() >= self.request_limit:
                 self._ask_recycle(RECYCLE_MAX_REQUESTS)
             if spec.config.workers.request_timeout:

@@ -1,0 +1,114 @@
+"""A bounded stress run (issue 12, "Done means"): a few seconds of mixed traffic against two
+workers — keep-alive GETs, POSTs with bodies, pipelined bodies, aborted uploads, early 405s
+with bodies — then every complete request was answered, the access log has one line per
+request head sent, no worker died, and the workers hold as many descriptors as before."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from .conftest import Server, ServerFactory, wait_for
+from .test_serve_core import (
+    JSON_BODY,
+    Responses,
+    access_lines,
+    assert_no_worker_trouble,
+    exchange_all,
+    fd_count,
+    get,
+    post,
+    put_head,
+    run_clients,
+)
+
+SECONDS = 4.0
+
+
+class Tally:
+    """Request heads sent (each must get exactly one access-log line), thread-safe."""
+
+    def __init__(self) -> None:
+        self.heads = 0
+        self.lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self.lock:
+            self.heads += count
+
+
+def clients(server: Server, tally: Tally) -> list:
+    """The client kinds; each repeats its round until `stop_at` (at least one round)."""
+    def keepalive_gets() -> None:
+        with server.socket() as sock:
+            reader = Responses(sock)
+            for path in ("/sample.txt", "/about.html", "/missing") * 5:
+                sock.sendall(get(path))
+                answer = reader.next()
+                tally.add(1)
+                assert answer is not None and answer[0] in (200, 404), answer
+
+    def posts() -> None:
+        with server.socket() as sock:
+            reader = Responses(sock)
+            for _ in range(3):
+                sock.sendall(post("/upload", JSON_BODY))
+                answer = reader.next()
+                tally.add(1)
+                assert answer is not None and answer[0] == 201, answer
+
+    def pipelined() -> None:
+        tally.add(5)
+        exchange_all(server, post("/upload", JSON_BODY) + get("/sample.txt")
+                     + post("/upload", b"[1]") + post("/about.html", b"early")
+                     + get("/about.html"), [201, 200, 201, 405, 200])
+
+    def early_405s() -> None:
+        with server.socket() as sock:
+            reader = Responses(sock)
+            for _ in range(5):
+                sock.sendall(post("/sample.txt", b"x" * 3000) + get("/sample.txt"))
+                tally.add(2)
+                first, second = reader.next(), reader.next()
+                assert first is not None and first[0] == 405, first
+                assert second is not None and second[0] == 200, second
+
+    def aborted_upload() -> None:
+        with server.socket() as sock:
+            sock.sendall(put_head("/uploads/aborted.bin", 100000) + b"x" * 5000)
+            tally.add(1)
+        time.sleep(0.05)
+
+    def repeat(round_):
+        def until(stop_at: float) -> None:
+            while True:
+                round_()
+                if time.monotonic() >= stop_at:
+                    return
+        until.__name__ = round_.__name__
+        return until
+
+    return [repeat(r) for r in [keepalive_gets] * 4 + [posts] * 2 + [pipelined] * 2
+            + [early_405s] * 2 + [aborted_upload]]
+
+
+def test_mixed_stress_run_loses_nothing_and_leaks_nothing(
+        server_factory: ServerFactory) -> None:
+    server = server_factory({"workers": {"processes": "2", "threads": "1"}})
+    workers = server.worker_pids()
+    warm = Tally()
+    for target in clients(server, warm):  # every code path once, before the baseline
+        target(0.0)
+    wait_for(lambda: len(access_lines(server)) == warm.heads)
+    baseline = {pid: fd_count(pid) for pid in workers}
+    tally = Tally()
+    errors = run_clients(clients(server, tally), SECONDS)
+    assert not errors, errors[:5]
+    assert tally.heads > 200
+    total = warm.heads + tally.heads
+    wait_for(lambda: len(access_lines(server)) >= total, timeout=20)
+    lines = access_lines(server)
+    assert len(lines) == total, (len(lines), total)
+    assert sum(" 499 " in line for line in lines) >= 1
+    wait_for(lambda: {pid: fd_count(pid) for pid in workers} == baseline, timeout=20)
+    assert_no_worker_trouble(server, workers)
