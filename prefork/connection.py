@@ -30,6 +30,7 @@ from .errors import (
     HTTPError,
     InternalServerError,
     RequestTimeout,
+    ResponseLengthError,
 )
 from .framing import frame
 from .http11 import (
@@ -41,7 +42,7 @@ from .http11 import (
     RequestParser,
     encode_chunk,
 )
-from .log import AccessLog, AccessRecord, ErrorLog
+from .log import AccessLog, AccessRecord, ErrorLog, escape
 from .message import EMPTY_BODY, FileBody, Request, Response
 from .request_body import BodyReader
 
@@ -122,6 +123,7 @@ class Connection:
         self.linger_after = False  # the response being written ends in a lingering close
         self.continue_sent = False
         self.message_complete = True  # the current request's body has been read to its end
+        self.user: str | None = None  # who the current request authenticated as (%u)
         self.closed = False
 
     # ------------------------------------------------------------------ loop entry points
@@ -278,24 +280,23 @@ class Connection:
         """Run the router; every exception becomes an error response here."""
         request = Request(head.method, head.target, head.path, head.query, head.version,
                           head.headers, self.client, head.keep_alive, head.has_body,
-                          head.content_length, body if body is not None else EMPTY_BODY)
+                          head.content_length, body if body is not None else EMPTY_BODY,
+                          host=head.host)
         try:
             return self.ctx.router.handle(request, self.local)
         except HTTPError as exc:
-            if self.ctx.debug or exc.status >= 500:
-                self.ctx.error_log.log(
-                    "debug" if exc.status < 500 else "error",
-                    f"{exc.status} {exc.detail}: {head.method} {head.target[:LOGGED_TARGET]}",
-                    self.client)
+            self.ctx.error_log.http_error(exc, f"{head.method} {head.target}", self.client)
             return self._error_response(exc)
         except ClientDisconnected:
             raise
         except Exception as exc:  # the one place unexpected errors become 500s
             self.ctx.error_log.error(
-                f"unhandled error serving {head.method} {head.target[:LOGGED_TARGET]}: "
-                f"{str(exc)[:LOGGED_TARGET]}",
+                f"unhandled error serving {escape(head.method[:LOGGED_TARGET])} "
+                f"{escape(head.target[:LOGGED_TARGET])}: {str(exc)[:LOGGED_TARGET]}",
                 self.client, exc)
             return self._error_response(InternalServerError("unexpected server error"))
+        finally:
+            self.user = request.user  # set by the authentication step, for %u
 
     def _error_response(self, exc: HTTPError) -> Response:
         reason = exc.reason or REASONS.get(exc.status, "Error")
@@ -308,9 +309,8 @@ class Connection:
         """Answer a protocol-level error (the parser's), then close: the framing is lost."""
         if self.out:  # mid-response already: nothing sensible to add
             return self.close()
-        if self.ctx.debug or exc.status == 408:
-            self.ctx.error_log.log("debug" if exc.status != 408 else "info",
-                                   f"{exc.status} {exc.detail}", self.client)
+        self.ctx.error_log.http_error(exc, self.parser.request_line or "", self.client,
+                                      protocol=True)
         exc.close = True
         if self.head is None:
             self.request_wall = self.request_wall or time.time()
@@ -325,12 +325,23 @@ class Connection:
         (the client may still be sending). Returns None when done and the connection stays
         open for another request, else the Action for the loop (WANT_WRITE, LINGER, CLOSE)."""
         head = self.head
-        self.response = response
         self.linger_after = linger  # kept as state: the write may finish in on_writable()
         keep_alive = (head is not None and head.keep_alive and not response.close
                       and self.message_complete and self.keep_alive_allowed())
-        output = frame(response, head.method if head else "GET",
-                       head.version if head else "HTTP/1.1", keep_alive)
+        # Without a parsed head (the parser refused the request) the method is still known
+        # once the request-line began: an error answer to HEAD carries no body (§9.3.2).
+        method = head.method if head else self.parser.method or "GET"
+        version = head.version if head else "HTTP/1.1"
+        try:
+            output = frame(response, method, version, keep_alive)
+        except ValueError as exc:  # the handler's fields cannot be sent: a server fault
+            self.ctx.error_log.error(
+                f"cannot send the {response.status} response to "
+                f"{escape((self.request_line or '')[:LOGGED_TARGET])}: {exc}", self.client)
+            response.close_files()
+            response = self._error_response(InternalServerError("unframable response"))
+            output = frame(response, method, version, False)
+        self.response = response
         self.keep_alive = output.keep_alive
         self.chunked = output.chunked
         self.streaming = output.stream
@@ -427,6 +438,13 @@ class Connection:
                 self.out.append(LAST_CHUNK)
                 return True
             return False
+        except ResponseLengthError as exc:  # stopped at the declared length: close after it
+            self.ctx.error_log.error(
+                f"{exc}; closing the connection after "
+                f"{escape((self.request_line or '')[:LOGGED_TARGET])}", self.client)
+            self.streaming = None
+            self.keep_alive = False
+            return False
         if piece:
             self.body_sent += len(piece)
             self.out.append(encode_chunk(piece) if self.chunked else piece)
@@ -475,7 +493,8 @@ class Connection:
                 head.query if head else "", head.version if head else "",
                 response.status, self.body_sent, self.request_wall,
                 time.monotonic() - self.request_start,
-                head.headers if head else None, response.headers))
+                head.headers if head else None, response.headers, self.user or "-"))
+        self.user = None
         self.slot.end_request(self.body_sent)
         if ctx.debug:
             ctx.error_log.debug(f"response {response.status}, {self.body_sent} body bytes"
