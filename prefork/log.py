@@ -90,6 +90,13 @@ def escape(value: str) -> str:
     return "".join(out)
 
 
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
+
+
+def _hex(match: re.Match[str]) -> str:
+    return f"\\x{ord(match[0]):02x}"
+
+
 def escape_text(value: str) -> str:
     """Escape text that is not wire text (a user name decoded from UTF-8) by its UTF-8
     bytes, as it came from the client."""
@@ -331,7 +338,8 @@ class ErrorLog(_FileLog):
         the parser refused the request; 501, 505, a timeout), `debug` for a handler's
         ordinary refusal (404, 403, 405...: the access log has those). `request` (a
         method and target, as received) and the detail are clipped and escaped, so a
-        client can neither flood the log nor write raw bytes into it. An error class with
+        client can neither flood the log nor write raw bytes into it (the detail is our
+        text: only its control characters are escaped). An error class with
         `log_every` is written at most once per that many seconds in this process."""
         if exc.server_fault:
             level = "error"
@@ -349,7 +357,7 @@ class ErrorLog(_FileLog):
             if held:
                 note = f" ({held} more since the last such line)"
             note += f"; the next such line comes {exc.log_every:g} s from now at the earliest"
-        message = f"{exc.status} {escape(exc.detail)}"
+        message = f"{exc.status} {_CONTROLS.sub(_hex, exc.detail)}"
         if request:
             clipped = request[:LOGGED_REQUEST] + ("..." if len(request) > LOGGED_REQUEST else "")
             message += f": {escape(clipped)}"

@@ -8,6 +8,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from prefork.errors import ClientDisconnected, HTTPError
+from prefork.http11 import NEED_DATA, EndOfMessage, RequestHead, RequestParser
+
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-9][0-9]{2}) [\t !-~\x80-\xff]*")
 
 
@@ -46,6 +49,7 @@ def parse_replies(data: bytes, methods: list[str] | None = None,
     """Split `data` into whole responses. `methods`: the request method each response
     answers, in order (HEAD: no body); missing entries count as GET. Raises Malformed."""
     replies: list[Reply] = []
+    answered = 0  # final responses so far: a 1xx answers no request on its own
     pos = 0
     while pos < len(data):
         end = data.find(b"\r\n\r\n", pos)
@@ -63,7 +67,8 @@ def parse_replies(data: bytes, methods: list[str] | None = None,
                 raise Malformed(f"not a field line: {line[:80]!r}")
             headers[name.decode("latin-1").lower()] = value.strip(b" \t").decode("latin-1")
         pos = end + 4
-        method = methods[len(replies)] if methods and len(replies) < len(methods) else "GET"
+        method = methods[answered] if methods and answered < len(methods) else "GET"
+        answered += status >= 200
         if method == "HEAD" or status < 200 or status in (204, 304):
             body = b""
         elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -80,3 +85,31 @@ def parse_replies(data: bytes, methods: list[str] | None = None,
             raise Malformed("a body delimited by the close")
         replies.append(Reply(status, headers, body))
     return replies
+
+
+def owed(data: bytes) -> tuple[bool, list[str]]:
+    """What a server owes a client that sent `data` and then EOF, as the parser sees it:
+    (whether at least one answer is owed, the method of each request it will answer).
+    A complete request or a refused one is owed an answer; a request cut short by the
+    EOF, even in its body, may be dropped. A refused request is answered as its method
+    says once the request-line has started (a HEAD gets no content)."""
+    parser = RequestParser()
+    parser.feed(data)
+    parser.feed_eof()
+    methods: list[str] = []
+    complete = False
+    while True:
+        try:
+            event = parser.next_event()
+        except HTTPError:
+            methods.append(parser.method or "GET")
+            return True, methods
+        except ClientDisconnected:
+            return complete, methods
+        if event is NEED_DATA:
+            return complete, methods
+        if isinstance(event, RequestHead):
+            methods.append(event.method)
+        elif isinstance(event, EndOfMessage):
+            complete = True
+            parser.start_next_request()
