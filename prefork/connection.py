@@ -124,6 +124,7 @@ class Connection:
         self.continue_sent = False
         self.message_complete = True  # the current request's body has been read to its end
         self.user: str | None = None  # who the current request authenticated as (%u)
+        self.sent_headers: list[tuple[str, str]] | None = None  # as framed, for %{...}o
         self.closed = False
 
     # ------------------------------------------------------------------ loop entry points
@@ -342,6 +343,7 @@ class Connection:
             response = self._error_response(InternalServerError("unframable response"))
             output = frame(response, method, version, False)
         self.response = response
+        self.sent_headers = output.headers
         self.keep_alive = output.keep_alive
         self.chunked = output.chunked
         self.streaming = output.stream
@@ -493,8 +495,9 @@ class Connection:
                 head.query if head else "", head.version if head else "",
                 response.status, self.body_sent, self.request_wall,
                 time.monotonic() - self.request_start,
-                head.headers if head else None, response.headers, self.user or "-"))
-        self.user = None
+                head.headers if head else None, self.sent_headers or response.headers,
+                self.user or "-"))
+        self.user = self.sent_headers = None
         self.slot.end_request(self.body_sent)
         if ctx.debug:
             ctx.error_log.debug(f"response {response.status}, {self.body_sent} body bytes"

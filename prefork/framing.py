@@ -38,6 +38,9 @@ class Output:
     chunked: bool = False
     stream: Iterator[bytes] | None = None
     body_bytes: int = 0  # bytes bodies queued now (FileBody regions count as they are sent)
+    # The fields as sent, for the access log's %{...}o: the handler's plus what framing
+    # added; a prepared head's are the handler's (Content-Length included, Date not).
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 def frame(response: Response, method: str, version: str, keep_alive: bool) -> Output:
@@ -56,7 +59,7 @@ def frame(response: Response, method: str, version: str, keep_alive: bool) -> Ou
     length = response.body_length()
     declared = _declared_length(response.headers, length, no_body)
     headers = [*response.headers, ("Date", http_date()), ("Server", SERVER_SOFTWARE)]
-    out = Output()
+    out = Output(headers=headers)
     if length is not None and declared is None and status >= 200 \
             and status not in (204, 304) and (length or not no_body):
         headers.append(("Content-Length", str(length)))  # HEAD: what GET would send (§9.3.2)
@@ -171,7 +174,7 @@ def _prepared(response: Response, method: str, version: str, keep_alive: bool) -
     head = b"".join((prepared_head_start(response.status, response.raw_headers),
                      http_date().encode(), SERVER_LINE, connection_tail(keep_alive, version)))
     body = response.body
-    out = Output(keep_alive=keep_alive)
+    out = Output(keep_alive=keep_alive, headers=response.headers)
     if method == "HEAD":
         _discard(response)
         out.items.append(head)

@@ -324,3 +324,19 @@ def test_an_unread_response_keeps_its_connection_apart(site: Server) -> None:
         sock.shutdown(socket.SHUT_WR)
         replies = parse_replies(read_all(sock), ["HEAD", "GET"])
     assert [r.status for r in replies] == [417]
+
+
+def test_the_access_log_sees_the_fields_as_sent(server_factory: ServerFactory) -> None:
+    """frame() leaves the handler's fields alone, yet %{...}o logs what was sent, the
+    fields framing added (Content-Length, Date) included."""
+    server = server_factory({"logging": {
+        "access_format": "%>s %{Content-Length}o %{Date}o %{Connection}o"}})
+    server.get("/missing")
+    server.get("/about.html")
+    lines = wait_for(lambda: len(server.log("access.log").splitlines()) >= 2
+                     and server.log("access.log").splitlines())
+    missing, found = lines[:2]
+    assert re.fullmatch(r"404 \d+ \w{3}, .+ GMT -", missing), missing
+    # A cached file's fields are serialised once, Date apart: as before, %{Date}o of such
+    # an answer (and of its quick-path repeats) is "-".
+    assert re.fullmatch(r"200 \d+ - -", found), found
