@@ -26,9 +26,11 @@ from typing import TYPE_CHECKING
 
 from . import SERVER_SOFTWARE
 from .errors import (
+    OUT_OF_DESCRIPTORS,
     ClientDisconnected,
     HTTPError,
     InternalServerError,
+    OutOfDescriptors,
     RequestTimeout,
     ResponseLengthError,
 )
@@ -291,6 +293,12 @@ class Connection:
         except ClientDisconnected:
             raise
         except Exception as exc:  # the one place unexpected errors become 500s
+            if isinstance(exc, OSError) and exc.errno in OUT_OF_DESCRIPTORS:
+                # Any handler out of descriptors: a shortage that passes, not a bug.
+                shortage = OutOfDescriptors(f"out of file descriptors ({exc.strerror})")
+                self.ctx.error_log.http_error(shortage, f"{head.method} {head.target}",
+                                              self.client)
+                return self._error_response(shortage)
             self.ctx.error_log.error(
                 f"unhandled error serving {escape(head.method[:LOGGED_TARGET])} "
                 f"{escape(head.target[:LOGGED_TARGET])}: {str(exc)[:LOGGED_TARGET]}",

@@ -8,6 +8,8 @@ package.
 
 from __future__ import annotations
 
+import errno
+
 # Characters of an error's detail kept: details quote what a client sent (a method, a
 # coding), and both the error page and the error log must stay small whatever it sent.
 MAX_DETAIL = 256
@@ -172,6 +174,10 @@ class NotImplementedMethod(HTTPError):
 
 class ServiceUnavailable(HTTPError):
     status, reason, close = 503, "Service Unavailable", True
+
+
+# errno values that mean "out of file descriptors" (the process's or the system's limit).
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 
 
 class OutOfDescriptors(ServiceUnavailable):

@@ -110,7 +110,7 @@ def no_new_descriptors(pids: list[int]) -> Iterator[Callable[[], None]]:
 def test_out_of_descriptors_is_503_logged_once(server_factory: ServerFactory) -> None:
     """EMFILE opening a file in a handler: 503 with Retry-After, no traceback, and the
     error log says so at most once per 10 s per worker."""
-    server = server_factory()
+    server = server_factory({"status": {"enabled": "on"}})
     pids = server.worker_pids()
     connections = []
     for _ in range(6):  # accepted and served before the limit drops: they need no accept()
@@ -130,6 +130,8 @@ def test_out_of_descriptors_is_503_logged_once(server_factory: ServerFactory) ->
             squeeze()
             if number % 3 == 2:  # a PUT: the temporary file cannot be created
                 conn.request("PUT", f"/uploads/f{number}.txt", body=b"hello")
+            elif number % 3 == 1:  # the status page maps the scoreboard on first use:
+                conn.request("GET", "/server-status?auto")  # caught by the barrier
             else:  # 2 MiB: sent from a descriptor, never from memory
                 conn.request("GET", "/big.bin")
             response = conn.getresponse()
@@ -144,6 +146,7 @@ def test_out_of_descriptors_is_503_logged_once(server_factory: ServerFactory) ->
     per_pid = [re.search(r"\[pid (\d+)", line)[1] for line in lines]
     assert len(per_pid) == len(set(per_pid)), lines  # at most once per worker (10 s)
     assert server.get("/big.bin")[0].status == 200
+    assert server.get("/server-status?auto")[0].status == 200
     assert set(server.worker_pids()) == set(pids)
 
 

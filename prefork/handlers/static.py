@@ -27,6 +27,7 @@ from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from ..errors import (
+    OUT_OF_DESCRIPTORS,
     BadRequest,
     Forbidden,
     HTTPError,
@@ -71,7 +72,6 @@ def _content_type_table() -> mimetypes.MimeTypes:
 # error and goes up as a 500 with its traceback.
 _NOT_FOUND = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
 _FORBIDDEN = frozenset({errno.EACCES, errno.EPERM, errno.ELOOP})
-OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _OBS_TEXT = re.compile(r"[\x80-\xff]")
 

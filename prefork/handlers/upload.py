@@ -40,6 +40,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import (
+    OUT_OF_DESCRIPTORS,
     ConfigError,
     Conflict,
     Forbidden,
@@ -54,7 +55,6 @@ from . import preconditions
 from .auth import BasicAuth, load_htpasswd
 from .preconditions import validators_for
 from .static import (
-    OUT_OF_DESCRIPTORS,
     STATIC_METHODS,
     Located,
     StaticFiles,
