@@ -34,7 +34,7 @@ from .errors import (
     RequestTimeout,
     ResponseLengthError,
 )
-from .framing import frame
+from .framing import discard_body, frame
 from .http11 import (
     LAST_CHUNK,
     NEED_DATA,
@@ -347,7 +347,7 @@ class Connection:
             self.ctx.error_log.error(
                 f"cannot send the {response.status} response to "
                 f"{escape((self.request_line or '')[:LOGGED_TARGET])}: {exc}", self.client)
-            response.close_files()
+            discard_body(response)
             response = self._error_response(InternalServerError("unframable response"))
             output = frame(response, method, version, False)
         self.response = response

@@ -79,7 +79,7 @@ def frame(response: Response, method: str, version: str, keep_alive: bool) -> Ou
                                 response.reason or REASONS.get(status, "Unknown"), headers)
     items = out.items
     if no_body:
-        _discard(response)
+        discard_body(response)
         items.append(head)
     elif isinstance(body, bytes):
         if len(body) <= SMALL_BODY_JOIN:
@@ -141,7 +141,7 @@ def exactly(body: Iterator[bytes], length: int) -> Iterator[bytes]:
             close()
 
 
-def _discard(response: Response) -> None:
+def discard_body(response: Response) -> None:
     """Release a body that will not be sent: its files, or its iterator."""
     response.close_files()
     body: Body = response.body
@@ -176,7 +176,7 @@ def _prepared(response: Response, method: str, version: str, keep_alive: bool) -
     body = response.body
     out = Output(keep_alive=keep_alive, headers=response.headers)
     if method == "HEAD":
-        _discard(response)
+        discard_body(response)
         out.items.append(head)
     elif isinstance(body, bytes):
         out.items.append(head + body)
