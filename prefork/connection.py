@@ -36,15 +36,17 @@ from typing import TYPE_CHECKING
 from . import SERVER_SOFTWARE
 from .context import Action, ServerContext
 from .errors import (
+    OUT_OF_DESCRIPTORS,
     ClientDisconnected,
     HTTPError,
     InternalServerError,
+    OutOfDescriptors,
     RequestTimeout,
     ServiceUnavailable,
 )
-from .framing import frame
+from .framing import discard_body, frame
 from .http11 import NEED_DATA, REASONS, RequestHead, RequestParser
-from .log import AccessRecord
+from .log import AccessRecord, escape
 from .message import EMPTY_BODY, Request, Response
 from .message import BodyReader as Body
 from .output import SendQueue
@@ -106,6 +108,8 @@ class Connection:
         self.lent = False  # a pool thread is serving it (set and cleared by the owning loop)
         self.waiting = Action.WANT_READ  # what the owning loop waits for (the loop's record)
         self.events = 0  # the epoll events it is registered for (0: not registered)
+        self.user: str | None = None  # who the current request authenticated as (%u)
+        self.sent_headers: list[tuple[str, str]] | None = None  # as framed, for %{...}o
 
     # ------------------------------------------------------------------ loop entry points
 
@@ -348,24 +352,29 @@ class Connection:
         """Run the router; every exception becomes an error response here."""
         request = Request(head.method, head.target, head.path, head.query, head.version,
                           head.headers, self.client, head.keep_alive, head.has_body,
-                          head.content_length, body if body is not None else EMPTY_BODY)
+                          head.content_length, body if body is not None else EMPTY_BODY,
+                          host=head.host)
         try:
             return self.ctx.router.handle(request, self.local)
         except HTTPError as exc:
-            if self.ctx.debug or exc.status >= 500:
-                self.ctx.error_log.log(
-                    "debug" if exc.status < 500 else "error",
-                    f"{exc.status} {exc.detail}: {head.method} {head.target[:LOGGED_TARGET]}",
-                    self.client)
+            self.ctx.error_log.http_error(exc, f"{head.method} {head.target}", self.client)
             return self._error_response(exc)
         except ClientDisconnected:
             raise
         except Exception as exc:  # the one place unexpected errors become 500s
+            if isinstance(exc, OSError) and exc.errno in OUT_OF_DESCRIPTORS:
+                # Any handler out of descriptors: a shortage that passes, not a bug.
+                shortage = OutOfDescriptors(f"out of file descriptors ({exc.strerror})")
+                self.ctx.error_log.http_error(shortage, f"{head.method} {head.target}",
+                                              self.client)
+                return self._error_response(shortage)
             self.ctx.error_log.error(
-                f"unhandled error serving {head.method} {head.target[:LOGGED_TARGET]}: "
-                f"{str(exc)[:LOGGED_TARGET]}",
+                f"unhandled error serving {escape(head.method[:LOGGED_TARGET])} "
+                f"{escape(head.target[:LOGGED_TARGET])}: {str(exc)[:LOGGED_TARGET]}",
                 self.client, exc)
             return self._error_response(InternalServerError("unexpected server error"))
+        finally:
+            self.user = request.user  # set by the authentication step, for %u
 
     def _error_response(self, exc: HTTPError) -> Response:
         reason = exc.reason or REASONS.get(exc.status, "Error")
@@ -378,9 +387,8 @@ class Connection:
         """Answer a protocol-level error (the parser's), then close: the framing is lost."""
         if self.out:  # mid-response already: nothing sensible to add
             return self.close()
-        if self.ctx.debug or exc.status == 408:
-            self.ctx.error_log.log("debug" if exc.status != 408 else "info",
-                                   f"{exc.status} {exc.detail}", self.client)
+        self.ctx.error_log.http_error(exc, self.parser.request_line or "", self.client,
+                                      protocol=True)
         exc.close = True
         if self.head is None:
             self.request_wall = self.request_wall or time.time()
@@ -397,13 +405,24 @@ class Connection:
         head = self.head
         keep_alive = (head is not None and head.keep_alive and not response.close
                       and self.message_complete and self.keep_alive_allowed())
+        # Without a parsed head (the parser refused the request) the method is still known
+        # once the request-line began: an error answer to HEAD carries no body (§9.3.2).
+        method = head.method if head else self.parser.method or "GET"
+        version = head.version if head else "HTTP/1.1"
         try:
-            output = frame(response, head.method if head else "GET",
-                           head.version if head else "HTTP/1.1", keep_alive)
+            output = frame(response, method, version, keep_alive)
+        except ValueError as exc:  # the handler's fields cannot be sent: a server fault
+            self.ctx.error_log.error(
+                f"cannot send the {response.status} response to "
+                f"{escape((self.request_line or '')[:LOGGED_TARGET])}: {exc}", self.client)
+            discard_body(response)
+            response = self._error_response(InternalServerError("unframable response"))
+            output = frame(response, method, version, False)
         except BaseException:
-            response.close_files()  # nothing was sent: fail() can still answer 500
+            discard_body(response)  # nothing was sent: fail() can still answer 500
             raise
         self.response = response
+        self.sent_headers = output.headers
         self.linger_after = linger  # kept as state: the write may finish in on_writable()
         self.keep_alive = output.keep_alive
         self.out.load(output)
@@ -441,6 +460,11 @@ class Connection:
         return action if action is not None else self.advance()
 
     def _complete(self) -> Action | None:
+        if self.out.length_fault:  # the body disagreed with its Content-Length: cut, close
+            self.ctx.error_log.error(
+                f"{self.out.length_fault}; closing the connection after "
+                f"{escape((self.request_line or '')[:LOGGED_TARGET])}", self.client)
+            self.keep_alive = False
         self._finish_response(aborted=False)
         if not self.keep_alive:
             if self.linger_after or not self.message_complete:
@@ -474,7 +498,9 @@ class Connection:
                 status, sent, self.request_wall,
                 time.monotonic() - self.request_start,
                 head.headers if head else None,
-                response.headers if response is not None else None))
+                self.sent_headers or (response.headers if response is not None else None),
+                self.user or "-"))
+        self.user = self.sent_headers = None
         self.slot.end_request(sent)
         if ctx.debug:
             ctx.error_log.debug(f"response {status}, {sent} body bytes"

@@ -8,6 +8,14 @@ package.
 
 from __future__ import annotations
 
+import errno
+
+# Characters of an error's detail kept: details quote what a client sent (a method, a
+# coding), and both the error page and the error log must stay small whatever it sent.
+MAX_DETAIL = 256
+# Retry-After of a 503 for a shortage that passes quickly (descriptors, a full pool).
+RETRY_AFTER_SECONDS = 1
+
 
 class PreforkError(Exception):
     """Base class of every error the server raises deliberately."""
@@ -60,16 +68,28 @@ class HTTPError(PreforkError):
     # only to the error log (a 403 must not tell a prober *why*: symlink, hidden file...).
     show_detail: bool = True
     public_text: str = ""
+    # The error log says so at most once per this many seconds per worker (0: every time):
+    # for a shortage that would otherwise repeat itself on every request.
+    log_every: float = 0.0
 
     def __init__(
         self, detail: str = "", *, headers: list[tuple[str, str]] | None = None,
         close: bool | None = None,
     ) -> None:
+        if len(detail) > MAX_DETAIL:
+            detail = detail[:MAX_DETAIL] + f"... ({len(detail) - MAX_DETAIL} more)"
         super().__init__(detail or self.reason)
         self.detail = detail or self.reason
         self.headers: list[tuple[str, str]] = list(headers or ())
         if close is not None:
             self.close = close
+
+    @property
+    def server_fault(self) -> bool:
+        """Whether the server, not the client, is at fault: a 5xx other than 501 and 505,
+        which answer what the client asked for (RFC 9110 §15.6.2, §15.6.6). Server faults
+        go to the error log at `error`; client errors at most at `info`."""
+        return self.status >= 500 and self.status not in (501, 505)
 
 
 class BadRequest(HTTPError):
@@ -156,12 +176,32 @@ class ServiceUnavailable(HTTPError):
     status, reason, close = 503, "Service Unavailable", True
 
 
+# errno values that mean "out of file descriptors" (the process's or the system's limit).
+OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+class OutOfDescriptors(ServiceUnavailable):
+    """503 when opening a file fails with EMFILE or ENFILE: a shortage that passes (nginx
+    answers 503 too), so the client is told when to retry and the log is not flooded."""
+
+    log_every = 10.0
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or "out of file descriptors",
+                         headers=[("Retry-After", str(RETRY_AFTER_SECONDS))])
+
+
 class VersionNotSupported(HTTPError):
     status, reason, close = 505, "HTTP Version Not Supported", True
 
 
 class InsufficientStorage(HTTPError):
     status, reason, close = 507, "Insufficient Storage", True
+
+
+class ResponseLengthError(PreforkError):
+    """A streamed response body was longer or shorter than its declared Content-Length: the
+    connection must close at the declared length (RFC 9112 §6.3), never send more."""
 
 
 class ClientDisconnected(PreforkError):

@@ -23,7 +23,8 @@ and 1.1 gets 505; an empty Host gets 400; Transfer-Encoding must be a list endin
 "chunked": another final coding or an empty element → 400, codings before chunked → 501
 (we decode none); identical repeated Content-Lengths are accepted (RFC 9110 §8.6);
 100-continue on HTTP/1.0 is ignored (RFC 9110 §10.1.1), other expectations get 417; a
-request-target may hold any visible ASCII (as nginx and Apache).
+request-target may hold any visible ASCII and obs-text bytes 0x80-0xFF, raw UTF-8 (as nginx
+and Apache), but no control, SP or DEL.
 """
 
 from __future__ import annotations
@@ -114,8 +115,11 @@ _TOKEN_RE = re.compile(_TOKEN)
 
 # request-line = method SP request-target SP HTTP-version               (RFC 9112 §3)
 # method = token ; HTTP-version = HTTP-name "/" DIGIT "." DIGIT        (RFC 9112 §2.3)
-# request-target: visible US-ASCII here; _target() checks its form
-_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}) ([\x21-\x7e]+) (HTTP/[0-9]\.[0-9])")
+# request-target: visible US-ASCII or obs-text (%x80-FF) here; _target() checks its form.
+# RFC 3986 has no raw non-ASCII in a URI, but clients send raw UTF-8 paths and Apache and
+# nginx serve them as if percent-encoded; controls, SP and DEL stay refused (400).
+_REQUEST_LINE_RE = re.compile(rf"({_TOKEN}) ([\x21-\x7e\x80-\xff]+) (HTTP/[0-9]\.[0-9])")
+_METHOD_RE = re.compile(rf"({_TOKEN}) ".encode())  # the start of a request-line
 
 # field-line = field-name ":" OWS field-value OWS CRLF                  (RFC 9112 §5)
 # field-name = token ; field-value = *field-content                    (RFC 9110 §5.5)
@@ -242,6 +246,17 @@ class RequestParser:
     def request_line(self) -> str | None:
         """The current request-line (latin-1) once complete, even if parsing failed later."""
         return self._request_line
+
+    @property
+    def method(self) -> str | None:
+        """The current request's method as soon as its request-line starts with one (a
+        token and SP), even when the request was refused (a line too long, a bad version):
+        an error answer to HEAD must carry no body (RFC 9110 §9.3.2). None otherwise."""
+        if self._request_line is not None:
+            method, sep, _ = self._request_line.partition(" ")
+            return method if sep else None
+        match = _METHOD_RE.match(self._buf, self._pos)
+        return match[1].decode("latin-1") if match else None
 
     @property
     def in_body(self) -> bool:

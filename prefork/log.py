@@ -18,10 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config import ACCESS_FORMAT_DIRECTIVE, COMBINED_FORMAT, LOG_LEVELS
+from .errors import HTTPError
 
 LOG_FILE_MODE = 0o640
 MAX_MESSAGE = 8192  # characters of one error-log message (a stack dump is longer: it is
 # written whole, as the traceback lines after the message)
+LOGGED_REQUEST = 200  # characters of a client's request quoted in an error-log line
 _OPEN_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
@@ -69,7 +71,13 @@ _NEEDS_ESCAPE = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
 def escape(value: str) -> str:
-    """Escape like mod_log_config: quotes and backslashes, control and non-ASCII bytes as \\xhh."""
+    """Escape like mod_log_config: quotes and backslashes, control and non-ASCII bytes as \\xhh.
+
+    `value` is wire text: what the client sent, decoded as latin-1, one character per byte
+    (the parser's request-line, path, fields). So a character up to U+00FF is one byte and
+    is written once as \\xhh: raw UTF-8 in a target logs as Apache and nginx log it. A
+    character above U+00FF cannot come from the wire; it is written as its UTF-8 bytes.
+    """
     if _NEEDS_ESCAPE.search(value) is None:
         return value
     out = []
@@ -79,9 +87,24 @@ def escape(value: str) -> str:
             out.append(ch)
         elif ch in '"\\':
             out.append("\\" + ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
         else:
             out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
     return "".join(out)
+
+
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 controls
+
+
+def _hex(match: re.Match[str]) -> str:
+    return f"\\x{ord(match[0]):02x}"
+
+
+def escape_text(value: str) -> str:
+    """Escape text that is not wire text (a user name decoded from UTF-8) by its UTF-8
+    bytes, as it came from the client."""
+    return escape(value.encode("utf-8", "surrogateescape").decode("latin-1"))
 
 
 # ------------------------------------------------------------------ access log
@@ -103,7 +126,7 @@ class AccessRecord:
     duration: float  # seconds
     request_headers: object = None  # message.Headers or None
     response_headers: list[tuple[str, str]] | None = None
-    user: str = "-"
+    user: str = "-"  # the authenticated user (Basic auth), as text; "-" when none
     server_name: str = "-"
 
 
@@ -151,7 +174,7 @@ _FIELDS: dict[str, Field] = {
     "a": lambda r: r.client_ip,
     "h": lambda r: r.client_ip,
     "l": lambda r: "-",
-    "u": lambda r: r.user,
+    "u": lambda r: escape_text(r.user) or "-",
     "r": lambda r: escape(r.request_line) if r.request_line else "-",
     "s": lambda r: str(r.status),
     "b": lambda r: str(r.body_bytes) if r.body_bytes else "-",
@@ -175,7 +198,8 @@ def _combined() -> Callable[[AccessRecord], str]:
 
     def render(r: AccessRecord) -> str:
         line = escape(r.request_line) if r.request_line else "-"
-        return (f'{r.client_ip} - {r.user} {clock.format(r.start)} "{line}" {r.status} '
+        user = escape_text(r.user) if r.user != "-" else "-"
+        return (f'{r.client_ip} - {user} {clock.format(r.start)} "{line}" {r.status} '
                 f'{r.body_bytes or "-"} "{_header_value(r.request_headers, "Referer")}" '
                 f'"{_header_value(r.request_headers, "User-agent")}"')
 
@@ -272,6 +296,10 @@ class ErrorLog(_FileLog):
         self.file = _LogFile(path) if path else None
         self.threshold = LEVEL_RANK[level]
         self.mirror_to_stderr = mirror_to_stderr
+        # For HTTPError.log_every: error class name -> (monotonic time before which its
+        # lines are held back, how many were held back). One entry per class: bounded.
+        self._held: dict[str, tuple[float, int]] = {}
+        self._held_lock = threading.Lock()
 
     def enabled_for(self, level: str) -> bool:
         return LEVEL_RANK[level] >= self.threshold
@@ -305,6 +333,50 @@ class ErrorLog(_FileLog):
                 sys.stderr.buffer.flush()
             except (OSError, ValueError):
                 pass
+
+    def http_error(self, exc: HTTPError, request: str = "",
+                   client: tuple[str, int] | str | None = None,
+                   protocol: bool = False) -> None:
+        """Record an error answer at the level its cause deserves: `error` for a server
+        fault (HTTPError.server_fault), `info` for a client's protocol error (`protocol`:
+        the parser refused the request; 501, 505, a timeout), `debug` for a handler's
+        ordinary refusal (404, 403, 405...: the access log has those). `request` (a
+        method and target, as received) and the detail are clipped and escaped, so a
+        client can neither flood the log nor write raw bytes into it (the detail is our
+        text: only its control characters are escaped). An error class with
+        `log_every` is written at most once per that many seconds in this process."""
+        if exc.server_fault:
+            level = "error"
+        elif protocol or exc.status in (408, 501, 505):
+            level = "info"
+        else:
+            level = "debug"
+        if LEVEL_RANK[level] < self.threshold:
+            return
+        note = ""
+        if exc.log_every:
+            held = self._hold(type(exc).__name__, exc.log_every)
+            if held is None:
+                return
+            if held:
+                note = f" ({held} more since the last such line)"
+            note += f"; the next such line comes {exc.log_every:g} s from now at the earliest"
+        message = f"{exc.status} {_CONTROLS.sub(_hex, exc.detail)}"
+        if request:
+            clipped = request[:LOGGED_REQUEST] + ("..." if len(request) > LOGGED_REQUEST else "")
+            message += f": {escape(clipped)}"
+        self.log(level, message + note, client)
+
+    def _hold(self, key: str, interval: float) -> int | None:
+        """None while lines of `key` are held back (counted); else how many were."""
+        now = time.monotonic()
+        with self._held_lock:
+            until, held = self._held.get(key, (0.0, 0))
+            if now < until:
+                self._held[key] = (until, held + 1)
+                return None
+            self._held[key] = (now + interval, 0)
+            return held
 
     def debug(self, message: str, client: tuple[str, int] | str | None = None) -> None:
         if self.threshold == 0:

@@ -96,7 +96,13 @@ class Request:
     (it is not frozen only because a frozen dataclass costs ~1 µs more to build, per request).
 
     `path` is the raw (still percent-encoded) path of the request-target; `query` is what
-    followed the "?" (without it), or "".
+    followed the "?" (without it), or "". Both are wire text: the received bytes decoded as
+    latin-1, one character per byte (raw UTF-8 in a target stays bytes until a handler
+    decodes the path). `host` is the request's host, lower-cased: the absolute-form's
+    authority when the target has one (RFC 9112 §3.2.2), else the Host field's value, ""
+    for an HTTP/1.0 request without either. `user` is the one field written after
+    construction: the authentication step records who the credentials named (Apache's
+    r->user), for the access log's %u.
     """
 
     method: str
@@ -110,6 +116,8 @@ class Request:
     has_body: bool = False
     content_length: int | None = None
     body: BodyReader = field(default=EMPTY_BODY, compare=False, repr=False)
+    host: str = ""
+    user: str | None = None
 
     @property
     def request_line(self) -> str:
@@ -118,15 +126,22 @@ class Request:
 
 @dataclass(slots=True)
 class FileBody:
-    """A region of an open file, sent with sendfile; the connection closes `fd` when done."""
+    """A region of an open file, sent with sendfile; the connection closes `fd` when done.
+
+    Regions of one file in one response (multipart/byteranges) share one descriptor: only
+    the last region `owns` it and closes it; the others only forget it. The connection
+    sends regions in order, so the descriptor stays open until the last one is sent.
+    """
 
     fd: int
     offset: int
     length: int
+    owns: bool = True
 
     def close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
+            if self.owns:
+                os.close(self.fd)
             self.fd = -1
 
 

@@ -15,6 +15,7 @@ import socket
 from collections import deque
 from collections.abc import Iterator
 
+from .errors import ResponseLengthError
 from .framing import Output
 from .http11 import LAST_CHUNK, encode_chunk
 from .message import FileBody
@@ -44,13 +45,16 @@ def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
 class SendQueue:
     """What remains to be sent of the current response."""
 
-    __slots__ = ("body_sent", "chunked", "items", "stream")
+    __slots__ = ("body_sent", "chunked", "items", "length_fault", "stream")
 
     def __init__(self) -> None:
         self.items: deque[bytes | memoryview | FileBody] = deque()
         self.stream: Iterator[bytes] | None = None
         self.chunked = False
         self.body_sent = 0  # body bytes handed to the kernel (or queued bytes bodies)
+        # Why a streamed body stopped at its declared Content-Length (framing.exactly): the
+        # response is complete on the wire, but the connection must close after it.
+        self.length_fault: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -59,6 +63,7 @@ class SendQueue:
         """Queue a framed response."""
         self.chunked = output.chunked
         self.stream = output.stream
+        self.length_fault = None
         self.body_sent = output.body_bytes
         self.items.extend(output.items)
 
@@ -112,6 +117,10 @@ class SendQueue:
             if self.chunked:
                 self.items.append(LAST_CHUNK)
                 return True
+            return False
+        except ResponseLengthError as exc:
+            self.stream = None
+            self.length_fault = str(exc)
             return False
         if piece:
             self.body_sent += len(piece)

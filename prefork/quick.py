@@ -7,7 +7,10 @@ request's exact request-line, Host value and local address. answer() serves a la
 request from it, skipping the parser, the router and the handler, only when
   * the received bytes are exactly one complete head matching _HEAD_RE: GET or HEAD, an
     origin-form target, HTTP/1.0 or 1.1, field lines of token names and visible-ASCII
-    values, nothing after the empty line (pipelined bytes are the parser's business);
+    values, nothing after the empty line (pipelined bytes are the parser's business).
+    Origin-form only: there the Host field is the request's host, which the router
+    checked when the answer was remembered under it; an absolute-form target's authority
+    overrides Host (RFC 9112 §3.2.2), so such requests always take the full path;
   * the head is within the configured limits, and every field is one this server ignores
     for static files (INERT_FIELDS: no validators, Range, credentials, body framing or
     Expect); Host appears at most once, Connection at most once, as keep-alive or close;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from prefork.config import COMBINED_FORMAT
-from prefork.log import AccessRecord, compile_access_format, escape
+from prefork.log import AccessRecord, compile_access_format, escape, escape_text
 from prefork.message import Headers
 
 
@@ -19,6 +19,8 @@ def records() -> list[AccessRecord]:
         AccessRecord("::1", 80, 'GET /"q" HTTP/1.1', "GET", '/"q"', "", "HTTP/1.1", 404, 0,
                      now, 0.2, odd, user="alice"),
         AccessRecord("10.0.0.1", 80, "", "", "", "", "", 400, 182, now, 0.0, None),
+        AccessRecord("10.0.0.2", 80, "PUT /caf\u00c3\u00a9 HTTP/1.1", "PUT", "/caf\u00c3\u00a9",
+                     "", "HTTP/1.1", 201, 0, now, 0.0, plain, user='jo "s\u00e9'),
     ]
 
 
@@ -32,7 +34,18 @@ def test_specialised_combined_matches_the_general_renderer() -> None:
 def test_escape_like_mod_log_config() -> None:
     assert escape("plain text") == "plain text"
     assert escape('a"b\\c') == 'a\\"b\\\\c'
-    assert escape("caf\u00e9\x01") == "caf\\xc3\\xa9\\x01"
+    # Wire text (latin-1, one character per byte): raw UTF-8 from a client logs each byte once.
+    assert escape("caf\u00c3\u00a9\x01") == "caf\\xc3\\xa9\\x01"
+    assert escape("caf\u00e9") == "caf\\xe9"  # a latin-1 byte as the client sent it
+    assert escape("\u2603") == "\\xe2\\x98\\x83"  # not from the wire: its UTF-8 bytes
+    assert escape_text("jos\u00e9") == "jos\\xc3\\xa9"  # a user name: text, logged as UTF-8
+
+
+def test_the_user_is_escaped_as_utf8_bytes() -> None:
+    line = compile_access_format(COMBINED_FORMAT)(records()[3])
+    assert line.startswith('10.0.0.2 - jo \\"s\\xc3\\xa9 [')
+    assert '"PUT /caf\\xc3\\xa9 HTTP/1.1" 201' in line
+    assert compile_access_format("%u")(records()[0]) == "-"
 
 
 def test_other_directives() -> None:

@@ -157,7 +157,7 @@ class BasicAuth:
             ("WWW-Authenticate", f'Basic realm="{self.realm}", charset="UTF-8"')])
 
     def authenticate(self, request: Request) -> str:
-        """Return the authenticated user name.
+        """Return the authenticated user name, also recorded as `request.user` (%u).
 
         Raises Unauthorized (with the challenge) for missing, malformed or wrong
         credentials, InternalServerError when the users file became invalid.
@@ -175,15 +175,17 @@ class BasicAuth:
             raise self.challenge("unknown user or wrong password")
         key = hashlib.sha256(b"\0".join((user.encode(), password, hashed))).digest()
         with self._lock:
-            if key in self._verified:
+            known = key in self._verified
+            if known:
                 self._verified.move_to_end(key)
-                return user
-        if not bcrypt.checkpw(password, hashed):  # constant-time comparison inside
-            raise self.challenge("unknown user or wrong password")
-        with self._lock:
-            self._verified[key] = user
-            while len(self._verified) > VERIFIED_CACHE_SIZE:
-                self._verified.popitem(last=False)
+        if not known:
+            if not bcrypt.checkpw(password, hashed):  # constant-time comparison inside
+                raise self.challenge("unknown user or wrong password")
+            with self._lock:
+                self._verified[key] = user
+                while len(self._verified) > VERIFIED_CACHE_SIZE:
+                    self._verified.popitem(last=False)
+        request.user = user
         return user
 
     def _dummy_hash(self) -> bytes:

@@ -74,14 +74,18 @@ class Router:
             and self.uploads.may_block(method)
 
     def check_host(self, request: Request, local: tuple[str, int]) -> None:
-        """Raise Forbidden unless the Host names this server (seed 003; DNS rebinding).
+        """Raise Forbidden unless the request's host names this server (seed 003; DNS
+        rebinding).
 
-        Accepted: a configured server_name, a listen address, or the address the client
-        connected to. A port, when given, must be one we listen on (or the connection's).
-        Missing and malformed Host headers are the parser's business (400).
+        The host is the absolute-form target's authority when there is one, else the Host
+        field (RFC 9112 §3.2.2: a server MUST ignore Host then), as the parser found it
+        (request.host). Accepted: a configured server_name, a listen address, or the
+        address the client connected to. A port, when given, must be one we listen on (or
+        the connection's). Missing and malformed Host headers are the parser's business
+        (400); an HTTP/1.0 request without either has no host to check.
         """
-        host = request.headers.get("Host")
-        if host is None or self.any_host:
+        host = request.host
+        if not host or self.any_host:
             return
         if self.accepted_hosts.get(host) == local:
             return  # seen and accepted before on this local address: the common case
@@ -98,7 +102,7 @@ class Router:
         """Return the response for `request`; raises HTTPError subclasses."""
         method = request.method
         if method not in KNOWN_METHODS:
-            raise NotImplementedMethod(f"method {method} is not implemented")
+            raise NotImplementedMethod(f"method {method[:32]!r} is not implemented")
         self.check_host(request, local)
         if request.path == "*":
             if method != "OPTIONS":

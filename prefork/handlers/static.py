@@ -27,11 +27,13 @@ from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from ..errors import (
+    OUT_OF_DESCRIPTORS,
     BadRequest,
     Forbidden,
     HTTPError,
     MethodNotAllowed,
     NotFound,
+    OutOfDescriptors,
     RangeNotSatisfiable,
 )
 from ..http11 import format_response_head
@@ -65,11 +67,13 @@ def _content_type_table() -> mimetypes.MimeTypes:
     return table
 
 
-# How a failed stat()/open() is answered, as nginx's static module does; anything else
-# (EIO...) is a real server error and goes up as a 500 with its traceback.
+# How a failed stat()/open() is answered, as nginx's static module does; out of descriptors
+# is 503 with Retry-After (a shortage that passes); anything else (EIO...) is a real server
+# error and goes up as a 500 with its traceback.
 _NOT_FOUND = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG})
 _FORBIDDEN = frozenset({errno.EACCES, errno.EPERM, errno.ELOOP})
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_OBS_TEXT = re.compile(r"[\x80-\xff]")
 
 
 def refusal(exc: OSError) -> HTTPError:
@@ -78,7 +82,17 @@ def refusal(exc: OSError) -> HTTPError:
         return NotFound(f"no such file ({exc.strerror})")
     if exc.errno in _FORBIDDEN:
         return Forbidden(f"not accessible ({exc.strerror})")
+    if exc.errno in OUT_OF_DESCRIPTORS:
+        return OutOfDescriptors(f"out of file descriptors opening a file ({exc.strerror})")
     raise exc
+
+
+def url_path(raw_path: str) -> str:
+    """A request path (wire text) fit for a Location field or a JSON document: raw bytes
+    0x80-0xFF percent-encoded (RFC 3986 §2.1), the rest as the client sent it."""
+    if raw_path.isascii():
+        return raw_path
+    return _OBS_TEXT.sub(lambda m: f"%{ord(m[0]):02X}", raw_path)
 
 
 def serialize_fields(headers: list[tuple[str, str]]) -> bytes:
@@ -162,8 +176,8 @@ class StaticFiles:
         if "%" in raw_path and _BAD_ESCAPE.search(raw_path):
             raise BadRequest("malformed percent-encoding in the path (RFC 3986 §2.1)",
                              close=False)
-        try:
-            decoded = unquote_to_bytes(raw_path).decode("utf-8")
+        try:  # wire text: each character one byte (raw UTF-8 is decoded here, once)
+            decoded = unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequest("the path is not valid UTF-8", close=False) from None
         if "\x00" in decoded or "\\" in decoded:
@@ -243,7 +257,8 @@ class StaticFiles:
             raise NotFound("a file named with a trailing slash")  # as open(2): ENOTDIR
         if stat.S_ISDIR(info.st_mode):
             if not located.names_directory:
-                location = request.path + "/" + (f"?{request.query}" if request.query else "")
+                location = url_path(request.path) + "/" + (f"?{url_path(request.query)}"
+                                                            if request.query else "")
                 return Response(301, [("Location", location),
                                       ("Content-Type", "text/html; charset=utf-8")],
                                 _moved_body(location))
@@ -445,23 +460,15 @@ def _moved_body(location: str) -> bytes:
 
 def _multipart(headers: list[tuple[str, str]], content_type: str,
                ranges: list[tuple[int, int]], size: int, fd: int) -> Response:
-    """206 multipart/byteranges (RFC 9110 §14.6): parts share one fd, closed after the last."""
+    """206 multipart/byteranges (RFC 9110 §14.6): every part is a region of the one
+    descriptor `fd`, owned (and closed, after it is sent) by the last part alone."""
     boundary = uuid.uuid4().hex
     body: list[bytes | FileBody] = []
-    try:
-        for index, (first, last) in enumerate(ranges):
-            part_head = (f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n"
-                         f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n")
-            body.append(part_head.encode("latin-1") if index
-                        else part_head[2:].encode("latin-1"))
-            # Only the last FileBody owns the descriptor; the others use a duplicate.
-            body.append(FileBody(fd if index == len(ranges) - 1 else os.dup(fd),
-                                 first, last - first + 1))
-    except BaseException:  # os.dup() failed (EMFILE): the caller closes fd, we the copies
-        for part in body:
-            if isinstance(part, FileBody):
-                os.close(part.fd)
-        raise
+    for index, (first, last) in enumerate(ranges):
+        part_head = (f"\r\n--{boundary}\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n")
+        body.append(part_head.encode("latin-1") if index else part_head[2:].encode("latin-1"))
+        body.append(FileBody(fd, first, last - first + 1, owns=index == len(ranges) - 1))
     body.append(f"\r\n--{boundary}--\r\n".encode("latin-1"))
     length = sum(len(p) if isinstance(p, bytes) else p.length for p in body)
     kept = [(k, v) for k, v in headers if k != "Content-Type"]

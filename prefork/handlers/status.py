@@ -52,7 +52,7 @@ class ServerStatus:
             self.board = Scoreboard.open(self.scoreboard_path)
         snapshot = self._snapshot()
         if request.query.split("&")[0] == "auto":
-            body = self._auto(snapshot, request.headers.get("Host") or "localhost")
+            body = self._auto(snapshot, request.host or "localhost")
             content_type = "text/plain; charset=utf-8"
         else:
             body = self._html(snapshot)

@@ -40,19 +40,27 @@ from typing import Any
 
 from ..config import Config
 from ..errors import (
+    OUT_OF_DESCRIPTORS,
     ConfigError,
     Conflict,
     Forbidden,
     InsufficientStorage,
     MethodNotAllowed,
     NotFound,
+    OutOfDescriptors,
     PreconditionFailed,
 )
 from ..message import Request, Response
 from . import preconditions
 from .auth import BasicAuth, load_htpasswd
 from .preconditions import validators_for
-from .static import STATIC_METHODS, Located, StaticFiles
+from .static import (
+    STATIC_METHODS,
+    Located,
+    StaticFiles,
+    refusal,
+    url_path,
+)
 
 CHUNK = 64 * 1024  # bytes per body read and per write(2)
 PREFIX = "/uploads"  # URL prefix mapped onto [uploads] directory
@@ -178,14 +186,18 @@ def upload_directory_problem(config: Config) -> str | None:
 
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
-    """Turn "disk full" / "quota exceeded" into 507 Insufficient Storage (RFC 4918 §11.5);
-    other OSErrors pass through (the connection answers 500 and logs them)."""
+    """Turn "disk full" / "quota exceeded" into 507 Insufficient Storage (RFC 4918 §11.5),
+    out of descriptors into 503 with Retry-After; other OSErrors pass through (the
+    connection answers 500 and logs them)."""
     try:
         yield
     except OSError as exc:
         if exc.errno in _NO_SPACE:
             raise InsufficientStorage(f"cannot store the upload: {exc.strerror}",
                                       close=True) from None
+        if exc.errno in OUT_OF_DESCRIPTORS:
+            raise OutOfDescriptors(f"out of file descriptors storing an upload "
+                                   f"({exc.strerror})") from None
         raise
 
 
@@ -276,10 +288,15 @@ class TempFile:
 
 
 def _stat(path: str) -> os.stat_result | None:
+    """The stat of a path a client named, None when nothing is there; raises what GET
+    answers for the other refusals (static.refusal: a name too long → 404, a symbolic
+    link loop → 403), so every method gets the same class of answer for one path."""
     try:
         return os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:
+        raise refusal(exc) from None
 
 
 def stamped_names(suffix: str) -> Iterator[str]:
@@ -442,10 +459,11 @@ class UploadHandler:
             fsync_directory(directory)
         headers = [("ETag", validators_for(new_info).etag)]
         if current is None:
+            location = url_path(request.path)
             return json_response(201, {"status": "success",
                                        "message": "File created successfully",
-                                       "filepath": request.path},
-                                 [("Location", request.path), *headers])
+                                       "filepath": location},
+                                 [("Location", location), *headers])
         return Response(204, headers)
 
     def _delete(self, request: Request) -> Response:
@@ -453,16 +471,18 @@ class UploadHandler:
         located = self.files.locate(request.path)
         path = located.real
         directory = os.path.dirname(path)
-        with locked_directory(directory) if os.path.isdir(directory) else \
-                contextlib.nullcontext():
-            info = _stat(path)
-            if info is None:
-                raise NotFound("no such file")
-            if stat.S_ISDIR(info.st_mode) or path == located.root:
-                raise MethodNotAllowed(STATIC_METHODS, "the target is a directory")
-            if os.path.basename(path).startswith(".") or not stat.S_ISREG(info.st_mode):
-                raise Forbidden("not a regular file")
-            self._check_preconditions(request, info)
-            os.unlink(path)
-        fsync_directory(directory)
+        lock = locked_directory(directory) if os.path.isdir(directory) else \
+            contextlib.nullcontext()
+        with storage_errors():
+            with lock:
+                info = _stat(path)
+                if info is None:
+                    raise NotFound("no such file")
+                if stat.S_ISDIR(info.st_mode) or path == located.root:
+                    raise MethodNotAllowed(STATIC_METHODS, "the target is a directory")
+                if os.path.basename(path).startswith(".") or not stat.S_ISREG(info.st_mode):
+                    raise Forbidden("not a regular file")
+                self._check_preconditions(request, info)
+                os.unlink(path)
+            fsync_directory(directory)
         return Response(204)
