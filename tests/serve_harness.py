@@ -18,9 +18,15 @@ from prefork.scoreboard import THREAD_SLOT, ThreadSlot
 EXPLODE = "/explode-in-framing"
 
 
+class ExplodingResponse(Response):
+    def body_length(self) -> int | None:
+        raise RuntimeError("a bug in a response")
+
+
 class StubRouter:
-    """`/explode-in-framing` answers a field outside Latin-1: framing raises after the
-    handler returned, outside the handler's own barrier. Anything else: 200 "ok"."""
+    """`/explode-in-framing` answers a response that raises when framing asks its length
+    (a bug, not a field framing could refuse): framing raises after the handler returned,
+    outside the handler's own barrier. Anything else: 200 "ok"."""
 
     def may_block(self, method: str, path: str) -> bool:
         return False
@@ -28,7 +34,7 @@ class StubRouter:
     def handle(self, request: Request, local: tuple[str, int]) -> Response:
         request.body.read()
         if request.path == EXPLODE:
-            return Response(200, [("X-Bad", "\u20ac")], b"never sent")
+            return ExplodingResponse(200, [], b"never sent")
         return Response(200, [("Content-Type", "text/plain")], b"ok")
 
 
