@@ -1,5 +1,5 @@
 """`python -m prefork`: the same as the `httpdctl` command."""
 
-from .cli import main
+from prefork.cli import main
 
 main()

@@ -14,7 +14,7 @@ import signal
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ControlError
+from prefork.errors import ControlError
 
 # One table maps control verbs to the signals the master understands (as nginx -s does).
 SIGNALS: dict[str, signal.Signals] = {

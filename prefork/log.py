@@ -17,8 +17,8 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import ACCESS_FORMAT_DIRECTIVE, COMBINED_FORMAT, LOG_LEVELS
-from .errors import HTTPError
+from prefork.config.settings import ACCESS_FORMAT_DIRECTIVE, COMBINED_FORMAT, LOG_LEVELS
+from prefork.errors import HTTPError
 
 LOG_FILE_MODE = 0o640
 MAX_MESSAGE = 8192  # characters of one error-log message (a stack dump is longer: it is

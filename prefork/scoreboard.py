@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .config import MAX_PROCESSES, MAX_THREAD_SLOTS
+from prefork.config.settings import MAX_PROCESSES, MAX_THREAD_SLOTS
 
 MAGIC = b"PFSB0002"
 # Capacity, like Apache's ServerLimit/ThreadLimit, derived from the limits the configuration

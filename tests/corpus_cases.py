@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from prefork.errors import ClientDisconnected, HTTPError
-from prefork.http11 import (
+from prefork.http.parser import (
     NEED_DATA,
     BodyChunk,
     EndOfMessage,

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 from prefork.errors import ClientDisconnected, HTTPError
-from prefork.http11 import NEED_DATA, EndOfMessage, RequestHead, RequestParser
+from prefork.http.parser import NEED_DATA, EndOfMessage, RequestHead, RequestParser
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.1 ([1-9][0-9]{2}) [\t !-~\x80-\xff]*")
 

@@ -7,13 +7,13 @@ import mmap
 import socket
 from pathlib import Path
 
-from prefork.connection import Action, ServerContext
-from prefork.http11 import Limits
+from prefork.http.message import Request, Response
+from prefork.http.parser import Limits
 from prefork.log import COMBINED_FORMAT, AccessLog, ErrorLog
-from prefork.loop import Capacity, EventLoop
-from prefork.message import Request, Response
-from prefork.pool import BlockingPool
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot
+from prefork.serve.connection import Action, ServerContext
+from prefork.serve.loop import Capacity, EventLoop
+from prefork.serve.pool import BlockingPool
 
 EXPLODE = "/explode-in-framing"
 

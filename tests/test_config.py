@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prefork.config import (
+from prefork.config.settings import (
     SETTINGS,
     load_config,
     parse_listen,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from prefork.config import COMBINED_FORMAT
-from prefork.connection import Action, Connection, ServerContext
+from prefork.config.settings import COMBINED_FORMAT
 from prefork.errors import ResponseLengthError
-from prefork.framing import frame
-from prefork.http11 import Limits
+from prefork.http.framing import frame
+from prefork.http.message import Request, Response
+from prefork.http.parser import Limits
 from prefork.log import AccessLog, ErrorLog
-from prefork.message import Request, Response
+from prefork.serve.connection import Action, Connection, ServerContext
 
 from .replies import parse_replies
 

@@ -1,4 +1,4 @@
-"""prefork.http11: the request corpus, parser edge behaviour, and the response helpers."""
+"""prefork.http.parser: the request corpus, parser edge behaviour, and the response helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from prefork import http11
 from prefork.errors import (
     BadRequest,
     ClientDisconnected,
@@ -16,7 +15,8 @@ from prefork.errors import (
     HTTPError,
     URITooLong,
 )
-from prefork.http11 import (
+from prefork.http import parser as http11
+from prefork.http.parser import (
     LAST_CHUNK,
     NEED_DATA,
     REASONS,

@@ -1,4 +1,4 @@
-"""Property tests for prefork.http11: any input, any split, one outcome and no surprises.
+"""Property tests for prefork.http.parser: any input, any split, one outcome and no surprises.
 
 corpus_cases.run() asserts the parser's invariants as it goes (only events or HTTPError,
 close=True, ClientDisconnected only after feed_eof(), no empty BodyChunk...), so each
@@ -14,7 +14,7 @@ import time
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefork.http11 import Limits, format_response_head, http_date, parse_http_date
+from prefork.http.parser import Limits, format_response_head, http_date, parse_http_date
 from tests.corpus_cases import load_cases, run
 
 SETTINGS = settings(max_examples=250, deadline=None,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prefork.handlers.static import StaticFiles
+from prefork.site.static import StaticFiles
 
 from .conftest import Server, read_all, wait_for
 
@@ -276,7 +276,7 @@ def test_no_descriptor_is_left_open_when_a_response_cannot_be_built(
     def failing(headers: list[tuple[str, str]]) -> bytes:
         raise ValueError("a field the head cannot carry")
 
-    monkeypatch.setattr("prefork.handlers.static.serialize_fields", failing)
+    monkeypatch.setattr("prefork.site.static.serialize_fields", failing)
     named, real = static.locate("/page.html")[:2]
     before = len(os.listdir("/proc/self/fd"))
     for _ in range(5):

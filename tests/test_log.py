@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from prefork.config import COMBINED_FORMAT
+from prefork.config.settings import COMBINED_FORMAT
+from prefork.http.message import Headers
 from prefork.log import AccessRecord, compile_access_format, escape, escape_text
-from prefork.message import Headers
 
 
 def records() -> list[AccessRecord]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from prefork.config import load_config
-from prefork.unitfile import render_unit
+from prefork.cli.unitfile import render_unit
+from prefork.config.settings import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 HTTPDCTL = [sys.executable, str(REPO / "bin" / "httpdctl")]

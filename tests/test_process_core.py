@@ -26,11 +26,11 @@ import pytest
 
 from prefork import config as config_module
 from prefork import scoreboard as scoreboard_module
-from prefork.config import load_config
-from prefork.generation import Generation
-from prefork.health import HealthMonitor
+from prefork.config.settings import load_config
 from prefork.log import AccessLog, ErrorLog
-from prefork.master import Master
+from prefork.process.generation import Generation
+from prefork.process.health import HealthMonitor
+from prefork.process.master import Master
 from prefork.scoreboard import Scoreboard
 
 from .conftest import (

@@ -22,14 +22,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefork.config import Config, load_config
-from prefork.connection import Action, Connection, ServerContext
-from prefork.handlers.router import Router
-from prefork.handlers.static import StaticFiles
-from prefork.http11 import MAX_EMPTY_LINES, Limits
+from prefork.config.settings import Config, load_config
+from prefork.http.parser import MAX_EMPTY_LINES, Limits
 from prefork.log import AccessLog, ErrorLog
-from prefork.quick import _FIELD_RE, QuickPath
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot
+from prefork.serve.connection import Action, Connection, ServerContext
+from prefork.serve.quick import _FIELD_RE, QuickPath
+from prefork.site.router import Router
+from prefork.site.static import StaticFiles
 
 from .conftest import Server, make_root, read_all, wait_for, write_config
 
@@ -254,7 +254,7 @@ def test_a_symlink_swapped_to_a_new_release_is_served_at_once(tmp_path: Path) ->
 
 def test_a_path_is_resolved_again_once_its_resolution_is_old(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("prefork.handlers.static.RESOLVE_SECONDS", 0.2)
+    monkeypatch.setattr("prefork.site.static.RESOLVE_SECONDS", 0.2)
     sides = fresh_sides(tmp_path)
     docs = tmp_path / "srv" / "htdocs"
     request = b"GET /sub/page.html HTTP/1.1\r\nHost: localhost\r\n\r\n"

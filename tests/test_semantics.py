@@ -8,8 +8,9 @@ import os
 import pytest
 
 from prefork.errors import PreconditionFailed
-from prefork.framing import frame
-from prefork.handlers.preconditions import (
+from prefork.http.framing import frame
+from prefork.http.message import FileBody, Headers, Response
+from prefork.site.preconditions import (
     MAX_RANGES,
     Unsatisfiable,
     Validators,
@@ -17,7 +18,6 @@ from prefork.handlers.preconditions import (
     if_range_allows,
     parse_ranges,
 )
-from prefork.message import FileBody, Headers, Response
 
 V = Validators('"abc-10"', 1_700_000_000.0)
 OLD = "Sun, 01 Jan 2023 00:00:00 GMT"  # before V.last_modified

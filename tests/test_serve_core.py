@@ -433,7 +433,7 @@ def test_a_worker_whose_loop_died_exits_at_once(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
     from prefork.log import ErrorLog
-    from prefork.worker import EXIT_LOOP_DIED, Worker
+    from prefork.process.worker import EXIT_LOOP_DIED, Worker
 
     log_path = tmp_path / "error.log"
     spec = SimpleNamespace(error_log=ErrorLog(str(log_path), "info"), master_pid=os.getppid(),

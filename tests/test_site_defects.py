@@ -182,7 +182,7 @@ def test_a_multi_range_response_holds_one_descriptor(site: Server) -> None:
 @pytest.mark.parametrize("realm", ["\u2603 uploads", "a\x01b"])
 def test_a_realm_a_field_cannot_carry_is_refused_by_configtest(tmp_path: Path,
                                                                realm: str) -> None:
-    from prefork.config import load_config
+    from prefork.config.settings import load_config
     from prefork.errors import ConfigError
 
     (tmp_path / "etc").mkdir()
@@ -196,7 +196,7 @@ def test_a_realm_a_field_cannot_carry_is_refused_by_configtest(tmp_path: Path,
 
 
 def test_a_latin1_realm_is_accepted(tmp_path: Path) -> None:
-    from prefork.config import load_config
+    from prefork.config.settings import load_config
 
     (tmp_path / "etc").mkdir()
     (tmp_path / "htdocs").mkdir()

@@ -384,7 +384,7 @@ def test_socket_activation_uses_the_passed_socket(server_factory: ServerFactory)
 def test_the_watchdog_is_fed_while_workers_are_degraded() -> None:
     """One worker in boot back-off must not get the whole service restarted by systemd:
     WATCHDOG=1 follows the master's loop, and STATUS= says what is missing."""
-    from prefork.master import systemd_status
+    from prefork.process.master import systemd_status
 
     healthy = systemd_status(3, 2, 2, 10, watchdog=True)
     assert healthy.splitlines() == ["STATUS=generation 3: 2/2 workers ready, 10 requests served",

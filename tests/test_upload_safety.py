@@ -23,12 +23,13 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from prefork.config import load_config
+from prefork.config.settings import load_config
 from prefork.errors import ConfigError, InsufficientStorage
-from prefork.handlers import upload as upload_module
-from prefork.handlers.auth import BasicAuth, load_htpasswd, parse_basic
-from prefork.handlers.forms import safe_filename
-from prefork.handlers.upload import (
+from prefork.http.message import Headers, Request
+from prefork.site.auth import BasicAuth, load_htpasswd, parse_basic
+from prefork.site.uploads import put as upload_module
+from prefork.site.uploads.forms import safe_filename
+from prefork.site.uploads.put import (
     TempFile,
     check_upload_config,
     open_writes_warning,
@@ -37,7 +38,6 @@ from prefork.handlers.upload import (
     storage_errors,
     writes_are_open,
 )
-from prefork.message import Headers, Request
 
 from .conftest import Server, ServerFactory, read_all, wait_for
 from .test_upload import leftovers, multipart, status_of, uploads

@@ -17,8 +17,8 @@ from wsgiref.validate import validator
 import pytest
 
 from prefork.errors import ApplicationAborted, InternalServerError
-from prefork.handlers.wsgi import FileWrapper, StreamedBody, WSGIHandler, load_application
-from prefork.message import FileBody, Headers, Request
+from prefork.http.message import FileBody, Headers, Request
+from prefork.site.apps import FileWrapper, StreamedBody, WSGIHandler, load_application
 
 # wsgiref.validate warns on misuse, and asserts when an iterable is dropped unclosed
 pytestmark = [pytest.mark.filterwarnings("error::wsgiref.validate.WSGIWarning"),

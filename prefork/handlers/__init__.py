@@ -1,1 +1,0 @@
-"""Request handlers: the router, static files, uploads and server status."""

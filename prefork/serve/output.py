@@ -1,0 +1,140 @@
+"""One connection's output: the send queue, sendfile(2), MSG_MORE, and blocking waits.
+
+The queue holds what framing.frame() produced: bytes (or memoryviews of what is left of
+them), FileBody regions sent with sendfile(2), then an optional body iterator pulled one
+piece at a time (chunk-encoded when the response is chunked). On the loop thread a flush
+stops when the socket is full and the loop waits for EPOLLOUT; on a pool thread it waits
+with poll(2) on that one socket, at most `timeout` seconds without progress.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from collections import deque
+from collections.abc import Iterator
+
+from prefork.errors import ResponseLengthError
+from prefork.http.framing import Output
+from prefork.http.message import FileBody
+from prefork.http.parser import LAST_CHUNK, encode_chunk
+
+SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
+
+
+def wait_ready(fd: int, events: int, timeout: float) -> bool:
+    """Block the calling (pool) thread until `fd` is ready for `events`; False on timeout."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(max(0.0, timeout) * 1000))
+
+
+def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+    """Write `data` whole from a pool thread (an interim 1xx response); raises OSError,
+    TimeoutError after `timeout` seconds without progress."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view):]
+        except BlockingIOError:
+            if not wait_ready(sock.fileno(), select.POLLOUT, timeout):
+                raise TimeoutError("timed out writing an interim response") from None
+
+
+class SendQueue:
+    """What remains to be sent of the current response."""
+
+    __slots__ = ("body_sent", "chunked", "items", "length_fault", "stream")
+
+    def __init__(self) -> None:
+        self.items: deque[bytes | memoryview | FileBody] = deque()
+        self.stream: Iterator[bytes] | None = None
+        self.chunked = False
+        self.body_sent = 0  # body bytes handed to the kernel (or queued bytes bodies)
+        # Why a streamed body stopped at its declared Content-Length (framing.exactly): the
+        # response is complete on the wire, but the connection must close after it.
+        self.length_fault: str | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def load(self, output: Output) -> None:
+        """Queue a framed response."""
+        self.chunked = output.chunked
+        self.stream = output.stream
+        self.length_fault = None
+        self.body_sent = output.body_bytes
+        self.items.extend(output.items)
+
+    def adopt(self, rest: memoryview, body_bytes: int) -> None:
+        """Queue the unsent end of a response written elsewhere (the quick path)."""
+        self.chunked, self.stream, self.body_sent = False, None, body_bytes
+        self.items.append(rest)
+
+    def flush(self, sock: socket.socket, fd: int, timeout: float | None) -> bool:
+        """Write queued output; True when everything is sent. `timeout` None: never block
+        (False when the socket is full); else wait for the socket up to `timeout` seconds
+        each time (TimeoutError). Raises OSError."""
+        out = self.items
+        while True:
+            if not out and (self.stream is None or not self._pull_stream()):
+                return True
+            item = out[0]
+            try:
+                if isinstance(item, FileBody):
+                    if item.length == 0:
+                        item.close()
+                        out.popleft()
+                        continue
+                    sent = os.sendfile(fd, item.fd, item.offset,
+                                       min(item.length, SENDFILE_CHUNK))
+                    if sent == 0:
+                        raise OSError("file shrank while it was being sent")
+                    item.offset += sent
+                    item.length -= sent
+                    self.body_sent += sent
+                    continue
+                more = socket.MSG_MORE if len(out) > 1 else 0
+                sent = sock.send(item, more)
+            except BlockingIOError:
+                if timeout is None:
+                    return False
+                if not wait_ready(fd, select.POLLOUT, timeout):
+                    raise TimeoutError("timed out writing the response") from None
+                continue
+            if sent < len(item):
+                out[0] = memoryview(item)[sent:]
+            else:
+                out.popleft()
+
+    def _pull_stream(self) -> bool:
+        """Move the next piece of a streamed body into the queue; False once it is done."""
+        try:
+            piece = next(self.stream)  # type: ignore[arg-type]
+        except StopIteration:
+            self.stream = None
+            if self.chunked:
+                self.items.append(LAST_CHUNK)
+                return True
+            return False
+        except ResponseLengthError as exc:
+            self.stream = None
+            self.length_fault = str(exc)
+            return False
+        if piece:
+            self.body_sent += len(piece)
+            self.items.append(encode_chunk(piece) if self.chunked else piece)
+        return True
+
+    def clear(self) -> None:
+        """Drop what is left, releasing open files and the body iterator."""
+        for item in self.items:
+            if isinstance(item, FileBody):
+                item.close()
+        self.items.clear()
+        if self.stream is not None:
+            close = getattr(self.stream, "close", None)
+            if close:
+                close()
+            self.stream = None

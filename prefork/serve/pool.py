@@ -1,0 +1,152 @@
+"""The blocking pool of a worker, and the mailbox that gives a connection back to its loop.
+
+How this works. A request that may block for long (one with a body, or one that needs a
+bcrypt check) is served on a pool thread, so the event loop that owns the connection goes
+on serving its other connections. Ownership never moves: the loop keeps the connection in
+its table and only lends it. `submit()` puts it in a FIFO admission queue of at most
+`queue_limit` entries and refuses (the loop answers 503) when the queue is full, so a burst
+costs a fast, honest answer instead of an unbounded wait. A queued connection keeps its
+deadline: the loop's sweep `withdraw()`s one whose deadline passed before a thread took it
+(answered 503 as well). A pool thread serves the request, then posts the connection and what
+the loop should do next to the loop's Mailbox; it never closes the socket, never touches
+epoll and never reads the loop's table: only the owning loop does (docs/architecture.md,
+"who owns what").
+
+Bounds: the queue holds at most `queue_limit` connections; a mailbox holds at most one item
+per connection lent out, so at most `size` items per loop (a queued connection is not in any
+mailbox). Threads are started up front: their number is fixed and visible in the scoreboard.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from prefork.serve.context import Action
+
+if TYPE_CHECKING:
+    from prefork.scoreboard import ThreadSlot
+    from prefork.serve.connection import Connection
+
+CLOSE = Action.CLOSE
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """Items posted by other threads to one event loop, with an eventfd to wake it.
+
+    The eventfd is written only under the lock and only while open, so a late post after
+    the loop closed the mailbox can never write to a closed (or reused) descriptor."""
+
+    def __init__(self) -> None:
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._items: deque[T] = deque()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def post(self, item: T | None) -> bool:
+        """Queue `item` (None: only wake the loop); False when the mailbox is closed (the loop
+        has ended: the process is exiting, and the item is dropped)."""
+        with self._lock:
+            if self._closed:
+                return False
+            if item is not None:
+                self._items.append(item)
+            try:
+                os.eventfd_write(self.fd, 1)
+            except BlockingIOError:
+                pass  # the counter is already non-zero: the loop will wake anyway
+        return True
+
+    def take(self) -> list[T]:
+        """In the loop, when `fd` is readable: every item posted so far."""
+        try:
+            os.eventfd_read(self.fd)
+        except BlockingIOError:
+            pass
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+        return items
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self.fd)
+
+
+Job = tuple["Connection", Mailbox[tuple["Connection", "Action"]]]
+
+
+class BlockingPool:
+    """`size` threads behind a FIFO admission queue of at most `queue_limit` connections."""
+
+    def __init__(self, size: int, queue_limit: int,
+                 slot_for: Callable[[int], ThreadSlot | None]) -> None:
+        """`slot_for(index)`: the scoreboard slot of pool thread `index` (None: the thread
+        records its requests in the slot of the loop that lent the connection)."""
+        self.size = size
+        self.queue_limit = queue_limit
+        self._queue: deque[Job] = deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._stopping = False
+        slots = [slot_for(index) for index in range(size)]
+        self.slots: list[ThreadSlot] = [slot for slot in slots if slot is not None]
+        self._threads = [threading.Thread(target=self._work, args=(slot,),
+                                          name=f"blocking-{index}", daemon=True)
+                         for index, slot in enumerate(slots)]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, conn: Connection, mailbox: Mailbox[tuple[Connection, Action]]) -> bool:
+        """Queue `conn` for a thread; False when the queue is full (the caller answers 503)."""
+        with self._ready:
+            if len(self._queue) >= self.queue_limit or self._stopping:
+                return False
+            self._queue.append((conn, mailbox))
+            self._ready.notify()
+        return True
+
+    def withdraw(self, conn: Connection) -> bool:
+        """Take `conn` back out of the queue; False when a thread has it already."""
+        with self._ready:
+            for job in self._queue:
+                if job[0] is conn:
+                    self._queue.remove(job)
+                    return True
+        return False
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def shutdown(self) -> None:
+        """Let the threads end once the queue is empty (they are daemons: the process exit
+        does not wait for one still serving)."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+
+    def _work(self, slot: ThreadSlot | None) -> None:
+        if slot is not None:
+            slot.ident, slot.native_id = threading.get_ident(), threading.get_native_id()
+        while True:
+            with self._ready:
+                while not self._queue and not self._stopping:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                conn, mailbox = self._queue.popleft()
+            # serve_blocking() is the pool's exception barrier and returns an Action; should
+            # even it fail, the connection still goes back to its loop, to be closed there.
+            action = CLOSE
+            try:
+                action = conn.serve_blocking(slot)
+            finally:
+                mailbox.post((conn, action))

@@ -1,0 +1,2 @@
+"""Uploads: PUT/DELETE under /uploads/ with atomic writes (`put`), POST /upload as JSON,
+multipart or form data (`forms`)."""
