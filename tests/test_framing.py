@@ -18,6 +18,7 @@ from prefork.http.message import Request, Response
 from prefork.http.parser import Limits
 from prefork.log import AccessLog, ErrorLog
 from prefork.serve.connection import Action, Connection, ServerContext
+from prefork.serve.output import SendQueue
 
 from .replies import parse_replies
 
@@ -83,7 +84,7 @@ def test_a_head_answer_may_declare_what_get_would_send() -> None:
     assert out.items == [out.items[0]] and b"Content-Length: 1000\r\n" in out.items[0]
 
 
-def test_a_head_answer_closes_a_streamed_body() -> None:
+def test_a_head_answer_releases_a_streamed_body() -> None:
     closed = []
 
     def body() -> Iterator[bytes]:
@@ -95,7 +96,9 @@ def test_a_head_answer_closes_a_streamed_body() -> None:
     stream = body()
     next(stream)
     out = frame(Response(200, [], stream), "HEAD", "HTTP/1.1", True)
-    assert out.stream is None and closed == [True]
+    assert out.stream is None and out.unsent is stream and closed == []
+    SendQueue().load(out)  # what the connection does with every framed response
+    assert closed == [True]
 
 
 def test_a_handler_may_not_frame_the_body_itself() -> None:

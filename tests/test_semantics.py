@@ -10,6 +10,7 @@ import pytest
 from prefork.errors import PreconditionFailed
 from prefork.http.framing import frame
 from prefork.http.message import FileBody, Headers, Response
+from prefork.serve.output import release
 from prefork.site.preconditions import (
     MAX_RANGES,
     Unsatisfiable,
@@ -101,13 +102,14 @@ def test_framing_of_each_body_kind(tmp_path) -> None:
     assert b"Content-Length: 5" in files.items[0]
     assert b"Connection: keep-alive" in files.items[0]
     assert isinstance(files.items[1], FileBody)
-    files.items[1].close()
+    release(files.items[1])
 
     for status in (204, 304):
         none = frame(Response(status, [], b""), "GET", "HTTP/1.1", True)
         assert b"Content-Length" not in none.items[0] and none.items[0].endswith(b"\r\n\r\n")
     head_only = frame(Response(404, [], b"<p>missing</p>"), "HEAD", "HTTP/1.1", False)
     assert head_only.items == [head_only.items[0]] and b"Content-Length: 14" in head_only.items[0]
+    assert head_only.unsent == b"<p>missing</p>"  # described, for the connection to release
     assert head_only.items[0].endswith(b"Connection: close\r\n\r\n")
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from prefork.errors import ApplicationAborted, InternalServerError
 from prefork.http.message import FileBody, Headers, Request
+from prefork.serve.output import release
 from prefork.site.apps import FileWrapper, StreamedBody, WSGIHandler, load_application
 
 # wsgiref.validate warns on misuse, and asserts when an iterable is dropped unclosed
@@ -297,7 +298,7 @@ def test_file_wrapper_on_a_regular_file_is_sent_with_sendfile(tmp_path: Path) ->
         assert (body.offset, body.length) == (10, len(data) - 10)
         assert os.pread(body.fd, body.length, body.offset) == data[10:]
     finally:
-        body.close()
+        release(body)
 
 
 def test_file_wrapper_on_a_stream_is_iterated() -> None:

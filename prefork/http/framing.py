@@ -41,6 +41,9 @@ class Output:
     # The fields as sent, for the access log's %{...}o: the handler's plus what framing
     # added; a prepared head's are the handler's (Content-Length included, Date not).
     headers: list[tuple[str, str]] = field(default_factory=list)
+    # A body framing decided not to send (HEAD, 1xx, 204, 304): whoever owns the response's
+    # resources releases it (its files, its iterator's close()).
+    unsent: Body | None = None
 
 
 def frame(response: Response, method: str, version: str, keep_alive: bool) -> Output:
@@ -79,7 +82,7 @@ def frame(response: Response, method: str, version: str, keep_alive: bool) -> Ou
                                 response.reason or REASONS.get(status, "Unknown"), headers)
     items = out.items
     if no_body:
-        discard_body(response)
+        out.unsent = body
         items.append(head)
     elif isinstance(body, bytes):
         if len(body) <= SMALL_BODY_JOIN:
@@ -141,16 +144,6 @@ def exactly(body: Iterator[bytes], length: int) -> Iterator[bytes]:
             close()
 
 
-def discard_body(response: Response) -> None:
-    """Release a body that will not be sent: its files, or its iterator."""
-    response.close_files()
-    body: Body = response.body
-    if not isinstance(body, (bytes, FileBody, list)):
-        close = getattr(body, "close", None)
-        if close is not None:
-            close()
-
-
 def prepared_head_start(status: int, raw_headers: bytes) -> bytes:
     """The status line and a handler's serialised fields, up to the Date field's value."""
     status_line = (STATUS_LINES.get(status)
@@ -176,7 +169,7 @@ def _prepared(response: Response, method: str, version: str, keep_alive: bool) -
     body = response.body
     out = Output(keep_alive=keep_alive, headers=response.headers)
     if method == "HEAD":
-        discard_body(response)
+        out.unsent = body
         out.items.append(head)
     elif isinstance(body, bytes):
         out.items.append(head + body)

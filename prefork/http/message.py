@@ -8,7 +8,6 @@ Content-Length is set).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -126,23 +125,19 @@ class Request:
 
 @dataclass(slots=True)
 class FileBody:
-    """A region of an open file, sent with sendfile; the connection closes `fd` when done.
+    """A region of an open file, sent with sendfile. Only a description: the connection
+    that sends it releases `fd` when done (serve.output.release), so this protocol layer
+    holds no file code.
 
     Regions of one file in one response (multipart/byteranges) share one descriptor: only
-    the last region `owns` it and closes it; the others only forget it. The connection
-    sends regions in order, so the descriptor stays open until the last one is sent.
+    the last region `owns` it; the others only forget it. The connection sends regions in
+    order, so the descriptor stays open until the last one is sent.
     """
 
     fd: int
     offset: int
     length: int
     owns: bool = True
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            if self.owns:
-                os.close(self.fd)
-            self.fd = -1
 
 
 BodyPart = bytes | FileBody
@@ -184,13 +179,3 @@ class Response:
         if isinstance(body, list):
             return sum(len(p) if isinstance(p, bytes) else p.length for p in body)
         return None
-
-    def close_files(self) -> None:
-        """Release any file descriptors the body holds (idempotent)."""
-        body = self.body
-        if isinstance(body, FileBody):
-            body.close()
-        elif isinstance(body, list):
-            for part in body:
-                if isinstance(part, FileBody):
-                    part.close()

@@ -43,14 +43,14 @@ from prefork.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from prefork.http.framing import discard_body, frame
+from prefork.http.framing import frame
 from prefork.http.message import EMPTY_BODY, Request, Response
 from prefork.http.message import BodyReader as Body
 from prefork.http.parser import NEED_DATA, REASONS, RequestHead, RequestParser
 from prefork.log import AccessRecord, escape
 from prefork.serve.body import BodyReader
 from prefork.serve.context import Action, ServerContext
-from prefork.serve.output import SendQueue
+from prefork.serve.output import SendQueue, release_body
 
 if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
@@ -282,7 +282,7 @@ class Connection:
                     response = self._discard_body(body, response)
             except ClientDisconnected:
                 if response is not None:
-                    response.close_files()
+                    release_body(response.body)
                 return self.close()  # logged as 499
             action = self._send(response, blocking=True)
             return action if action is not None else Action.WANT_READ
@@ -305,7 +305,7 @@ class Connection:
         try:
             body.discard(limit)  # leaves message_complete False past the limit
         except HTTPError as exc:  # a malformed chunk (400), too slow (408), too large (413)
-            response.close_files()
+            release_body(response.body)
             return self._error_response(exc)
         return response
 
@@ -415,11 +415,11 @@ class Connection:
             self.ctx.error_log.error(
                 f"cannot send the {response.status} response to "
                 f"{escape((self.request_line or '')[:LOGGED_TARGET])}: {exc}", self.client)
-            discard_body(response)
+            release_body(response.body)
             response = self._error_response(InternalServerError("unframable response"))
             output = frame(response, method, version, False)
         except BaseException:
-            discard_body(response)  # nothing was sent: fail() can still answer 500
+            release_body(response.body)  # nothing was sent: fail() can still answer 500
             raise
         self.response = response
         self.sent_headers = output.headers
@@ -486,7 +486,7 @@ class Connection:
             self.response = None
             sent = self.out.body_sent
             self.out.clear()
-            response.close_files()
+            release_body(response.body)
         status = response.status if response is not None else CLIENT_CLOSED
         ctx = self.ctx
         if ctx.access_log.enabled:

@@ -17,10 +17,33 @@ from collections.abc import Iterator
 
 from prefork.errors import ResponseLengthError
 from prefork.http.framing import Output
-from prefork.http.message import FileBody
+from prefork.http.message import Body, FileBody
 from prefork.http.parser import LAST_CHUNK, encode_chunk
 
 SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
+
+
+def release(part: FileBody) -> None:
+    """Close a region's descriptor if it owns it; forget it either way (idempotent)."""
+    if part.fd >= 0:
+        if part.owns:
+            os.close(part.fd)
+        part.fd = -1
+
+
+def release_body(body: Body | None) -> None:
+    """Release a body that will not be (fully) sent: its files, or its iterator's close()
+    (PEP 3333 and generators alike). Idempotent for files; an iterator's close() must be."""
+    if isinstance(body, FileBody):
+        release(body)
+    elif isinstance(body, list):
+        for part in body:
+            if isinstance(part, FileBody):
+                release(part)
+    elif body is not None and not isinstance(body, bytes):
+        close = getattr(body, "close", None)
+        if close is not None:
+            close()
 
 
 def wait_ready(fd: int, events: int, timeout: float) -> bool:
@@ -61,6 +84,7 @@ class SendQueue:
 
     def load(self, output: Output) -> None:
         """Queue a framed response."""
+        release_body(output.unsent)
         self.chunked = output.chunked
         self.stream = output.stream
         self.length_fault = None
@@ -84,7 +108,7 @@ class SendQueue:
             try:
                 if isinstance(item, FileBody):
                     if item.length == 0:
-                        item.close()
+                        release(item)
                         out.popleft()
                         continue
                     sent = os.sendfile(fd, item.fd, item.offset,
@@ -131,7 +155,7 @@ class SendQueue:
         """Drop what is left, releasing open files and the body iterator."""
         for item in self.items:
             if isinstance(item, FileBody):
-                item.close()
+                release(item)
         self.items.clear()
         if self.stream is not None:
             close = getattr(self.stream, "close", None)
