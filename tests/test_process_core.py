@@ -32,6 +32,7 @@ from prefork.process.generation import Generation
 from prefork.process.health import HealthMonitor
 from prefork.process.master import Master
 from prefork.scoreboard import Scoreboard
+from prefork.serve.service import ServedSite
 
 from .conftest import (
     HTTPDCTL,
@@ -118,6 +119,8 @@ def test_master_descriptors_are_flat_across_200_reloads(server_factory: ServerFa
                                                         capsys: pytest.CaptureFixture) -> None:
     server = server_factory({"workers": {"processes": "1", "threads": "1"}})
     assert reload_by_signal(server)["ok"]
+    # Measure once the old generation is retired (its worker reaped, its pipes closed).
+    wait_for(lambda: len(server.worker_pids()) == 1, timeout=30)
     before = fd_count(server.pid)
     started = time.monotonic()
     for _ in range(200):
@@ -418,7 +421,7 @@ def test_state_file_enospc_is_logged_and_the_master_goes_on(tmp_path: Path) -> N
 def _bare_master(tmp_path: Path) -> Master:
     root = make_root(tmp_path)
     config = load_config(write_config(root, {}))
-    master = Master(config, config.source, ())
+    master = Master(config, config.source, (), ServedSite())
     master.scoreboard = Scoreboard.create(str(tmp_path / "sb"), os.getpid())
     master.health = HealthMonitor(master.scoreboard)
     master.error_log = ErrorLog(str(tmp_path / "error.log"))

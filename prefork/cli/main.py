@@ -46,14 +46,14 @@ class Context:
         """The configuration, fully checked (the file, and the files it names); exits 1
         with file, line and key on a problem (after passing it to `on_error`)."""
         from prefork.cli.scaffold import missing_config_hint
-        from prefork.site.uploads.put import check_upload_config
+        from prefork.serve.service import ServedSite
 
         if not os.path.exists(self.path()):
             fail(f"{self.path()}: configuration file not found; {missing_config_hint()}")
 
         try:
             config = load_config(self.path(), self.overrides)
-            check_upload_config(config)
+            ServedSite().check(config)
         except ConfigError as exc:
             if on_error is not None:
                 on_error(str(exc))
@@ -138,8 +138,9 @@ def _log_startup_failure(ctx: Context, config: Config | None, message: str) -> N
 
 def _start(ctx: Context, config: Config, foreground: bool) -> None:
     from prefork.process.master import Master
+    from prefork.serve.service import ServedSite
 
-    master = Master(config, ctx.path(), ctx.overrides, foreground=foreground)
+    master = Master(config, ctx.path(), ctx.overrides, ServedSite(), foreground=foreground)
     try:
         listeners = master.prepare()
     except (ControlError, StartupError) as exc:

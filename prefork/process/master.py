@@ -39,6 +39,7 @@ from prefork.errors import ConfigError, StartupError
 from prefork.log import AccessLog, ErrorLog
 from prefork.process.generation import Generation, WorkerProcess, signal_name, signal_worker
 from prefork.process.health import HealthMonitor
+from prefork.process.hooks import SiteHooks
 from prefork.process.listeners import (
     bind_listeners,
     bound_address,
@@ -51,12 +52,6 @@ from prefork.process.stopping import StopMixin
 from prefork.process.systemd import inherited_sockets, sd_notify, watchdog_interval
 from prefork.process.worker import EXIT_BOOT_FAILED, WorkerSpec, run_worker
 from prefork.scoreboard import STARTING, Scoreboard
-from prefork.site.uploads.put import (
-    open_writes_warning,
-    prepare_upload_directory,
-    remove_temporaries,
-    upload_directory_problem,
-)
 
 LOOP_INTERVAL = 0.5  # seconds between the master's housekeeping rounds
 BACKOFF_FIRST = 0.5  # seconds before respawning after a failed boot; doubles per failure
@@ -95,8 +90,9 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
     """Supervises generations of workers. `prepare()` in the start command, `run()` after."""
 
     def __init__(self, config: Config, config_path: str, overrides: tuple[str, ...],
-                 foreground: bool = False) -> None:
+                 site: SiteHooks, foreground: bool = False) -> None:
         self.config = config
+        self.site = site  # what the workers serve, and its hooks (process/hooks.py)
         self.config_path = config_path
         self.overrides = overrides
         self.foreground = foreground
@@ -200,33 +196,11 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         error_log.notice(f"prefork starting: master pid {os.getpid()}, "
                          f"{generation.target} workers x {config.workers.threads} threads, "
                          f"listening on {', '.join(bound_address(s) for s in listeners)}")
-        self._prepare_uploads(config)
+        self.site.prepare(config, error_log, worker_ids(config))
         ok, message = self._boot(generation)
         if ok:
             self._write_state()
         return ok, message
-
-    def _prepare_uploads(self, config: Config) -> None:
-        """Create the uploads directory (owned by the workers' user), remove temporaries a
-        previous run left, and warn when anyone who can reach us may write."""
-        assert self.error_log is not None
-        if not config.uploads.enabled:
-            return
-        problem = upload_directory_problem(config)
-        if problem:
-            raise ConfigError(problem, file=config.source, key="uploads.directory")
-        uid, gid = worker_ids(config) or (-1, -1)
-        try:
-            removed = prepare_upload_directory(config.uploads.directory, uid, gid)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the uploads directory "
-                              f"{config.uploads.directory}: {exc.strerror or exc}",
-                              file=config.source, key="uploads.directory") from None
-        if removed:
-            self.error_log.notice(f"uploads: removed {removed} stale temporary file(s)")
-        warning = open_writes_warning(config)
-        if warning:
-            self.error_log.warn(warning)
 
     def _open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
         logging = config.logging
@@ -294,7 +268,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
             run_worker(WorkerSpec(generation.config, generation.listeners, number,
                                   generation.number, slot, self.scoreboard, master_pid,
                                   ready_w, generation.error_log, generation.access_log,
-                                  mask))
+                                  mask, self.site))
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ready_w)
         os.set_blocking(ready_r, False)
@@ -343,12 +317,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         what = f"worker {worker.number} (generation {worker.generation}, pid {worker.pid})"
         assert self.health is not None
         self.health.forget(worker.pid)
-        # A worker killed mid-upload leaves its temporary: only that pid's are removed.
-        uploads = generation.config.uploads
-        removed = remove_temporaries(uploads.directory, worker.pid) if uploads.enabled else 0
-        if removed:
-            generation.error_log.info(f"uploads: removed {removed} temporary file(s) of "
-                                      f"pid {worker.pid}")
+        self.site.worker_gone(generation.config, worker.pid, generation.error_log)
         if worker.stopping or self.stopping:
             log.info(f"{what} stopped: {cause}")
         elif not worker.ready:

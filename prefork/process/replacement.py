@@ -23,7 +23,6 @@ from prefork.errors import ConfigError, StartupError
 from prefork.process.generation import Generation, signal_worker
 from prefork.process.listeners import bind_listeners, refuse_new_connections
 from prefork.process.systemd import sd_notify
-from prefork.site.uploads.put import check_upload_config
 
 FAST_KILL_GRACE = 3.0  # seconds to reap a failed generation after SIGKILL
 
@@ -95,7 +94,7 @@ class ReplacementMixin:
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC)//1000}")
         try:
             config = load_config(self.config_path, self.overrides)
-            check_upload_config(config)
+            self.site.check(config)
         except ConfigError as exc:
             self._reload_done(False, f"configuration error: {exc}")
             return

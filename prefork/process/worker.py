@@ -1,7 +1,7 @@
 """A worker process: everything after fork().
 
 The worker sets its title, asks the kernel to signal it when the master dies, drops
-privileges, builds its handlers, starts `threads` event loops (loop.py) and a blocking pool,
+privileges, builds what it serves with (the site's hooks: event loops, a blocking pool),
 tells the master it is ready (one byte on its pipe), then its main thread only watches:
 signals, the master's existence and the recycling limit. It never binds or forks.
 
@@ -40,23 +40,10 @@ import traceback
 from dataclasses import dataclass
 
 from prefork.config.settings import Config
-from prefork.http.parser import Limits
 from prefork.log import AccessLog, ErrorLog
+from prefork.process.hooks import Service, SiteHooks
 from prefork.process.privileges import drop_privileges
-from prefork.scoreboard import (
-    READY,
-    RECYCLE,
-    STOPPING,
-    THREAD_LIMIT,
-    WRITING,
-    Scoreboard,
-    ThreadSlot,
-)
-from prefork.serve.connection import ServerContext
-from prefork.serve.loop import Capacity, EventLoop
-from prefork.serve.pool import BlockingPool
-from prefork.serve.quick import QuickPath
-from prefork.site.router import Router
+from prefork.scoreboard import READY, RECYCLE, STOPPING, WRITING, Scoreboard, ThreadSlot
 
 # Exit codes the master interprets (gunicorn uses 3 for a worker that failed to boot).
 EXIT_OK = 0
@@ -86,6 +73,7 @@ class WorkerSpec:
     error_log: ErrorLog
     access_log: AccessLog
     signal_mask: set[signal.Signals]  # the mask to restore once our handlers are installed
+    site: SiteHooks  # builds what this worker serves with (process/hooks.py)
 
 
 def keep_only(keep: set[int]) -> None:
@@ -129,8 +117,7 @@ class Worker:
         self.idle_grace: float | None = STOP_IDLE_GRACE
         self.recycle_asked = False
         self.loop_died = False
-        self.loops: list[EventLoop] = []
-        self.pool: BlockingPool | None = None
+        self.service: Service | None = None
         self.request_limit = 0
 
     def run(self) -> int:
@@ -167,51 +154,14 @@ class Worker:
         if os.getppid() != spec.master_pid:
             raise RuntimeError("the master exited while this worker was starting")
         drop_privileges(config.server.user, config.server.group)
-        http = config.http
-        router = Router(config)
-        limits = Limits(http.limit_request_line, http.limit_request_fields,
-                        http.limit_request_field_size, http.limit_request_body)
-        debug = spec.error_log.enabled_for("debug")
-        # At debug level every request shows its parser and router events: no quick path.
-        quick = QuickPath(router, limits) if config.static.quick_path and not debug else None
-        ctx = ServerContext(
-            router=router,
-            access_log=spec.access_log,
-            error_log=spec.error_log,
-            limits=limits,
-            keepalive_timeout=http.keepalive_timeout,
-            max_keepalive_requests=http.max_keepalive_requests,
-            timeout=http.timeout,
-            header_timeout=http.header_timeout,
-            body_timeout=http.body_timeout,
-            min_rate=http.min_rate,
-            debug=debug,
-            quick=quick,
-            discard_body_limit=http.discard_body_limit,
-        )
+        self.service = spec.site.serve(config, spec.listeners, spec.scoreboard,
+                                       spec.process_slot, spec.generation, spec.error_log,
+                                       spec.access_log, self._on_loop_death)
         workers = config.workers
-        capacity = Capacity(workers.max_connections)
-        threads = workers.threads
-
-        def pool_slot(index: int) -> ThreadSlot | None:  # after the loops' slots
-            if threads + index >= THREAD_LIMIT:
-                return None
-            return spec.scoreboard.thread_slot(spec.process_slot, threads + index,
-                                               spec.generation)
-
-        self.pool = BlockingPool(workers.blocking_threads, workers.blocking_queue, pool_slot)
-        for index in range(threads):
-            slot = spec.scoreboard.thread_slot(spec.process_slot, index, spec.generation)
-            loop = EventLoop(index, spec.listeners, ctx, slot, capacity, self.pool,
-                             self._on_loop_death)
-            capacity.loops.append(loop)
-            self.loops.append(loop)
         if workers.max_requests:
             self.request_limit = workers.max_requests + random.randint(
                 0, workers.max_requests_jitter)
-        self.pool.start()
-        for loop in self.loops:
-            loop.start()
+        self.service.start()
 
     def _on_loop_death(self) -> None:
         """Called by a dying loop thread: wake the main thread, which exits at once."""
@@ -270,11 +220,12 @@ class Worker:
             for slot in self._slots():
                 slot.publish()
             now = time.monotonic()
-            if self.loop_died or not all(loop.thread.is_alive() for loop in self.loops):
+            service = self.service
+            if self.loop_died or service is None or not service.alive():
                 log.error(f"worker {spec.number} exits: an event loop died (see above); the "
                           f"master starts a replacement")
                 return EXIT_LOOP_DIED
-            if all(now - loop.last_tick < LOOP_STALL for loop in self.loops):
+            if service.ticking(now, LOOP_STALL):
                 spec.scoreboard.beat(spec.process_slot)
             if self.request_limit and self._requests_served() >= self.request_limit:
                 self._ask_recycle(RECYCLE_MAX_REQUESTS)
@@ -304,8 +255,7 @@ class Worker:
             self.spec.scoreboard.set_process_state(self.spec.process_slot, RECYCLE, reason)
 
     def _slots(self) -> list[ThreadSlot]:
-        pool_slots = self.pool.slots if self.pool is not None else []
-        return [loop.slot for loop in self.loops] + list(pool_slots)
+        return self.service.slots() if self.service is not None else []
 
     def _requests_served(self) -> int:
         return sum(slot.requests for slot in self._slots())
@@ -338,19 +288,17 @@ class Worker:
         The master enforces graceful_timeout with SIGKILL; we also give up at that point."""
         spec = self.spec
         spec.scoreboard.set_process_state(spec.process_slot, STOPPING)
-        for loop in self.loops:
-            loop.request_drain(self.idle_grace)
+        service = self.service
+        assert service is not None
+        service.drain(self.idle_grace)
         deadline = time.monotonic() + spec.config.workers.graceful_timeout
-        self._close_listeners_after_last_accept(deadline)
-        for loop in self.loops:
-            while loop.thread.is_alive() and time.monotonic() < deadline and not self.fast_exit:
-                loop.thread.join(0.2)
-        if self.pool is not None:
-            self.pool.shutdown()
+        self._close_listeners_after_last_accept(service, deadline)
+        service.wait(deadline, lambda: self.fast_exit)
+        service.shutdown()
         for sock in spec.listeners:
             sock.close()
 
-    def _close_listeners_after_last_accept(self, deadline: float) -> None:
+    def _close_listeners_after_last_accept(self, service: Service, deadline: float) -> None:
         """Close our copies of the listening sockets as soon as every loop has taken its
         last connection from them (it accepts what is queued, then stops polling them).
 
@@ -359,8 +307,7 @@ class Worker:
         completing handshakes nobody will accept, to be reset when we exit. On a reload the
         new generation holds the sockets it kept, so they stay open for it."""
         while time.monotonic() < deadline and not self.fast_exit:
-            if all(not loop.thread.is_alive() or (loop.draining and not loop.accepting)
-                   for loop in self.loops):
+            if service.accepting_done():
                 break
             time.sleep(0.005)
         for sock in self.spec.listeners:

@@ -1,0 +1,129 @@
+"""What one worker serves with: its event loops, its blocking pool and the router behind
+them, built in the child after fork — and the hooks supervision calls on the site.
+
+Supervision (prefork.process) never imports this layer or the site: `httpdctl start` hands
+the master a `ServedSite`, and the master calls it through the `process.hooks.SiteHooks`
+protocol — to check and prepare the configuration, to clean up after a dead worker, and, in
+each new worker, to build the `WorkerService` that accepts and serves connections.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+from prefork.config.settings import Config
+from prefork.http.parser import Limits
+from prefork.log import AccessLog, ErrorLog
+from prefork.scoreboard import THREAD_LIMIT, Scoreboard, ThreadSlot
+from prefork.serve.context import ServerContext
+from prefork.serve.loop import Capacity, EventLoop
+from prefork.serve.pool import BlockingPool
+from prefork.serve.quick import QuickPath
+from prefork.site import hooks as site_hooks
+from prefork.site.router import Router
+
+JOIN_STEP = 0.2  # seconds between checks while waiting for the loops to finish
+
+
+class WorkerService:
+    """A worker's loops and blocking pool, serving `listeners` with one router."""
+
+    def __init__(self, config: Config, listeners: list[socket.socket], scoreboard: Scoreboard,
+                 process_slot: int, generation: int, error_log: ErrorLog,
+                 access_log: AccessLog, on_loop_death: Callable[[], None]) -> None:
+        http = config.http
+        router = Router(config)
+        limits = Limits(http.limit_request_line, http.limit_request_fields,
+                        http.limit_request_field_size, http.limit_request_body)
+        debug = error_log.enabled_for("debug")
+        # At debug level every request shows its parser and router events: no quick path.
+        quick = QuickPath(router, limits) if config.static.quick_path and not debug else None
+        ctx = ServerContext(
+            router=router,
+            access_log=access_log,
+            error_log=error_log,
+            limits=limits,
+            keepalive_timeout=http.keepalive_timeout,
+            max_keepalive_requests=http.max_keepalive_requests,
+            timeout=http.timeout,
+            header_timeout=http.header_timeout,
+            body_timeout=http.body_timeout,
+            min_rate=http.min_rate,
+            debug=debug,
+            quick=quick,
+            discard_body_limit=http.discard_body_limit,
+        )
+        workers = config.workers
+        capacity = Capacity(workers.max_connections)
+        threads = workers.threads
+
+        def pool_slot(index: int) -> ThreadSlot | None:  # after the loops' slots
+            if threads + index >= THREAD_LIMIT:
+                return None
+            return scoreboard.thread_slot(process_slot, threads + index, generation)
+
+        self.pool = BlockingPool(workers.blocking_threads, workers.blocking_queue, pool_slot)
+        self.loops: list[EventLoop] = []
+        for index in range(threads):
+            slot = scoreboard.thread_slot(process_slot, index, generation)
+            loop = EventLoop(index, listeners, ctx, slot, capacity, self.pool, on_loop_death)
+            capacity.loops.append(loop)
+            self.loops.append(loop)
+
+    def start(self) -> None:
+        self.pool.start()
+        for loop in self.loops:
+            loop.start()
+
+    def alive(self) -> bool:
+        """Every loop thread is running."""
+        return all(loop.thread.is_alive() for loop in self.loops)
+
+    def ticking(self, now: float, stall: float) -> bool:
+        """Every loop turned within `stall` seconds (monotonic `now`)."""
+        return all(now - loop.last_tick < stall for loop in self.loops)
+
+    def slots(self) -> list[ThreadSlot]:
+        return [loop.slot for loop in self.loops] + list(self.pool.slots)
+
+    def drain(self, idle_grace: float | None) -> None:
+        """Ask every loop to take what is queued, stop accepting and finish its connections;
+        returns at once."""
+        for loop in self.loops:
+            loop.request_drain(idle_grace)
+
+    def accepting_done(self) -> bool:
+        """Every loop has taken its last connection from the listeners (or ended)."""
+        return all(not loop.thread.is_alive() or (loop.draining and not loop.accepting)
+                   for loop in self.loops)
+
+    def wait(self, deadline: float, give_up: Callable[[], bool]) -> None:
+        """Wait until every loop has finished (monotonic `deadline`, or `give_up()`)."""
+        for loop in self.loops:
+            while loop.thread.is_alive() and time.monotonic() < deadline and not give_up():
+                loop.thread.join(JOIN_STEP)
+
+    def shutdown(self) -> None:
+        self.pool.shutdown()
+
+
+class ServedSite:
+    """The `process.hooks.SiteHooks` of this server: static files, uploads, status, apps."""
+
+    def check(self, config: Config) -> None:
+        site_hooks.check(config)
+
+    def prepare(self, config: Config, error_log: ErrorLog, owner: tuple[int, int] | None
+                ) -> None:
+        site_hooks.prepare(config, error_log, owner)
+
+    def worker_gone(self, config: Config, pid: int, error_log: ErrorLog) -> None:
+        site_hooks.worker_gone(config, pid, error_log)
+
+    def serve(self, config: Config, listeners: list[socket.socket], scoreboard: Scoreboard,
+              process_slot: int, generation: int, error_log: ErrorLog, access_log: AccessLog,
+              on_loop_death: Callable[[], None]) -> WorkerService:
+        return WorkerService(config, listeners, scoreboard, process_slot, generation,
+                             error_log, access_log, on_loop_death)
