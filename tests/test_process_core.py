@@ -400,7 +400,7 @@ def test_fork_failure_is_logged_frees_its_slot_and_leaks_nothing(
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
     monkeypatch.setattr(os, "fork", no_fork)
-    assert master._spawn(generation, 1) is None
+    assert master.spawn(generation, 1) is None
     assert fd_count(os.getpid()) == before
     assert list(master.scoreboard.processes()) == []
     assert master.next_spawn > time.monotonic()  # back-off before the next attempt
@@ -413,7 +413,7 @@ def test_state_file_enospc_is_logged_and_the_master_goes_on(tmp_path: Path) -> N
     """In-process: a full disk under var/run, as /dev/full plays it."""
     master = _bare_master(tmp_path)
     os.symlink("/dev/full", master.state_path + ".tmp")
-    master._write_state()  # must not raise
+    master.write_state()  # must not raise
     assert "cannot write the state file" in (tmp_path / "error.log").read_text()
     _close_master(master)
 

@@ -46,9 +46,10 @@ from prefork.process.listeners import (
     check_root_policy,
 )
 from prefork.process.privileges import worker_ids
-from prefork.process.reopen import LogReopenMixin
-from prefork.process.replacement import ReplacementMixin
-from prefork.process.stopping import StopMixin
+from prefork.process.recycle import Recycling
+from prefork.process.reload import Reloads
+from prefork.process.reopen import LogReopen
+from prefork.process.stopping import Stopping
 from prefork.process.systemd import inherited_sockets, sd_notify, watchdog_interval
 from prefork.process.worker import EXIT_BOOT_FAILED, WorkerSpec, run_worker
 from prefork.scoreboard import STARTING, Scoreboard
@@ -86,8 +87,11 @@ def systemd_status(generation: int, ready: int, target: int, requests: int,
     return message + "\nWATCHDOG=1" if watchdog else message
 
 
-class Master(ReplacementMixin, StopMixin, LogReopenMixin):
-    """Supervises generations of workers. `prepare()` in the start command, `run()` after."""
+class Master:
+    """Supervises generations of workers. `prepare()` in the start command, `run()` after.
+
+    Its steps live in collaborators that own their state: `reloads` (process/reload.py),
+    `recycling` (recycle.py), `stop` (stopping.py) and `reopen` (reopen.py)."""
 
     def __init__(self, config: Config, config_path: str, overrides: tuple[str, ...],
                  site: SiteHooks, foreground: bool = False) -> None:
@@ -101,20 +105,13 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         self.signals: deque[int] = deque()
         self.generations: dict[int, Generation] = {}
         self.current: Generation | None = None
-        self.pending: Generation | None = None  # a reload's generation until it booted
-        self.stopping = False
-        self.stop_deadline = 0.0
         self.failures = 0
         self.next_spawn = 0.0
-        self.reload_seq = 0
-        self.last_reload = {"ok": True, "message": "started"}
         self.started = time.time()
-        self.stop_at = 0.0  # monotonic: when the next step of a graceful stop is due
-        self.refusing = False  # graceful stop: listeners no longer start handshakes
-        self.recycling: tuple[WorkerProcess, WorkerProcess] | None = None  # (old, new)
-        self.log_seq = 0
-        self.reopen_pending = False
-        self.reopen_failures: list[str] = []  # of the last reopen (state file: reopen-logs)
+        self.reloads = Reloads(self)
+        self.recycling = Recycling(self)
+        self.stop = Stopping(self)
+        self.reopen = LogReopen(self)
         self.socket_activated = False
         self.next_status = 0.0
         self.health: HealthMonitor | None = None
@@ -158,7 +155,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
             self._tell_starter(f"ERROR {message}")
             if self.foreground and not (self.error_log and self.error_log.mirror_to_stderr):
                 print(f"httpdctl: {message}", file=sys.stderr)
-            self._shutdown_all(fast=True)
+            self.stop.shutdown_all(fast=True)
             self._cleanup()
             return 1
         self._tell_starter(f"READY {os.getpid()} "
@@ -173,7 +170,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         generation; returns (ok, reason). Raises OSError and friends on the way."""
         config = self.config
         self.pid_file.write(os.getpid())
-        error_log, access_log = self._open_logs(config)
+        error_log, access_log = self.open_logs(config)
         self.error_log = error_log
         try:
             self.scoreboard = Scoreboard.create(config.server.scoreboard_file, os.getpid())
@@ -181,7 +178,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
             raise StartupError(f"cannot create the scoreboard {config.server.scoreboard_file}"
                                f": {exc.strerror or exc}") from None
         self.health = HealthMonitor(self.scoreboard, config.workers.heartbeat_timeout)
-        self._give_logs_to_workers(config)
+        self.reopen.give_logs_to_workers(config)
         self._install_signals()
         try:
             from setproctitle import setproctitle
@@ -199,10 +196,10 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         self.site.prepare(config, error_log, worker_ids(config))
         ok, message = self._boot(generation)
         if ok:
-            self._write_state()
+            self.write_state()
         return ok, message
 
-    def _open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
+    def open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
         logging = config.logging
         error_log = ErrorLog(logging.error_log, logging.level, mirror_to_stderr=self.foreground)
         access_path = None if logging.access_log == "off" else logging.access_log
@@ -221,10 +218,10 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         """Fork a generation and wait until all its workers are ready (start-up only)."""
         generation.boot_deadline = time.monotonic() + generation.config.workers.boot_timeout
         for number in range(1, generation.target + 1):
-            self._spawn(generation, number)
+            self.spawn(generation, number)
         while True:
             self._wait_events(LOOP_INTERVAL)
-            self._reap()
+            self.reap()
             workers = generation.workers.values()
             if any(s in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT) for s in self.signals):
                 return False, "stopped while starting"
@@ -239,7 +236,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
 
     # ------------------------------------------------------------------ processes
 
-    def _spawn(self, generation: Generation, number: int) -> WorkerProcess | None:
+    def spawn(self, generation: Generation, number: int) -> WorkerProcess | None:
         """Fork worker `number` of `generation`; None (logged, back-off armed) if it could
         not be forked."""
         assert self.scoreboard is not None
@@ -286,7 +283,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         self.next_spawn = time.monotonic() + delay
         return delay
 
-    def _reap(self) -> None:
+    def reap(self) -> None:
         """Collect exited workers, log why each ended, and free their slots."""
         assert self.scoreboard is not None
         while True:
@@ -318,35 +315,45 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         assert self.health is not None
         self.health.forget(worker.pid)
         self.site.worker_gone(generation.config, worker.pid, generation.error_log)
-        if worker.stopping or self.stopping:
+        if worker.stopping or self.stop.stopping:
             log.info(f"{what} stopped: {cause}")
         elif not worker.ready:
             delay = self._back_off()
             log.error(f"{what} {cause} before it was ready; next attempt in {delay:g}s")
         else:
             log.error(f"{what} {cause}; respawning")
-        if generation is not self.current and generation is not self.pending \
+        if generation is not self.current and generation is not self.reloads.pending \
                 and not generation.workers:
-            self._retire(generation)
+            self.retire(generation)
 
     def _maintain(self) -> None:
         """Keep the current generation at its target size (respecting boot back-off)."""
         generation = self.current
-        if generation is None or self.stopping or time.monotonic() < self.next_spawn:
+        if generation is None or self.stop.stopping or time.monotonic() < self.next_spawn:
             return
         active = [w for w in generation.workers.values() if not w.stopping and not w.retiring]
         numbers = {w.number for w in active}
         for number in range(1, generation.target + 1):
             if number not in numbers:
-                self._spawn(generation, number)
+                self.spawn(generation, number)
                 return  # one at a time; the next round spawns the next
         surplus = len(active) - generation.target
         for worker in sorted(active, key=lambda w: -w.number)[:max(0, surplus)]:
-            self._stop_worker(worker, signal.SIGUSR2)  # retire: idle clients get answered
+            self.stop_worker(worker, signal.SIGUSR2)  # retire: idle clients get answered
 
-    def _stop_worker(self, worker: WorkerProcess, signum: int) -> None:
+    def stop_worker(self, worker: WorkerProcess, signum: int) -> None:
         worker.stopping = True
         signal_worker(worker.pid, signum)
+
+    def retire(self, generation: Generation) -> None:
+        """An old (or failed) generation has no workers left: close all it owns."""
+        del self.generations[generation.number]
+        generation.close(self.sockets_in_use())
+
+    def sockets_in_use(self, besides: Generation | None = None) -> set[int]:
+        """id()s of the sockets the generations (other than `besides`) listen on."""
+        return {id(s) for g in self.generations.values() if g is not besides
+                for s in g.listeners}
 
     # ------------------------------------------------------------------ the main loop
 
@@ -409,31 +416,27 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
     def _round(self) -> bool:
         """One round of supervision; True once a stop has completed."""
         timeout = LOOP_INTERVAL
-        if self.stop_at:
-            timeout = min(timeout, max(0.0, self.stop_at - time.monotonic()))
+        stop = self.stop
+        if stop.step_at:
+            timeout = min(timeout, max(0.0, stop.step_at - time.monotonic()))
         self._wait_events(timeout)
         while self.signals:
             signum = self.signals.popleft()
             handler = getattr(self, f"handle_{signal_name(signum).lower()}", None)
             if handler is not None:
                 handler()
-        self._reap()
-        if self.stop_at and time.monotonic() >= self.stop_at:
-            self.stop_at = 0.0
-            if self.refusing:
-                self._begin_stop(fast=False)
-            else:
-                self._refuse_new_connections()
-        if self.stopping:
+        self.reap()
+        stop.tick(time.monotonic())
+        if stop.stopping:
             if not any(g.workers for g in self.generations.values()):
                 return True
-            if time.monotonic() > self.stop_deadline:
+            if time.monotonic() > stop.deadline:
                 for generation in self.generations.values():
                     for worker in generation.workers.values():
-                        self._stop_worker(worker, signal.SIGKILL)
+                        self.stop_worker(worker, signal.SIGKILL)
             return False
-        self._check_reload()
-        self._check_health()
+        self.reloads.check()
+        self.recycling.check()
         self._maintain()
         self._report_to_systemd()
         return False
@@ -459,7 +462,19 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
         """Reaping happens every round; the signal only woke us."""
 
     def handle_sighup(self) -> None:
-        self._reload()
+        self.reloads.start()
+
+    def handle_sigterm(self) -> None:
+        self.stop.graceful()
+
+    def handle_sigint(self) -> None:
+        self.stop.fast()
+
+    def handle_sigquit(self) -> None:
+        self.stop.fast()
+
+    def handle_sigusr1(self) -> None:
+        self.reopen.begin()
 
     def handle_sigttin(self) -> None:
         if self.current and self.current.target >= MAX_PROCESSES:
@@ -476,7 +491,7 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
 
     # ------------------------------------------------------------------ state and clean-up
 
-    def _write_state(self) -> None:
+    def write_state(self) -> None:
         """Publish what `httpdctl status/reload` need: addresses, generation, reload result."""
         current = self.current
         state = {
@@ -485,12 +500,12 @@ class Master(ReplacementMixin, StopMixin, LogReopenMixin):
             "config": self.config_path,
             "generation": current.number if current else 0,
             "listen": current.addresses if current else [],
-            "reload_seq": self.reload_seq,
-            "reload": self.last_reload,
-            "log_seq": self.log_seq if not self.reopen_pending else self.log_seq - 1,
-            "stopping": self.stopping or bool(self.stop_at),
+            "reload_seq": self.reloads.seq,
+            "reload": self.reloads.last,
+            "log_seq": self.reopen.completed_seq,
+            "stopping": self.stop.requested,
             "scoreboard": self.config.server.scoreboard_file,
-            "log_failures": self.reopen_failures,
+            "log_failures": self.reopen.failures,
         }
         temp = self.state_path + ".tmp"
         try:

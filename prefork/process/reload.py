@@ -1,0 +1,151 @@
+"""Reloads: a whole new generation replaces the current one without losing a request.
+
+The new configuration is loaded first (a bad file changes nothing); a new generation is
+forked on the kept or newly bound sockets; only when all of it reported ready is the old
+generation retired (SIGUSR2: finish requests, answer what idle connections still send). If a
+new worker fails to boot or boot_timeout passes, the new generation is killed and the old
+one keeps serving. The outcome goes to the state file that `httpdctl reload` waits for.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+from prefork.config.settings import load_config
+from prefork.errors import ConfigError, StartupError
+from prefork.process.generation import Generation
+from prefork.process.listeners import bind_listeners, refuse_new_connections
+from prefork.process.systemd import sd_notify
+
+if TYPE_CHECKING:
+    from prefork.process.master import Master
+
+FAST_KILL_GRACE = 3.0  # seconds to reap a failed generation after SIGKILL
+REAP_STEP = 0.02  # seconds between reaping attempts while a failed generation dies
+
+
+class Reloads:
+    """The master's reloads: at most one under way (`pending`), and the last outcome."""
+
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.pending: Generation | None = None  # a reload's generation until it booted
+        self.seq = 0  # counts outcomes, so `httpdctl reload` knows which one is its own
+        self.last: dict[str, object] = {"ok": True, "message": "started"}
+
+    def start(self) -> None:
+        """SIGHUP: load the configuration again and fork a new generation from it."""
+        master = self.master
+        log = master.error_log
+        current = master.current
+        assert log is not None and current is not None and master.scoreboard is not None
+        if self.pending is not None:
+            log.warn("reload requested while another is in progress; ignored")
+            return
+        sd_notify(f"RELOADING=1\nMONOTONIC_USEC="
+                  f"{time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            config = load_config(master.config_path, master.overrides)
+            master.site.check(config)
+        except ConfigError as exc:
+            self.done(False, f"configuration error: {exc}")
+            return
+        if master.socket_activated:
+            # The sockets are systemd's (its .socket unit says what to listen on): a reload
+            # keeps them as they are, whatever [server] listen says.
+            listeners = list(current.listeners)
+        else:
+            reuse = dict(zip(current.config.server.listen, current.listeners, strict=False))
+            try:
+                listeners = bind_listeners(config.server.listen, config.server.backlog, reuse)
+            except StartupError as exc:
+                self.done(False, str(exc))
+                return
+        free = master.scoreboard.free_process_slots()
+        if free < config.workers.processes:
+            _close_new(listeners, current.listeners)
+            self.done(False, f"{config.workers.processes} new workers need as many "
+                             f"scoreboard slots, {free} are free (workers of older "
+                             f"generations are still finishing requests)")
+            return
+        try:
+            error_log, access_log = master.open_logs(config)
+        except OSError as exc:
+            _close_new(listeners, current.listeners)
+            self.done(False, f"cannot open the logs: {exc.strerror or exc}: {exc.filename}")
+            return
+        generation = Generation(current.number + 1, config, listeners,
+                                config.workers.processes, error_log, access_log)
+        generation.boot_deadline = time.monotonic() + config.workers.boot_timeout
+        master.generations[generation.number] = generation
+        self.pending = generation
+        log.notice(f"reloading: starting generation {generation.number}")
+        for number in range(1, generation.target + 1):
+            master.spawn(generation, number)
+
+    def check(self) -> None:
+        """Each round: promote the pending generation once all of it is ready, or give up
+        on it when a worker failed or boot_timeout passed."""
+        master = self.master
+        generation = self.pending
+        if generation is None:
+            return
+        workers = list(generation.workers.values())
+        if len(workers) == generation.target and all(w.ready for w in workers):
+            old = master.current
+            master.current = generation
+            self.pending = None
+            master.config = generation.config
+            master.error_log = generation.error_log
+            if old is not None:
+                # A listen address the new configuration dropped: our copy closes now, the
+                # old workers close theirs after their last accept, and new clients are
+                # refused instead of waiting in a backlog nobody accepts from.
+                in_use = master.sockets_in_use(besides=old)
+                for sock in old.listeners:
+                    if id(sock) not in in_use:
+                        refuse_new_connections(sock)
+                old.close_listeners(in_use)
+                for worker in old.workers.values():
+                    master.stop_worker(worker, signal.SIGUSR2)
+                if not old.workers:
+                    master.retire(old)
+            self.done(True, f"generation {generation.number} serving")
+            return
+        failed = len(workers) < generation.target
+        if failed or time.monotonic() > generation.boot_deadline:
+            reason = ("a new worker failed to boot (see the error log)" if failed else
+                      f"new workers not ready within {generation.config.workers.boot_timeout:g}s")
+            for worker in workers:
+                master.stop_worker(worker, signal.SIGKILL)
+            self.pending = None
+            deadline = time.monotonic() + FAST_KILL_GRACE
+            while generation.workers and time.monotonic() < deadline:
+                time.sleep(REAP_STEP)
+                master.reap()
+            # Retired now, or when its last (killed) worker is reaped.
+            if generation.number in master.generations and not generation.workers:
+                master.retire(generation)
+            self.done(False, reason)
+
+    def done(self, ok: bool, message: str) -> None:
+        self.seq += 1
+        self.last = {"ok": ok, "message": message}
+        log = self.master.error_log
+        if log:
+            if ok:
+                log.notice(f"reload complete: {message}")
+            else:
+                log.error(f"reload failed, previous generation keeps serving: {message}")
+        self.master.write_state()
+        sd_notify("READY=1\nSTATUS=" + ("serving" if ok else f"reload failed: {message}"))
+
+
+def _close_new(listeners: list[socket.socket], kept: list[socket.socket]) -> None:
+    """A reload gave up before its generation existed: close the sockets it bound."""
+    for sock in listeners:
+        if all(sock is not k for k in kept):
+            sock.close()
