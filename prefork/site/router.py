@@ -1,11 +1,18 @@
-"""The router: request-level checks (Host, method) and dispatch to a handler.
+"""The router: request-level checks (the host, the method) and a mount table.
 
 Handlers are plain objects with `serve(request) -> Response`; the router never touches
 sockets, and raises HTTPError subclasses for the connection to answer.
+
+The mount table maps URL prefixes to handlers, longest prefix first, as Apache's Alias and
+nginx's prefix locations do: the document root is the mount `/`, the uploads directory
+`/uploads`, and exact mounts serve one path (`/upload`, `/server-status`). A prefix matches
+on a segment boundary only: `/uploads` serves `/uploads` and `/uploads/x`, never
+`/uploadsx`. Hosted applications are mounts too.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from prefork.config.settings import Config
@@ -14,6 +21,7 @@ from prefork.http.message import Request, Response
 from prefork.site.static import StaticFiles
 from prefork.site.status import ServerStatus
 from prefork.site.uploads.forms import UPLOAD_PATH, PostHandler
+from prefork.site.uploads.put import PREFIX as UPLOADS_PREFIX
 from prefork.site.uploads.put import UploadHandler
 
 # Methods this server knows (RFC 9110 §9 plus PATCH); anything else is 501 (RFC 9110 §9.1).
@@ -27,6 +35,46 @@ HOST_CACHE_SIZE = 256  # accepted Host values remembered per worker (bounded: cl
 
 class Handler(Protocol):
     def serve(self, request: Request) -> Response: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """A handler at a URL prefix ("/" or "/name", no trailing slash), or at one exact path."""
+
+    prefix: str
+    handler: Handler
+    exact: bool = False
+
+    def matches(self, path: str) -> bool:
+        prefix = self.prefix
+        if self.exact:
+            return path == prefix
+        return prefix == "/" or path == prefix or path.startswith(prefix + "/")
+
+
+class MountTable:
+    """The mounts, searched exact paths first, then longest prefix first."""
+
+    def __init__(self, mounts: list[Mount]) -> None:
+        exact = [m for m in mounts if m.exact]
+        prefixes = [m for m in mounts if not m.exact]
+        for kind in (exact, prefixes):
+            seen = [m.prefix for m in kind]
+            if len(seen) != len(set(seen)):
+                raise ValueError(f"two mounts at the same place: {sorted(seen)}")
+        self.exact = {m.prefix: m for m in exact}
+        self.prefixes = sorted(prefixes, key=lambda m: len(m.prefix), reverse=True)
+        self.mounts = tuple(mounts)
+
+    def find(self, path: str) -> Mount | None:
+        """The mount serving `path` (an origin-form path, still percent-encoded)."""
+        mount = self.exact.get(path)
+        if mount is not None:
+            return mount
+        for mount in self.prefixes:
+            if mount.matches(path):
+                return mount
+        return None
 
 
 def split_host(host: str) -> tuple[str, int | None]:
@@ -63,7 +111,13 @@ class Router:
             self.static.excluded = (self.uploads.directory,)
             self.post = PostHandler(self.uploads)  # POST /upload
         self.status = ServerStatus(config) if config.status.enabled else None
-        self.status_path = config.status.path
+        mounts = [Mount("/", self.static)]
+        if self.uploads is not None and self.post is not None:
+            mounts += [Mount(UPLOADS_PREFIX, self.uploads),
+                       Mount(UPLOAD_PATH, self.post, exact=True)]
+        if self.status is not None:
+            mounts.append(Mount(config.status.path, self.status, exact=True))
+        self.mounts = MountTable(mounts)
 
     def may_block(self, method: str, path: str) -> bool:
         """True when a request without a body may still take long to serve (a bcrypt
@@ -113,11 +167,6 @@ class Router:
         return self.handler_for(request.path).serve(request)
 
     def handler_for(self, path: str) -> Handler:
-        """The handler for a (non-asterisk) request path."""
-        if self.status is not None and path == self.status_path:
-            return self.status
-        if self.post is not None and path == UPLOAD_PATH:
-            return self.post
-        if self.uploads is not None and self.uploads.handles(path):
-            return self.uploads
-        return self.static  # PUT/DELETE/POST elsewhere: 405 + static Allow
+        """The handler for a (non-asterisk) request path: its mount's."""
+        mount = self.mounts.find(path)
+        return mount.handler if mount is not None else self.static
