@@ -1,5 +1,6 @@
-"""mypy passes on prefork/ with the configuration in pyproject.toml ([tool.mypy]), and the
-typed configuration gives it something to check: no setting reads as Any."""
+"""mypy passes on prefork/ and httpd_client/ with the configuration in pyproject.toml
+([tool.mypy]), and the typed configuration gives it something to check: no setting reads
+as Any."""
 
 from __future__ import annotations
 
