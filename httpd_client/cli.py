@@ -149,7 +149,7 @@ def cli(ctx: click.Context, url: str | None, timeout: float | None, debug: bool 
 @common
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @click.pass_obj
-def confirm(settings: Settings, method: str, as_json: bool = False, **given: Any) -> None:
+def confirm(settings: Settings, /, method: str, as_json: bool = False, **given: Any) -> None:
     """Send the spec's METHOD requests (or ALL) once each and check the responses.
 
     An entry passes when its status is the one its "expect" names (any 2xx or 3xx when it
@@ -210,7 +210,7 @@ def confirm(settings: Settings, method: str, as_json: bool = False, **given: Any
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
 @click.pass_obj
-def load(settings: Settings, repeat: int | None = None, concurrency: int = 1,
+def load(settings: Settings, /, repeat: int | None = None, concurrency: int = 1,
          duration: float | None = None, processes: int | None = None, as_json: bool = False,
          progress: bool | None = None, **given: Any) -> None:
     """Replay the spec over keep-alive connections and report throughput and latency.

@@ -28,6 +28,7 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .wire import BadResponse, ChunkedReader, connect_kind, error_kind, parse_head
 
@@ -52,7 +53,7 @@ class Work:
     expected: list[frozenset[int]]  # empty: not checked
     labels: list[str]
     family: int
-    sockaddr: tuple
+    sockaddr: tuple[Any, ...]
     connections: int
     first: int  # global sequence number of this process's first request
     count: int | None  # None: until the deadline
@@ -65,7 +66,7 @@ class Work:
 
 @dataclass
 class WorkerResult:
-    latencies: array = field(default_factory=lambda: array("d"))
+    latencies: array[float] = field(default_factory=lambda: array("d"))
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     unexpected: int = 0  # responses whose status the entry's "expect" does not allow
@@ -372,6 +373,7 @@ class Worker:
             conn.state = HEAD
             if conn.writing:
                 conn.writing = False
+                assert conn.sock is not None  # we are reading from it
                 self.sel.modify(conn.sock, READ, conn)
         buf = conn.buf + data if conn.buf else data
         while True:

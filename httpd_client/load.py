@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .engine import Work, Worker, WorkerResult, install_stop
 from .request import Target, prepare, unreachable
@@ -59,7 +60,7 @@ class LoadOutcome:
 
 
 def preflight(target: Target, context: ssl.SSLContext | None,
-              timeout: float) -> tuple[int, tuple]:
+              timeout: float) -> tuple[int, tuple[Any, ...]]:
     """Resolve the target and open (then close) one connection, with the TLS handshake
     for https.
 

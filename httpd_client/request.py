@@ -12,6 +12,7 @@ import socket
 import ssl
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from prefork import __version__
@@ -75,7 +76,7 @@ class Target:
     def url(self, path: str = "") -> str:
         return f"{self.scheme}://{self.host_header}{self.base_path}{path}"
 
-    def resolve(self) -> tuple[socket.AddressFamily, tuple]:
+    def resolve(self) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
         """The first address to connect to. Raises OSError (socket.gaierror) if none."""
         infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
         family, _type, _proto, _name, sockaddr = infos[0]
@@ -191,7 +192,7 @@ def prepare(entry: Entry, target: Target, close: bool = False) -> Prepared:
     return Prepared(entry.method, path, tuple(headers.values()), body)
 
 
-def multipart(fields: dict, filename: str | None, content: bytes,
+def multipart(fields: dict[str, Any], filename: str | None, content: bytes,
               content_type: str) -> tuple[bytes, str]:
     """A multipart/form-data body (RFC 7578) and its Content-Type header value."""
     boundary = "----httpd-client-" + uuid.uuid4().hex
@@ -208,7 +209,7 @@ def multipart(fields: dict, filename: str | None, content: bytes,
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
 
 
-def _strings(data: dict) -> dict[str, str]:
+def _strings(data: dict[str, Any]) -> dict[str, str]:
     def text(value: object) -> str:
         if isinstance(value, bool):
             return "true" if value else "false"

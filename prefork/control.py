@@ -85,9 +85,10 @@ def read_state(pid_file: str) -> dict[str, Any]:
     """The running master's published state, or {} when there is none (yet)."""
     try:
         with open(state_file(pid_file), encoding="utf-8") as handle:
-            return json.load(handle)
+            state = json.load(handle)
     except (OSError, ValueError):
         return {}
+    return state if isinstance(state, dict) else {}
 
 
 def _read_pid(path: str) -> int | None:

@@ -206,6 +206,18 @@ def _combined() -> Callable[[AccessRecord], str]:
     return render
 
 
+def _time_field() -> Field:
+    clock = ClfClock()  # one per directive: it caches the last second it formatted
+    return lambda r: clock.format(r.start)
+
+
+def _header_field(letter: str, name: str) -> Field:
+    """%{name}i (a request field) or %{name}o (a response field)."""
+    if letter == "i":
+        return lambda r: _header_value(r.request_headers, name)
+    return lambda r: _response_header(r.response_headers, name)
+
+
 def compile_access_format(fmt: str, specialise: bool = True
                           ) -> Callable[[AccessRecord], str]:
     """Compile an Apache LogFormat string into a function from AccessRecord to a line.
@@ -224,12 +236,11 @@ def compile_access_format(fmt: str, specialise: bool = True
         if letter == "%":
             parts.append("%")
         elif letter == "t":
-            clock = ClfClock()
-            parts.append(lambda r, clock=clock: clock.format(r.start))
-        elif letter == "i":
-            parts.append(lambda r, name=arg: _header_value(r.request_headers, name))
-        elif letter == "o":
-            parts.append(lambda r, name=arg: _response_header(r.response_headers, name))
+            parts.append(_time_field())
+        elif letter in "io":
+            if not arg:  # the config refuses it first (values.access_format)
+                raise ValueError(f"%{letter} needs a header name, as in %{{Referer}}{letter}")
+            parts.append(_header_field(letter, arg))
         elif letter in _FIELDS:
             parts.append(_FIELDS[letter])
         else:

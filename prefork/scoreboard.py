@@ -141,7 +141,8 @@ class Scoreboard:
     @property
     def log_seq(self) -> int:
         """How many times the master asked for logs to be reopened."""
-        return _U32.unpack_from(self.buffer, _LOG_SEQ_OFFSET)[0]
+        seq: int = _U32.unpack_from(self.buffer, _LOG_SEQ_OFFSET)[0]
+        return seq
 
     @log_seq.setter
     def log_seq(self, value: int) -> None:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import configparser
+import dataclasses
 import socket
 from pathlib import Path
 
 import pytest
 
+from prefork.config.ini import Known, parse_override, read_ini
+from prefork.config.schema import Section, settings_of
+from prefork.config.sections import SECTION_TYPES
 from prefork.config.settings import (
     SETTINGS,
     load_config,
@@ -162,3 +166,63 @@ def test_config_is_read_only() -> None:
         config.server.listen = ()
     with pytest.raises(AttributeError):
         _ = config.server.no_such_key
+
+
+def test_the_table_is_derived_from_the_typed_sections() -> None:
+    config = load_config(REPO / "etc" / "httpd.ini")
+    assert [s.section for s in SETTINGS] == sorted(
+        (s.section for s in SETTINGS), key=list(SECTION_TYPES).index)  # grouped, file order
+    for setting in SETTINGS:
+        section = getattr(config, setting.section)
+        assert isinstance(section, SECTION_TYPES[setting.section])
+        assert config.get(setting.section, setting.key) == getattr(section, setting.key)
+        assert config.raw[(setting.section, setting.key)] == setting.default
+    assert {f.name for f in dataclasses.fields(config.http)} == {
+        s.key for s in SETTINGS if s.section == "http"}
+    assert isinstance(config.http.timeout, float) and isinstance(config.workers.threads, int)
+    assert isinstance(config.server.listen, tuple) and isinstance(config.uploads.enabled, bool)
+    with pytest.raises(KeyError):
+        config.get("http", "no_such_key")
+    with pytest.raises(KeyError):
+        config.get("source", "x")
+
+
+def test_a_field_without_setting_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Broken(Section):
+        timeout: float = 1.0
+
+    with pytest.raises(TypeError, match=r"Broken\.timeout is not declared with setting\(\)"):
+        settings_of("broken", Broken)
+
+
+NAMED = Known({"server": {"listen"}, "app": {"mount", "module"}}, named={"app"})
+
+
+def test_named_sections_are_read_each_under_its_own_id(tmp_path: Path) -> None:
+    path = tmp_path / "x.ini"
+    path.write_text("[server]\nlisten = 1\n[app:Blog]\nmount = /blog\n[app:wiki]\n"
+                    "[app:blog]\nmodule = blog:app\n")
+    text = read_ini(path, NAMED)
+    assert text.values[("app:blog", "mount")].text == "/blog"
+    assert text.values[("app:blog", "module")].line == 7
+    assert text.sections == {"server": 1, "app:blog": 3, "app:wiki": 5}  # wiki: no keys
+    assert parse_override("app:wiki.mount=/w", NAMED)[0] == ("app:wiki", "mount")
+    for header, message in (("[app]", r"\[app\] needs a name"),
+                            ("[server:x]", r"\[server\] takes no name"),
+                            ("[tls:main]", r"unknown section \[tls:main\] \(known: server, "
+                                           r"app:NAME\)")):
+        path.write_text(f"# comment\n{header}\n")
+        with pytest.raises(ConfigError, match=":2: .*" + message):
+            read_ini(path, NAMED)
+    with pytest.raises(ConfigError, match="unknown setting"):
+        parse_override("app.mount=/w", NAMED)
+
+
+def test_lenient_loading_skips_a_section_it_does_not_know(tmp_path: Path) -> None:
+    # A newer file read by an older httpdctl: the keys under [app:blog] must not land in
+    # the section before it.
+    path = write(tmp_path, "[workers]\nthreads = 2\n[app:blog]\nthreads = 9\n")
+    assert load_config(path, lenient=True).workers.threads == 2
+    with pytest.raises(ConfigError, match=r":3: app:blog: unknown section \[app:blog\]"):
+        load_config(path)

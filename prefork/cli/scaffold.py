@@ -16,9 +16,13 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prefork.config.settings import render_default_ini
 from prefork.errors import ConfigError
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable  # importlib.resources.abc from Python 3.11 on
 
 CONFIG_PATH = Path("etc") / "httpd.ini"
 LOGROTATE_PATH = Path("etc") / "logrotate.d" / "prefork"
@@ -71,7 +75,7 @@ def _skeleton_files() -> dict[Path, bytes]:
     files: dict[Path, bytes] = {}
     skeleton = resources.files("prefork") / "skeleton"
 
-    def walk(node: resources.abc.Traversable, relative: Path) -> None:
+    def walk(node: Traversable, relative: Path) -> None:
         for child in node.iterdir():
             if child.name == "uploads" or child.name.startswith("."):
                 continue  # never ship what a checkout's server stored

@@ -42,9 +42,9 @@ def collect(config: Config) -> dict[str, Any]:
     procs: dict[int, psutil.Process] = {master.pid: master_proc}
     for child in master_proc.children():
         procs[child.pid] = child
-    for proc in procs.values():
+    for sampled in procs.values():
         try:
-            proc.cpu_percent(None)
+            sampled.cpu_percent(None)
         except psutil.Error:
             pass
     time.sleep(CPU_SAMPLE_SECONDS)

@@ -204,6 +204,25 @@ def access_format(raw: str) -> str:
     return text
 
 
+def realm_value(raw: str) -> str:
+    """The [auth] realm: text a response field can carry, so every 401 can be sent.
+
+    The realm is a quoted-string in WWW-Authenticate (RFC 7617 §2, RFC 9110 §11.2), and a
+    field value is bytes: visible ASCII, SP, HTAB and obs-text, which we send as latin-1.
+    RFC 7617's charset parameter covers the credentials only; there is no encoding for a
+    realm that user agents agree on, so a realm outside latin-1 (or with a control
+    character) is refused here rather than shown garbled. Raises ValueError.
+    """
+    value = raw.strip()
+    for char in value:
+        if ord(char) > 0xFF:
+            raise ValueError(f"{char!r} is outside latin-1: a WWW-Authenticate field cannot "
+                             "carry it (RFC 7617 gives the realm no encoding)")
+        if (ord(char) < 0x20 and char != "\t") or 0x7F <= ord(char) < 0xA0:
+            raise ValueError(f"control character {char!r} in the realm")
+    return value
+
+
 def path_or_off(raw: str) -> str:
     value = raw.strip()
     if not value:

@@ -175,5 +175,6 @@ def _prepared(response: Response, method: str, version: str, keep_alive: bool) -
         out.items.append(head + body)
         out.body_bytes = len(body)
     else:
+        assert isinstance(body, FileBody)  # framing() sends only bytes or a FileBody here
         out.items += (head, body)
     return out

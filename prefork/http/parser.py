@@ -392,7 +392,8 @@ class RequestParser:
                 raise errors.ContentTooLarge(f"Content-Length over {self._limits.body}")
         expect_continue = False
         if "expect" in headers:  # RFC 9110 §10.1.1
-            items = [e.strip(" \t").lower() for e in headers.get_joined("expect").split(",")]
+            expect = headers.get_joined("expect") or ""  # present: "expect" in headers
+            items = [e.strip(" \t").lower() for e in expect.split(",")]
             if any(e and e != "100-continue" for e in items):
                 raise errors.ExpectationFailed("only 100-continue is supported")
             expect_continue = http11 and any(items)

@@ -279,7 +279,7 @@ class Master:
     def _back_off(self) -> float:
         """Count one more failure to start a worker; returns the delay before the next."""
         self.failures += 1
-        delay = min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
+        delay: float = min(BACKOFF_FIRST * 2 ** (self.failures - 1), BACKOFF_MAX)
         self.next_spawn = time.monotonic() + delay
         return delay
 

@@ -37,6 +37,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from prefork.config.settings import Config
@@ -72,7 +73,7 @@ class WorkerSpec:
     ready_fd: int  # write end of the pipe the master watches
     error_log: ErrorLog
     access_log: AccessLog
-    signal_mask: set[signal.Signals]  # the mask to restore once our handlers are installed
+    signal_mask: AbstractSet[int]  # the mask to restore once our handlers are installed
     site: SiteHooks  # builds what this worker serves with (process/hooks.py)
 
 

@@ -348,7 +348,7 @@ class Connection:
         if self.ctx.debug:
             self.ctx.error_log.debug(f"request {self.request_line!r}", self.client)
 
-    def _dispatch(self, head: RequestHead, body: BodyReader | None = None) -> Response:
+    def _dispatch(self, head: RequestHead, body: Body | None = None) -> Response:
         """Run the router; every exception becomes an error response here."""
         request = Request(head.method, head.target, head.path, head.query, head.version,
                           head.headers, self.client, head.keep_alive, head.has_body,

@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prefork.serve.connection import Action, Connection, ServerContext
 from prefork.serve.pool import BlockingPool, Mailbox
@@ -393,7 +393,8 @@ class EventLoop:
         self._stop_accepting()
         self.saturated_since = time.monotonic()
 
-    def _adopt_new(self, sock: socket.socket, address: tuple, listener_fd: int) -> None:
+    def _adopt_new(self, sock: socket.socket, address: tuple[Any, ...], listener_fd: int
+                   ) -> None:
         try:
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:

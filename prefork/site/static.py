@@ -403,7 +403,8 @@ class StaticFiles:
         if ranges is None:
             full = [*headers, ("Content-Length", str(size))]
             if request.method == "HEAD" or entry.body is not None:
-                body = b"" if request.method == "HEAD" else entry.body
+                body = entry.body if request.method != "HEAD" and entry.body is not None \
+                    else b""
                 return Response(200, full, body, raw_headers=entry.raw_headers,
                                 cache_entry=entry)
             return _NeedsBody(lambda fd: Response(200, full, FileBody(fd, 0, size),

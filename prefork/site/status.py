@@ -11,6 +11,7 @@ import html
 import ipaddress
 import os
 import time
+from typing import Any
 
 from prefork import SERVER_SOFTWARE
 from prefork.config.settings import Config
@@ -60,7 +61,7 @@ class ServerStatus:
         return Response(200, [("Content-Type", content_type), ("Cache-Control", "no-store")],
                         body.encode())
 
-    def _snapshot(self) -> dict:
+    def _snapshot(self) -> dict[str, Any]:
         assert self.board is not None
         state = read_state(self.pid_file)
         processes = []
@@ -76,7 +77,7 @@ class ServerStatus:
         return "".join(graceful if stopping and t.state in BUSY_STATES else t.state
                        for t in threads)
 
-    def _auto(self, snap: dict, host: str) -> str:
+    def _auto(self, snap: dict[str, Any], host: str) -> str:
         now, started = snap["now"], snap["started"]
         uptime = max(1, int(now - started))
         threads = [t for _info, ts in snap["processes"] for t in ts]
@@ -112,7 +113,7 @@ class ServerStatus:
         ]
         return "\n".join(lines) + "\n"
 
-    def _html(self, snap: dict) -> str:
+    def _html(self, snap: dict[str, Any]) -> str:
         now = snap["now"]
         rows = []
         for info, threads in snap["processes"]:

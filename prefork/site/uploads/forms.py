@@ -18,7 +18,7 @@ import secrets
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeAlias
 from urllib.parse import parse_qsl
 
 from multipart import (
@@ -62,8 +62,10 @@ FALLBACK_NAME = "upload.bin"
 TEXT_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin-1",
                            "latin1"})
 
-Segment = MultipartSegment  # headers of one part: .name, .filename, .content_type
-Event = MultipartSegment | bytes | None  # a part starts, some of its bytes, it ends
+# Explicit aliases: the multipart package ships no type information, so mypy sees its
+# classes as Any and would take a plain assignment for a variable.
+Segment: TypeAlias = MultipartSegment  # headers of one part: .name, .filename, .content_type
+Event: TypeAlias = MultipartSegment | bytes | None  # a part starts, some of its bytes, it ends
 
 
 class FormError(Exception):
