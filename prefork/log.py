@@ -366,7 +366,7 @@ class ErrorLog(_FileLog):
             return
         note = ""
         if exc.log_every:
-            held = self._hold(type(exc).__name__, exc.log_every)
+            held = self.hold(type(exc).__name__, exc.log_every)
             if held is None:
                 return
             if held:
@@ -378,8 +378,9 @@ class ErrorLog(_FileLog):
             message += f": {escape(clipped)}"
         self.log(level, message + note, client)
 
-    def _hold(self, key: str, interval: float) -> int | None:
-        """None while lines of `key` are held back (counted); else how many were."""
+    def hold(self, key: str, interval: float) -> int | None:
+        """Rate-limit lines of one kind (`key`) to one per `interval` seconds in this
+        process: None while they are held back (counted); else how many were."""
         now = time.monotonic()
         with self._held_lock:
             until, held = self._held.get(key, (0.0, 0))

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from prefork.errors import OutOfDescriptors
 from prefork.serve.connection import Action, Connection, ServerContext
 from prefork.serve.pool import BlockingPool, Mailbox
 
@@ -50,7 +51,7 @@ SWEEP_INTERVAL = 0.5  # seconds between deadline scans
 SATURATED_SWEEP_INTERVAL = 0.05
 SATURATION_GRACE = 0.1  # seconds a connection may wait for a free worker before 503
 SATURATION_LOG_INTERVAL = 10.0
-FD_LOG_INTERVAL = 10.0  # seconds between "out of descriptors" lines, per worker
+FD_LOG_INTERVAL = OutOfDescriptors.log_every  # seconds between "out of descriptors" lines
 BUSY_LOG_INTERVAL = 10.0  # seconds between "blocking pool full" lines, per worker
 RETRY_AFTER_SECONDS = 1
 OVERLOAD_RESPONSE = (
@@ -77,7 +78,6 @@ class Capacity:
         self.limit = limit
         self.loops: list[EventLoop] = []
         self.last_saturation_log = 0.0
-        self.last_fd_log = -FD_LOG_INTERVAL
         self.last_busy_log = -BUSY_LOG_INTERVAL
 
     def used(self) -> int:
@@ -373,15 +373,17 @@ class EventLoop:
             self.reserve_fd = reserve_descriptor()
 
     def _log_out_of_files(self, exc: OSError) -> None:
-        capacity = self.capacity
-        now = time.monotonic()
-        if now - capacity.last_fd_log >= FD_LOG_INTERVAL:
-            capacity.last_fd_log = now
-            self.ctx.error_log.error(
-                f"accept(): out of file descriptors ({errno.errorcode.get(exc.errno or 0)}: "
-                f"{exc.strerror}) with {capacity.used()} connections in this worker; new "
-                f"clients get 503 through the reserved one. Raise the limit (ulimit -n, "
-                f"systemd LimitNOFILE) or lower [workers] max_connections")
+        # One limiter with the handlers' 503s for the same shortage (OutOfDescriptors): the
+        # error log says "out of descriptors" at most once per interval per worker.
+        held = self.ctx.error_log.hold(OutOfDescriptors.__name__, FD_LOG_INTERVAL)
+        if held is None:
+            return
+        more = f" ({held} more since the last such line)" if held else ""
+        self.ctx.error_log.error(
+            f"accept(): out of file descriptors ({errno.errorcode.get(exc.errno or 0)}: "
+            f"{exc.strerror}) with {self.capacity.used()} connections in this worker; new "
+            f"clients get 503 through the reserved one. Raise the limit (ulimit -n, "
+            f"systemd LimitNOFILE) or lower [workers] max_connections{more}")
 
     def _back_off(self, exc: OSError) -> None:
         """accept() failed for want of memory or descriptors with no reserve left: stop
