@@ -208,21 +208,55 @@ def test_named_sections_are_read_each_under_its_own_id(tmp_path: Path) -> None:
     assert text.values[("app:blog", "module")].line == 7
     assert text.sections == {"server": 1, "app:blog": 3, "app:wiki": 5}  # wiki: no keys
     assert parse_override("app:wiki.mount=/w", NAMED)[0] == ("app:wiki", "mount")
-    for header, message in (("[app]", r"\[app\] needs a name"),
-                            ("[server:x]", r"\[server\] takes no name"),
+    path.write_text("[app]\nmount = /\n")  # one application needs no name
+    assert read_ini(path, NAMED).values[("app", "mount")].text == "/"
+    for header, message in (("[server:x]", r"\[server\] takes no name"),
                             ("[tls:main]", r"unknown section \[tls:main\] \(known: server, "
                                            r"app:NAME\)")):
         path.write_text(f"# comment\n{header}\n")
         with pytest.raises(ConfigError, match=":2: .*" + message):
             read_ini(path, NAMED)
     with pytest.raises(ConfigError, match="unknown setting"):
-        parse_override("app.mount=/w", NAMED)
+        parse_override("app:wiki.nope=/w", NAMED)
 
 
 def test_lenient_loading_skips_a_section_it_does_not_know(tmp_path: Path) -> None:
-    # A newer file read by an older httpdctl: the keys under [app:blog] must not land in
+    # A newer file read by an older httpdctl: the keys under [cache:blog] must not land in
     # the section before it.
-    path = write(tmp_path, "[workers]\nthreads = 2\n[app:blog]\nthreads = 9\n")
+    path = write(tmp_path, "[workers]\nthreads = 2\n[cache:blog]\nthreads = 9\n")
     assert load_config(path, lenient=True).workers.threads == 2
-    with pytest.raises(ConfigError, match=r":3: app:blog: unknown section \[app:blog\]"):
+    with pytest.raises(ConfigError, match=r":3: cache:blog: unknown section \[cache:blog\]"):
         load_config(path)
+
+
+def test_application_sections_are_typed_and_ordered(tmp_path: Path) -> None:
+    path = write(tmp_path, "[static]\nmount = /static/\n"
+                           "[app]\nmodule = site_wsgi\npath = apps/site lib\n"
+                           "[app:blog]\nmount = /blog\nmodule = blog.wsgi:application\n"
+                           "threads = 4\nenv = DJANGO_SETTINGS_MODULE=blog.settings A=1\n")
+    config = load_config(path, ("app:blog.threads=6",))
+    assert config.static.mount == "/static"
+    first, blog = config.apps
+    assert (first.name, first.mount, first.module, first.threads) == ("", "/", "site_wsgi", 8)
+    assert first.path == (str(tmp_path / "apps" / "site"), str(tmp_path / "lib"))
+    assert (blog.name, blog.mount, blog.threads) == ("blog", "/blog", 6)
+    assert blog.env == (("DJANGO_SETTINGS_MODULE", "blog.settings"), ("A", "1"))
+    assert load_config(write(tmp_path, "")).apps == ()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[app]\nmount = /\n", r":\d+: app.module: required"),
+    ("[app]\nmodule = a:b:c\n", r":2: app.module: expected package.module:callable"),
+    ("[app]\nmodule = a\nmount = blog\n", r":3: app.mount: expected a URL path"),
+    ("[app]\nmodule = a\nmount = /a/../b\n", r"app.mount: a mount may not contain"),
+    ("[app]\nmodule = a\nenv = NOEQUALS\n", r"app.env: expected NAME=VALUE"),
+    ("[app:a]\nmodule = a\n[app:b]\nmodule = b\nmount = /\n",
+     r"app:a.mount: / is taken by \[static\] mount"),
+    ("[static]\nmount = /s\n[app:a]\nmodule = a\nmount = /x\n[app:b]\nmodule = b\n"
+     "mount = /x\n", r":8: app:b.mount: /x is taken by \[app:a\]"),
+    ("[workers]\nblocking_threads = 100\n[app]\nmodule = a\nthreads = 60\n",
+     r"the applications' threads \(60\) exceeds the 128"),
+])
+def test_application_sections_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))

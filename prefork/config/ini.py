@@ -34,7 +34,7 @@ class RawValue:
 @dataclass(frozen=True, slots=True)
 class Known:
     """The names the reader accepts: each section kind with its keys, and which kinds are
-    named (written [kind:NAME], any number of them)."""
+    repeatable: written [kind] for one, or [kind:NAME] any number of times."""
 
     keys: Mapping[str, Collection[str]]
     named: Collection[str] = ()
@@ -45,8 +45,6 @@ class Known:
             shown = [f"{k}:NAME" if k in self.named else k for k in self.keys]
             header = f"{kind}:{name}" if name is not None else kind
             raise ValueError(f"unknown section [{header}] (known: {', '.join(shown)})")
-        if kind in self.named and name is None:
-            raise ValueError(f"section [{kind}] needs a name, as in [{kind}:NAME]")
         if kind not in self.named and name is not None:
             raise ValueError(f"section [{kind}] takes no name (found [{kind}:{name}])")
         return kind if name is None else f"{kind}:{name}"

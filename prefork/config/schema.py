@@ -60,6 +60,15 @@ class Section:
     __slots__ = ()
 
 
+_HEADER = "prefork.config.header"  # metadata key of a repeatable section's name field
+
+
+def header_name() -> str:
+    """Declare the field of a repeatable section that holds the NAME of its [kind:NAME]
+    header ("" for a bare [kind]); it is not a setting."""
+    return cast(str, field(metadata={_HEADER: True}))
+
+
 def sections_of(config_type: type) -> dict[str, type[Section]]:
     """{section name: its dataclass} for each field of `config_type` typed as a Section, in
     declaration order (the order of the shipped file)."""
@@ -78,6 +87,8 @@ def settings_of(name: str, section_type: type[Section]) -> tuple[Setting, ...]:
         raise TypeError(f"{section_type.__name__} is not a dataclass")
     rows = []
     for item in fields(section_type):
+        if item.metadata.get(_HEADER):
+            continue
         spec = item.metadata.get(_SPEC)
         if not isinstance(spec, _Spec):
             raise TypeError(f"{section_type.__name__}.{item.name} is not declared with setting()")

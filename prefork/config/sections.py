@@ -14,14 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefork.config.schema import Section, sections_of, setting, settings_of
+from prefork.config.schema import Section, header_name, sections_of, setting, settings_of
 from prefork.config.values import (
     COMBINED_FORMAT,
     MAX_PROCESSES,
     MAX_THREAD_SLOTS,
     ListenAddress,
     access_format,
+    app_module,
     boolean,
+    environment,
     extensions,
     integer,
     listen_list,
@@ -30,6 +32,7 @@ from prefork.config.values import (
     seconds,
     size,
     string_value,
+    url_prefix,
     words,
 )
 from prefork.config.values import level as log_level
@@ -156,6 +159,10 @@ class HttpSettings(Section):
 class StaticSettings(Section):
     """The [static] section."""
 
+    mount: str = setting(
+        url_prefix, "/",
+        "URL prefix the document root is served at (/static when an application owns /); "
+        "the longest mount prefix wins.")
     index_files: tuple[str, ...] = setting(
         words, "index.html",
         "Files tried, in order, when a directory is requested.")
@@ -230,6 +237,29 @@ class LoggingSettings(Section):
 
 
 @dataclass(frozen=True, slots=True)
+class AppSettings(Section):
+    """An [app] section, or one of several [app:NAME] sections: a WSGI application."""
+
+    name: str = header_name()
+    mount: str = setting(url_prefix, "/",
+                         "URL prefix the application is mounted at (its SCRIPT_NAME).")
+    module: str = setting(
+        app_module, "",
+        "The WSGI callable as package.module:callable (gunicorn's APP_MODULE; the callable "
+        "defaults to application). Required.")
+    path: tuple[str, ...] = setting(
+        words, "",
+        "Directories put in front of sys.path before the import, relative to the server "
+        "root.", path=True)
+    threads: int = setting(
+        integer(1, MAX_THREAD_SLOTS - 2), "8",
+        "Threads per worker running this application's requests.")
+    env: tuple[tuple[str, str], ...] = setting(
+        environment, "",
+        "Environment variables for the application, as NAME=VALUE words.")
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """A validated configuration: one typed attribute per section.
 
@@ -249,6 +279,7 @@ class Config:
     auth: AuthSettings
     status: StatusSettings
     logging: LoggingSettings
+    apps: tuple[AppSettings, ...] = ()  # [app] / [app:NAME] sections, in file order
 
     def get(self, section: str, key: str) -> object:
         """Generic access by name, for code that walks the settings table (typed access is
@@ -261,7 +292,9 @@ class Config:
 
 # {section name: its dataclass}, in the order of the shipped file, and each section's keys.
 SECTION_TYPES: dict[str, type[Section]] = sections_of(Config)
+# Repeatable sections ([kind] or [kind:NAME], any number): kind -> its dataclass.
+REPEATED_TYPES: dict[str, type[Section]] = {"app": AppSettings}
 SECTION_KEYS: dict[str, frozenset[str]] = {
     name: frozenset(row.key for row in settings_of(name, kind))
-    for name, kind in SECTION_TYPES.items()
+    for name, kind in (SECTION_TYPES | REPEATED_TYPES).items()
 }

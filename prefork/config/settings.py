@@ -15,7 +15,13 @@ from pathlib import Path
 
 from prefork.config.ini import Known, RawValue, parse_override, read_ini
 from prefork.config.schema import Setting, build, settings_of
-from prefork.config.sections import SECTION_KEYS, SECTION_TYPES, Config
+from prefork.config.sections import (
+    REPEATED_TYPES,
+    SECTION_KEYS,
+    SECTION_TYPES,
+    AppSettings,
+    Config,
+)
 from prefork.config.values import (
     ACCESS_FORMAT_DIRECTIVE,
     COMBINED_FORMAT,
@@ -45,7 +51,10 @@ SETTINGS: tuple[Setting, ...] = tuple(
     row for name, kind in SECTION_TYPES.items() for row in settings_of(name, kind))
 SETTINGS_BY_NAME: dict[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
 SECTIONS: tuple[str, ...] = tuple(SECTION_TYPES)
-_KNOWN = Known(SECTION_KEYS)
+_KNOWN = Known(SECTION_KEYS, named=tuple(REPEATED_TYPES))
+# The rows of each repeatable kind, keyed by kind (their section ids are kind or kind:NAME).
+REPEATED_SETTINGS: dict[str, tuple[Setting, ...]] = {
+    kind: settings_of(kind, section_type) for kind, section_type in REPEATED_TYPES.items()}
 
 
 # ------------------------------------------------------------------ loading
@@ -71,7 +80,8 @@ def load_config(path: str | os.PathLike[str] | None = None,
     `stop` and `status` still work.
     """
     config_path = config_file(path)
-    raw = read_ini(config_path, _KNOWN, lenient).values
+    text = read_ini(config_path, _KNOWN, lenient)
+    raw = text.values
     for item in overrides:
         try:
             name, override = parse_override(item, _KNOWN)
@@ -85,19 +95,45 @@ def load_config(path: str | os.PathLike[str] | None = None,
     texts: dict[tuple[str, str], str] = {}
     for setting in SETTINGS:
         given = raw.get((setting.section, setting.key))
-        text, value = _convert(setting, given, lenient)
-        if setting.is_path and isinstance(value, str) and value not in ("", "off"):
-            # Normalised, not resolved: a document_root that is a symbolic link switched
-            # between releases must stay that link.
-            value = os.path.normpath(root / value) if not os.path.isabs(value) else value
-        values[setting.section][setting.key] = value
-        texts[(setting.section, setting.key)] = text
+        text_value, value = _convert(setting, given, lenient)
+        values[setting.section][setting.key] = _normalise(setting, value, root)
+        texts[(setting.section, setting.key)] = text_value
     sections = {name: build(kind, values[name]) for name, kind in SECTION_TYPES.items()}
+    # Repeatable sections, in the order they first appear ([app], [app:blog]...; a --set
+    # may name one the file does not have).
+    found = dict(text.sections)
+    for section_id, _key in raw:
+        found.setdefault(section_id, 0)
+    apps = []
+    for section_id in found:
+        kind, _, app_name = section_id.partition(":")
+        if kind != "app":
+            continue
+        fields: dict[str, object] = {"name": app_name}
+        for row in REPEATED_SETTINGS[kind]:
+            given = raw.get((section_id, row.key))
+            where = Setting(section_id, row.key, row.convert, row.default, row.help, row.is_path)
+            text_value, value = _convert(where, given, lenient)
+            fields[row.key] = _normalise(row, value, root)
+            texts[(section_id, row.key)] = text_value
+        apps.append(build(AppSettings, fields))
     config = build(Config, {"source": str(config_path.resolve()), "server_root": root,
-                            "raw": texts, **sections})
+                            "raw": texts, **sections, "apps": tuple(apps)})
     if not lenient:
-        _check_consistency(config, raw)
+        _check_consistency(config, raw, found)
     return config
+
+
+def _normalise(setting: Setting, value: object, root: Path) -> object:
+    """A path setting's value against the server root: normalised, not resolved (a
+    document_root that is a symbolic link switched between releases must stay that link)."""
+    if not setting.is_path:
+        return value
+    if isinstance(value, tuple):
+        return tuple(_normalise(setting, item, root) for item in value)
+    if isinstance(value, str) and value not in ("", "off") and not os.path.isabs(value):
+        return os.path.normpath(root / value)
+    return value
 
 
 def _convert(setting: Setting, given: RawValue | None, lenient: bool) -> tuple[str, object]:
@@ -113,23 +149,37 @@ def _convert(setting: Setting, given: RawValue | None, lenient: bool) -> tuple[s
                           key=f"{setting.section}.{setting.key}") from None
 
 
-def _check_consistency(config: Config, raw: Mapping[tuple[str, str], RawValue]) -> None:
-    """Cross-setting checks that a single converter cannot make."""
+def _check_consistency(config: Config, raw: Mapping[tuple[str, str], RawValue],
+                       headers: Mapping[str, int]) -> None:
+    """Cross-setting checks that a single converter cannot make. A key the file does not
+    set is blamed on its section's header line (`headers`), when the section has one."""
     def fail(section: str, key: str, message: str) -> None:
         where = raw.get((section, key))
+        line = where.line if where else headers.get(section) or None
         raise ConfigError(message, file=where.file if where else config.source,
-                          line=where.line if where else None, key=f"{section}.{key}")
+                          line=line, key=f"{section}.{key}")
 
     root = config.server.document_root
     if not os.path.isdir(root):
         fail("server", "document_root", f"not a directory: {root}")
     workers = config.workers
-    if workers.threads + workers.blocking_threads > MAX_THREAD_SLOTS:
+    app_threads = sum(app.threads for app in config.apps)
+    if workers.threads + workers.blocking_threads + app_threads > MAX_THREAD_SLOTS:
         # Each thread has its own scoreboard slot (status, watchdog); none may share one.
         key = "blocking_threads" if ("workers", "blocking_threads") in raw else "threads"
+        apps = f" + the applications' threads ({app_threads})" if app_threads else ""
         fail("workers", key, f"threads ({workers.threads}) + blocking_threads "
-                             f"({workers.blocking_threads}) exceeds the {MAX_THREAD_SLOTS} "
-                             f"scoreboard slots a worker has")
+                             f"({workers.blocking_threads}){apps} exceeds the "
+                             f"{MAX_THREAD_SLOTS} scoreboard slots a worker has")
+    mounts = {config.static.mount: "[static] mount"}
+    for app in config.apps:
+        section = f"app:{app.name}" if app.name else "app"
+        if not app.module:
+            fail(section, "module", "required: the WSGI callable, as package.module:callable")
+        if app.mount in mounts:
+            fail(section, "mount", f"{app.mount} is taken by {mounts[app.mount]} (set "
+                                   f"[static] mount = /static when an application owns /)")
+        mounts[app.mount] = f"[{section}]"
 
 
 def render_default_ini() -> str:
@@ -142,4 +192,14 @@ def render_default_ini() -> str:
             lines.append(f"# {setting.help}")
             lines.append(f"{setting.key} = {setting.default}".rstrip())
         lines.append("")
+    lines += ["# Applications: an [app] section, or several [app:NAME] sections, each a WSGI",
+              "# application served by every worker at its mount (docs/apps.md). For example:",
+              "#", "# [app:blog]"]
+    rows = REPEATED_SETTINGS["app"]
+    examples = {"mount": "/blog", "module": "blog.wsgi:application", "path": "apps/blog",
+                "env": "DJANGO_SETTINGS_MODULE=blog.settings"}
+    lines += [f"# {row.key} = {examples.get(row.key, row.default)}" for row in rows]
+    lines.append("#")
+    lines += [f"# {row.key}: {row.help}" for row in rows]
+    lines.append("")
     return "\n".join(lines)

@@ -228,3 +228,40 @@ def path_or_off(raw: str) -> str:
     if not value:
         raise ValueError("expected a path or 'off'")
     return "off" if value.lower() == "off" else value
+
+
+def url_prefix(raw: str) -> str:
+    """A URL path prefix to mount something at: "/" or "/a/b" (no trailing slash, no query,
+    no dot segments, visible ASCII)."""
+    value = raw.strip()
+    if value != "/":
+        value = value.rstrip("/")
+    if not value.startswith("/") or any(c in value for c in "?#%\\") \
+            or not all("!" <= c <= "~" for c in value):
+        raise ValueError(f"expected a URL path such as / or /app, got {raw!r}")
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"a mount may not contain . or .. segments: {raw!r}")
+    return value
+
+
+def environment(raw: str) -> tuple[tuple[str, str], ...]:
+    """Environment variables as NAME=VALUE words (values without spaces)."""
+    pairs = []
+    for word in words(raw):
+        name, sep, value = word.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ValueError(f"expected NAME=VALUE, got {word!r}")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def app_module(raw: str) -> str:
+    """gunicorn's APP_MODULE: package.module or package.module:callable (or :attr.path)."""
+    value = raw.strip()
+    if not value:
+        return value  # "not set": the loader says it is required
+    module, _, attribute = value.partition(":")
+    dotted = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+    if not re.fullmatch(dotted, module) or (attribute and not re.fullmatch(dotted, attribute)):
+        raise ValueError(f"expected package.module:callable, got {raw!r}")
+    return value
