@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+from prefork.config.sections import AppSettings
 from prefork.errors import ApplicationAborted, InternalServerError
 from prefork.http.message import Body, BodyReader, FileBody, Request, Response
 
@@ -396,6 +397,24 @@ def _first_pieces(result: Iterable[bytes]) -> tuple[list[bytes], Iterator[bytes]
         if piece:
             return pieces, iterator
     return pieces, None
+
+
+def load_apps(apps: tuple[AppSettings, ...], error_log: ErrorSink, processes: int
+              ) -> list[tuple[AppSettings, WSGIHandler]]:
+    """Import every configured application, in a worker after fork (so each generation
+    imports the code as it is now: a reload picks up new code). Each application's `path`
+    goes in front of sys.path and its `env` into os.environ first; both are process-wide,
+    so applications sharing a worker share them. Raises what the import raises."""
+    loaded = []
+    for app in apps:
+        for directory in reversed(app.path):
+            if directory not in sys.path:
+                sys.path.insert(0, directory)
+        os.environ.update(dict(app.env))
+        handler = WSGIHandler(load_application(app.module), app.mount, error_log,
+                              multithread=app.threads > 1, multiprocess=processes > 1)
+        loaded.append((app, handler))
+    return loaded
 
 
 def load_application(spec: str) -> WSGIApp:

@@ -12,9 +12,11 @@ on a segment boundary only: `/uploads` serves `/uploads` and `/uploads/x`, never
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from prefork.config.sections import AppSettings
 from prefork.config.settings import Config
 from prefork.errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
 from prefork.http.message import Request, Response
@@ -44,6 +46,9 @@ class Mount:
     prefix: str
     handler: Handler
     exact: bool = False
+    # Requests here run in a pool thread of this name ("" the worker's blocking pool, else
+    # an application's own); None: on the loop thread, unless the handler says otherwise.
+    pool: str | None = None
 
     def matches(self, path: str) -> bool:
         prefix = self.prefix
@@ -88,10 +93,16 @@ def split_host(host: str) -> tuple[str, int | None]:
     return name.lower(), port
 
 
+def app_pool(app: AppSettings) -> str:
+    """The name of an application's pool: its section's id."""
+    return f"app:{app.name}" if app.name else "app"
+
+
 class Router:
     """Checks the Host header against the configured names, then dispatches by path."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, apps: Sequence[tuple[AppSettings, Handler]] = ()
+                 ) -> None:
         server = config.server
         self.any_host = "*" in server.server_name
         self.accepted_hosts: dict[str, tuple[str, int]] = {}  # Host value -> local address
@@ -100,7 +111,8 @@ class Router:
         self.listen_hosts = frozenset(a.host for a in listen if a.host not in WILDCARDS)
         self.listen_ports = frozenset(a.port for a in listen)
         self.static = StaticFiles(server.document_root, config.static.index_files,
-                                  config.static.download_extensions)
+                                  config.static.download_extensions,
+                                  mount=config.static.mount)
         # /uploads/...; raises ConfigError (auth). None with [uploads] enabled = off: then
         # /upload and /uploads/ are plain static paths (writes answered 405).
         self.uploads = UploadHandler(config) if config.uploads.enabled else None
@@ -111,13 +123,23 @@ class Router:
             self.static.excluded = (self.uploads.directory,)
             self.post = PostHandler(self.uploads)  # POST /upload
         self.status = ServerStatus(config) if config.status.enabled else None
-        mounts = [Mount("/", self.static)]
+        mounts = [Mount(config.static.mount, self.static)]
+        # Applications: each runs in its own pool, named after its section.
+        mounts += [Mount(app.mount, handler, pool=app_pool(app)) for app, handler in apps]
         if self.uploads is not None and self.post is not None:
             mounts += [Mount(UPLOADS_PREFIX, self.uploads),
                        Mount(UPLOAD_PATH, self.post, exact=True)]
         if self.status is not None:
             mounts.append(Mount(config.status.path, self.status, exact=True))
         self.mounts = MountTable(mounts)
+
+    def pool_for(self, method: str, path: str) -> str | None:
+        """The pool a request without a body runs in: an application's, the worker's
+        blocking pool ("") for one that may take long, or None: on the loop thread."""
+        mount = self.mounts.find(path)
+        if mount is not None and mount.pool is not None:
+            return mount.pool
+        return "" if self.may_block(method, path) else None
 
     def may_block(self, method: str, path: str) -> bool:
         """True when a request without a body may still take long to serve (a bcrypt

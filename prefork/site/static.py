@@ -144,7 +144,8 @@ class StaticFiles:
     """Serves GET/HEAD/OPTIONS for files under `root`."""
 
     def __init__(self, root: str, index_files: tuple[str, ...],
-                 download_extensions: tuple[str, ...], cache_size: int = CACHE_ENTRIES) -> None:
+                 download_extensions: tuple[str, ...], cache_size: int = CACHE_ENTRIES,
+                 mount: str = "/") -> None:
         # The root as configured: it may be a symbolic link switched between releases, so
         # its real path is worked out again, once, at each look-up (locate()).
         self.named_root = os.path.abspath(root)
@@ -157,6 +158,9 @@ class StaticFiles:
         self.cache_bytes = 0
         self.cache_lock = threading.Lock()  # changes only; look-ups need none
         self.excluded: tuple[str, ...] = ()  # directories under the root not served here
+        # The URL prefix the root is mounted at ([static] mount): "" for "/", else taken off
+        # each request path (the router gives us only paths under it).
+        self.prefix = "" if mount == "/" else mount
 
     # ------------------------------------------------------------- resolution
 
@@ -170,6 +174,8 @@ class StaticFiles:
 
     def locate(self, raw_path: str) -> Located:
         """Where `raw_path` leads: see resolve() for what it refuses."""
+        if self.prefix and (raw_path == self.prefix or raw_path.startswith(self.prefix + "/")):
+            raw_path = raw_path[len(self.prefix):]  # "/static" itself: the root, unslashed
         lowered = raw_path.lower()
         if "%2f" in lowered or "%5c" in lowered:
             raise Forbidden("encoded slashes are not allowed in paths")
