@@ -13,6 +13,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# The request fields a piece of code reads, as lower-case names: each handler declares its
+# own (`reads_fields`), the router those it routes on, the parser those it acts on. The
+# quick path (serve/quick.py) derives from them which fields it may ignore, and a test
+# (tests/test_fields.py) serves requests through each with a recording Headers to hold the
+# declarations to the code. EVERY_FIELD: all of them (a WSGI application sees every field).
+FieldNames = frozenset[str]
+EVERY_FIELD: FieldNames = frozenset({"*"})
+
 
 class Headers:
     """Case-insensitive, multi-valued header fields, in the order they arrived.

@@ -29,7 +29,15 @@ from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from prefork.errors import ApplicationAborted, InternalServerError
-from prefork.http.message import Body, BodyReader, FileBody, Request, Response
+from prefork.http.message import (
+    EVERY_FIELD,
+    Body,
+    BodyReader,
+    FieldNames,
+    FileBody,
+    Request,
+    Response,
+)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -274,6 +282,8 @@ class _StartResponse:
 
 class WSGIHandler:
     """Serves one application mounted at `mount` (a prefix without trailing slash, "" for /)."""
+
+    reads_fields: FieldNames = EVERY_FIELD  # the environ carries every field (HTTP_*)
 
     def __init__(self, app: WSGIApp, mount: str, error_log: ErrorSink, *, multithread: bool,
                  multiprocess: bool, url_scheme: str = "http") -> None:

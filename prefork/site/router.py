@@ -10,7 +10,7 @@ from typing import Protocol
 
 from prefork.config.settings import Config
 from prefork.errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
-from prefork.http.message import Request, Response
+from prefork.http.message import FieldNames, Request, Response
 from prefork.site.static import StaticFiles
 from prefork.site.status import ServerStatus
 from prefork.site.uploads.forms import UPLOAD_PATH, PostHandler
@@ -26,6 +26,9 @@ HOST_CACHE_SIZE = 256  # accepted Host values remembered per worker (bounded: cl
 
 
 class Handler(Protocol):
+    # The request fields serve() reads (message.FieldNames), checked by tests/test_fields.py.
+    reads_fields: FieldNames
+
     def serve(self, request: Request) -> Response: ...
 
 
@@ -42,6 +45,8 @@ def split_host(host: str) -> tuple[str, int | None]:
 
 class Router:
     """Checks the Host header against the configured names, then dispatches by path."""
+
+    reads_fields: FieldNames = frozenset({"host"})  # request.host, in check_host()
 
     def __init__(self, config: Config) -> None:
         server = config.server

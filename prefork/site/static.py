@@ -36,7 +36,7 @@ from prefork.errors import (
     OutOfDescriptors,
     RangeNotSatisfiable,
 )
-from prefork.http.message import FileBody, Request, Response
+from prefork.http.message import FieldNames, FileBody, Request, Response
 from prefork.http.parser import format_response_head
 from prefork.site import preconditions
 from prefork.site.preconditions import Unsatisfiable, Validators, validators_for
@@ -159,6 +159,8 @@ class StaticFiles:
         self.excluded: tuple[str, ...] = ()  # directories under the root not served here
 
     # ------------------------------------------------------------- resolution
+
+    reads_fields: FieldNames = preconditions.READS_FIELDS | {"range"}
 
     def resolve(self, raw_path: str) -> str:
         """Map a raw (percent-encoded) request path to a filesystem path under the root.
