@@ -157,6 +157,26 @@ BodyPart = bytes | FileBody
 Body = bytes | FileBody | list[BodyPart] | Iterator[bytes]
 
 
+class Repeatable(Protocol):
+    """A 200 a handler answered whole from something it keeps (the static file cache), that
+    depends on the request-line, the Host and the fields the handler declares, nothing
+    else. The quick path (serve/quick.py) may send it again while `current()` holds."""
+
+    @property
+    def raw_headers(self) -> bytes:
+        """The response's fields, serialised (Content-Length included)."""
+        ...
+
+    @property
+    def body(self) -> bytes | None:
+        """The whole content, or None when it is not kept (sent with sendfile instead)."""
+        ...
+
+    def current(self) -> bool:
+        """Whether the answer is still what the handler would give (a file unchanged)."""
+        ...
+
+
 @dataclass(slots=True)
 class Response:
     """What a handler answers. The connection adds Date, Server, Connection and framing."""
@@ -170,9 +190,8 @@ class Response:
     # responses a handler prepared once and serves many times; the connection then appends
     # only Date, Server and Connection.
     raw_headers: bytes = b""
-    # The static file cache entry a 200 was answered from, whole and unchanged by the
-    # request's fields: the quick path (quick.py) may repeat such an answer.
-    cache_entry: object = None
+    # Set by a handler whose 200 may be repeated without it (see Repeatable).
+    repeatable: Repeatable | None = None
 
     def header(self, name: str) -> str | None:
         """Return the first value of response header `name` (case-insensitive) or None."""

@@ -23,7 +23,8 @@ subclasses carry their own status; anything else is a 500, logged with its trace
 in _dispatch() for handlers, in fail() for whatever escapes the rest (the barrier the loop
 and the pool call). Every request whose head was read gets exactly one access-log line:
 one whose client went away before any response is logged with status 499 (nginx's "client
-closed request"), the status of the response otherwise.
+closed request"), the status of the response otherwise. The line and the scoreboard's end of
+the request are accounting.finish()'s, for a quick answer (_answer_quickly) too.
 """
 
 from __future__ import annotations
@@ -43,14 +44,16 @@ from prefork.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from prefork.http.framing import discard_body, frame
+from prefork.http.framing import Output, discard_body, frame
 from prefork.http.message import EMPTY_BODY, Request, Response
 from prefork.http.message import BodyReader as Body
 from prefork.http.parser import NEED_DATA, REASONS, RequestHead, RequestParser
-from prefork.log import AccessRecord, escape
+from prefork.log import escape
+from prefork.serve import accounting
 from prefork.serve.body import BodyReader
 from prefork.serve.context import Action, ServerContext
 from prefork.serve.output import SendQueue
+from prefork.serve.quick import QuickHit
 
 if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
@@ -128,9 +131,9 @@ class Connection:
             return self.advance()
         quick = self.ctx.quick
         if quick is not None and self.parser.idle:
-            action = quick.answer(self, data)
-            if action is not None:
-                return action
+            hit = quick.answer(data, self.local)
+            if hit is not None:
+                return self._answer_quickly(hit)
         self.parser.feed(data)
         return self.advance()
 
@@ -236,7 +239,7 @@ class Connection:
                 if blocking:
                     return self._lend(event)
                 response = self._dispatch(event)
-                if response.cache_entry is not None and self.ctx.quick is not None:
+                if response.repeatable is not None and self.ctx.quick is not None:
                     self.ctx.quick.remember(event, self.request_line, self.local, response)
                 action = self._send(response, blocking=False)
                 if action is not None:
@@ -443,15 +446,42 @@ class Connection:
                 and (not ctx.max_keepalive_requests
                      or self.requests < ctx.max_keepalive_requests))
 
-    def adopt_response(self, head: RequestHead, request_line: str, response: Response,
-                       rest: memoryview, keep_alive: bool, start: float, wall: float
-                       ) -> Action:
-        """Take over a quick-path answer the socket did not take whole: `rest` is written,
-        logged and finished like any response of the full path."""
-        self.head, self.request_line, self.response = head, request_line, response
-        self.request_start, self.request_wall = start, wall
+    def _answer_quickly(self, hit: QuickHit) -> Action:
+        """Send the quick path's remembered answer to the request it matched (the parser
+        idle, `hit` all that was received); counted and logged as the full path would."""
+        started = time.monotonic()
+        wall = time.time()
+        self.parser.request_answered()  # what it counted towards this request starts over
+        self.requests += 1
+        request_line = hit.request_line
+        slot = self.slot
+        slot.begin_request(request_line, self.client[0], wall)
+        keep_alive = hit.wants_keep_alive and self.keep_alive_allowed()
+        payload = hit.payload(keep_alive)
+        try:
+            sent = self.sock.send(payload)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = -1
+        entry = hit.entry
+        if sent == len(payload):
+            accounting.finish(self.ctx.access_log, slot, self.client, self.local, request_line,
+                              hit, 200, len(entry.body), wall, started, entry.response_headers)
+            if not keep_alive:
+                return self.close()
+            self.deadline = started + self.ctx.keepalive_timeout
+            return Action.WANT_READ
+        # The socket took part of it: the rest is written, logged and finished like any
+        # response of the full path (or, the send failed, logged as aborted by close()).
+        self.head, self.request_line, self.response = hit.request_head(), request_line, \
+            hit.response()
+        self.request_start, self.request_wall = started, wall
+        self.sent_headers = entry.response_headers
         self.keep_alive, self.linger_after, self.message_complete = keep_alive, False, True
-        self.out.adopt(rest, len(response.body) if isinstance(response.body, bytes) else 0)
+        self.out.load(Output([payload[max(sent, 0):]], keep_alive, body_bytes=len(entry.body)))
+        if sent < 0:
+            return self.close()
         self.deadline = time.monotonic() + self.ctx.timeout
         return Action.WANT_WRITE
 
@@ -489,19 +519,13 @@ class Connection:
             response.close_files()
         status = response.status if response is not None else CLIENT_CLOSED
         ctx = self.ctx
-        if ctx.access_log.enabled:
-            ctx.access_log.log(AccessRecord(
-                self.client[0], self.local[1],
-                self.request_line or self.parser.request_line or "",
-                head.method if head else "", head.path if head else "",
-                head.query if head else "", head.version if head else "",
-                status, sent, self.request_wall,
-                time.monotonic() - self.request_start,
-                head.headers if head else None,
-                self.sent_headers or (response.headers if response is not None else None),
-                self.user or "-"))
+        accounting.finish(
+            ctx.access_log, self.slot, self.client, self.local,
+            self.request_line or self.parser.request_line or "", head, status, sent,
+            self.request_wall, self.request_start,
+            self.sent_headers or (response.headers if response is not None else None),
+            self.user)
         self.user = self.sent_headers = None
-        self.slot.end_request(sent)
         if ctx.debug:
             ctx.error_log.debug(f"response {status}, {sent} body bytes"
                                 f"{' (aborted)' if aborted else ''}, keep-alive "
