@@ -35,6 +35,7 @@ from prefork.log import AccessLog, ErrorLog  # noqa: E402
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot  # noqa: E402
 from prefork.serve.connection import Action, Connection, ServerContext  # noqa: E402
 from prefork.serve.quick import QuickPath  # noqa: E402
+from prefork.site import static as static_module  # noqa: E402
 from prefork.site.router import Router  # noqa: E402
 
 REQUEST = (b"GET /index.html HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bench/1.0\r\n"
@@ -49,6 +50,8 @@ def setup(base: Path, log: bool) -> tuple[Connection, socket.socket]:
         "[server]\nlisten = 127.0.0.1:0\nserver_name = localhost\n"
         "[uploads]\nenabled = off\n")
     config = load_config(root / "etc" / "httpd.ini")
+    # Every measured request a quick one: no re-resolution each second (slow under valgrind).
+    static_module.RESOLVE_SECONDS = float("inf")
     router = Router(config)
     limits = Limits()
     access = AccessLog(str(base / "access.log") if log else None,

@@ -179,8 +179,8 @@ class QuickHit:
     """A request answer() matched to a remembered answer (`entry`): the bytes to send
     (payload()), and what the access log reads of the request (an accounting.Asked)."""
 
-    __slots__ = ("entry", "fields", "method", "path", "query", "request_line", "target",
-                 "version", "wants_keep_alive")
+    __slots__ = ("entry", "headers", "method", "path", "query", "request_line", "version",
+                 "wants_keep_alive")
 
     def __init__(self, entry: QuickEntry, line: bytes, method: bytes,
                  fields: list[tuple[bytes, bytes]], version: str,
@@ -188,9 +188,8 @@ class QuickHit:
         self.entry = entry
         self.request_line = request_line = line.decode("latin-1")
         self.method = method.decode("latin-1")
-        self.target = target = request_line[len(method) + 1:-9]  # before " HTTP/1.x"
-        self.path, _, self.query = target.partition("?")
-        self.fields = fields
+        self.path, _, self.query = request_line[len(method) + 1:-9].partition("?")
+        self.headers = ReceivedFields(fields)
         self.version = version
         self.wants_keep_alive = wants_keep_alive  # the client's wish; the server may refuse
 
@@ -200,16 +199,13 @@ class QuickHit:
         return b"".join((entry.head_start, http_date().encode(), SERVER_LINE,
                          connection_tail(keep_alive, self.version), entry.body))
 
-    @property
-    def headers(self) -> ReceivedFields:
-        return ReceivedFields(self.fields)
-
     def request_head(self) -> RequestHead:
         """The RequestHead the parser would have made of this request."""
         headers = Headers([(name.decode("latin-1"), value.decode("latin-1"))
-                           for name, value in self.fields])
+                           for name, value in self.headers])
         host = headers.get("Host")
-        return RequestHead(self.method, self.target, self.path, self.query, self.version,
+        target = self.request_line[len(self.method) + 1:-9]  # before " HTTP/1.x"
+        return RequestHead(self.method, target, self.path, self.query, self.version,
                            headers, self.wants_keep_alive, None, False, False,
                            host.lower() if host is not None else "")
 
@@ -220,18 +216,23 @@ class QuickHit:
                         raw_headers=entry.source.raw_headers)
 
 
-class ReceivedFields:
-    """The request's fields as the access log reads them (Headers.get), decoded only when
-    asked for: the Combined format wants two of them."""
+_WANTED: dict[str, bytes] = {}  # a field name as the access log asks -> as matched here
 
-    __slots__ = ("fields",)
 
-    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self.fields = fields
+class ReceivedFields(list[tuple[bytes, bytes]]):
+    """The request's fields as received, (name, value) bytes, which the access log reads as
+    it reads Headers (get), decoded only when asked for: the Combined format wants two.
+    A list, so that making one is no Python call on the hot path."""
+
+    __slots__ = ()
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        wanted = name.lower().encode("latin-1", "replace")  # "?" is in no field name
-        for key, value in self.fields:
+        wanted = _WANTED.get(name)
+        if wanted is None:  # "?" is in no field name
+            wanted = name.lower().encode("latin-1", "replace")
+            if len(_WANTED) < 64:  # the names of a log format: a handful
+                _WANTED[name] = wanted
+        for key, value in self:
             if key.lower() == wanted:
                 return value.decode("latin-1")
         return default
