@@ -65,7 +65,6 @@ RECV_SIZE = 65536
 LOGGED_TARGET = 256  # characters of a client's request-target quoted in the error log
 LINGER_SECONDS = 2.0  # Apache's lingering close waits up to 2 s (MAX_SECS_TO_LINGER is 30)
 LINGER_READ_LIMIT = 1 << 20  # stop lingering after discarding this much
-CLIENT_CLOSED = 499  # logged for a client gone before any response (nginx's status)
 RETRY_AFTER = "1"  # seconds, on 503 answers when no blocking thread is free
 INTERNAL_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
                   b"Content-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n")
@@ -424,6 +423,11 @@ class Connection:
         except BaseException:
             discard_body(response)  # nothing was sent: fail() can still answer 500
             raise
+        return self._write(response, output, blocking, linger)
+
+    def _write(self, response: Response, output: Output, blocking: bool, linger: bool = False
+               ) -> Action | None:
+        """Write `output` (framed by _send, or a quick answer's unsent end), as _send says."""
         self.response = response
         self.sent_headers = output.headers
         self.linger_after = linger  # kept as state: the write may finish in on_writable()
@@ -447,43 +451,29 @@ class Connection:
                      or self.requests < ctx.max_keepalive_requests))
 
     def _answer_quickly(self, hit: QuickHit) -> Action:
-        """Send the quick path's remembered answer to the request it matched (the parser
-        idle, `hit` all that was received); counted and logged as the full path would."""
-        started = time.monotonic()
-        wall = time.time()
+        """Send the quick path's answer to `hit` (all that came); counted, logged as any."""
+        started, wall = time.monotonic(), time.time()
         self.parser.request_answered()  # what it counted towards this request starts over
         self.requests += 1
-        request_line = hit.request_line
-        slot = self.slot
-        slot.begin_request(request_line, self.client[0], wall)
+        self.slot.begin_request(hit.request_line, self.client[0], wall)
         keep_alive = hit.wants_keep_alive and self.keep_alive_allowed()
         payload = hit.payload(keep_alive)
         try:
             sent = self.sock.send(payload)
-        except BlockingIOError:
+        except OSError:  # full, or failed: _write() below meets the same error and aborts
             sent = 0
-        except OSError:
-            sent = -1
-        entry = hit.entry
         if sent == len(payload):
-            accounting.finish(self.ctx.access_log, slot, self.client, self.local, request_line,
-                              hit, 200, len(entry.body), wall, started, entry.response_headers)
+            accounting.finish(self.ctx, self.slot, self.client, self.local, hit.request_line,
+                              hit, 200, hit.body_bytes, wall, started, hit.response_fields)
             if not keep_alive:
                 return self.close()
             self.deadline = started + self.ctx.keepalive_timeout
             return Action.WANT_READ
-        # The socket took part of it: the rest is written, logged and finished like any
-        # response of the full path (or, the send failed, logged as aborted by close()).
-        self.head, self.request_line, self.response = hit.request_head(), request_line, \
-            hit.response()
-        self.request_start, self.request_wall = started, wall
-        self.sent_headers = entry.response_headers
-        self.keep_alive, self.linger_after, self.message_complete = keep_alive, False, True
-        self.out.load(Output([payload[max(sent, 0):]], keep_alive, body_bytes=len(entry.body)))
-        if sent < 0:
-            return self.close()
-        self.deadline = time.monotonic() + self.ctx.timeout
-        return Action.WANT_WRITE
+        # The rest is written, logged and finished as any response of the full path.
+        self.head, self.request_line = hit.request_head(), hit.request_line
+        self.request_start, self.request_wall, self.message_complete = started, wall, True
+        action = self._write(hit.response(), hit.unsent(payload, sent, keep_alive), False)
+        return action if action is not None else self.advance()
 
     def _after_response(self) -> Action:
         action = self._complete()
@@ -504,36 +494,25 @@ class Connection:
         return None
 
     def _finish_response(self, aborted: bool) -> None:
-        """Access log, scoreboard and clean-up for the response just completed (or abandoned),
-        or for a request whose client went away before any response (status 499)."""
-        response = self.response
-        head = self.head
+        """Log, count and clean up the response just completed (or abandoned), or a request
+        whose client went away before any response (accounting.finish)."""
+        response, head = self.response, self.head
         if response is None:
             if head is None:
                 return  # no request in progress
-            sent = 0
+            sent, status, fields = 0, None, None
         else:
             self.response = None
-            sent = self.out.body_sent
+            sent, status = self.out.body_sent, response.status
+            fields = self.sent_headers or response.headers
             self.out.clear()
             response.close_files()
-        status = response.status if response is not None else CLIENT_CLOSED
-        ctx = self.ctx
-        accounting.finish(
-            ctx.access_log, self.slot, self.client, self.local,
-            self.request_line or self.parser.request_line or "", head, status, sent,
-            self.request_wall, self.request_start,
-            self.sent_headers or (response.headers if response is not None else None),
-            self.user)
+        accounting.finish(self.ctx, self.slot, self.client, self.local,
+                          self.request_line or self.parser.request_line or "", head, status,
+                          sent, self.request_wall, self.request_start, fields, self.user,
+                          aborted, self.keep_alive)
         self.user = self.sent_headers = None
-        if ctx.debug:
-            ctx.error_log.debug(f"response {status}, {sent} body bytes"
-                                f"{' (aborted)' if aborted else ''}, keep-alive "
-                                f"{'yes' if self.keep_alive and not aborted else 'no'}",
-                                self.client)
-        self.head = None
-        self.request_line = ""
-        self.request_start = 0.0
+        self.head, self.request_line, self.request_start = None, "", 0.0
 
     # ------------------------------------------------------------------ closing
 

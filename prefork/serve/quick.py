@@ -37,7 +37,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prefork.http.framing import SERVER_LINE, connection_tail, prepared_head_start
+from prefork.http.framing import SERVER_LINE, Output, connection_tail, prepared_head_start
 from prefork.http.message import EVERY_FIELD, FieldNames, Headers, Repeatable, Response
 from prefork.http.parser import READS_FIELDS, Limits, RequestHead, http_date
 
@@ -179,8 +179,8 @@ class QuickHit:
     """A request answer() matched to a remembered answer (`entry`): the bytes to send
     (payload()), and what the access log reads of the request (an accounting.Asked)."""
 
-    __slots__ = ("entry", "headers", "method", "path", "query", "request_line", "version",
-                 "wants_keep_alive")
+    __slots__ = ("body_bytes", "entry", "headers", "method", "path", "query", "request_line",
+                 "response_fields", "version", "wants_keep_alive")
 
     def __init__(self, entry: QuickEntry, line: bytes, method: bytes,
                  fields: list[tuple[bytes, bytes]], version: str,
@@ -192,12 +192,19 @@ class QuickHit:
         self.headers = ReceivedFields(fields)
         self.version = version
         self.wants_keep_alive = wants_keep_alive  # the client's wish; the server may refuse
+        self.body_bytes = len(entry.body)
+        self.response_fields = entry.response_headers  # as the full path logs them (%{X}o)
 
     def payload(self, keep_alive: bool) -> bytes:
         """The whole response: what the full path's framing (framing._prepared) sends."""
         entry = self.entry
         return b"".join((entry.head_start, http_date().encode(), SERVER_LINE,
                          connection_tail(keep_alive, self.version), entry.body))
+
+    def unsent(self, payload: bytes, sent: int, keep_alive: bool) -> Output:
+        """What is left to send of `payload` once a send() took `sent` bytes of it."""
+        return Output([payload[sent:]], keep_alive, body_bytes=self.body_bytes,
+                      headers=self.response_fields)
 
     def request_head(self) -> RequestHead:
         """The RequestHead the parser would have made of this request."""
