@@ -1,10 +1,13 @@
-"""The quick path (prefork/quick.py) answers exactly as the full path would.
+"""The quick path (prefork/serve/quick.py) answers exactly as the full path would.
 
 In-process: one Connection with the quick path and one without, each over a real socket
 pair, get the same requests (a list of edge cases and hypothesis-generated heads); their
 responses and access-log lines must match byte for byte, Date and multipart boundaries
-aside. Against a live server: a cached answer never outlives the file it came from, and
-requests that must not take the quick path do not.
+aside. The log lines carry the Combined format and the fields a browser or a proxy adds
+(%{Name}i), so a quick answer is logged with its own request's fields. The fields that send
+a request the full way come from the handlers' declarations (tests/test_fields.py holds
+those to the code). Against a live server: a cached answer never outlives the file it came
+from, and requests that must not take the quick path do not.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefork.config.settings import Config, load_config
-from prefork.http.parser import MAX_EMPTY_LINES, Limits
-from prefork.log import AccessLog, ErrorLog
+from prefork.config.settings import COMBINED_FORMAT, Config, load_config
+from prefork.http.message import EVERY_FIELD
+from prefork.http.parser import MAX_EMPTY_LINES, READS_FIELDS, Limits
+from prefork.log import AccessLog, ErrorLog, compile_access_format
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot
 from prefork.serve.connection import Action, Connection, ServerContext
-from prefork.serve.quick import _FIELD_RE, QuickPath
+from prefork.serve.quick import _FIELD_RE, QuickHit, QuickPath
 from prefork.site.router import Router
 from prefork.site.static import StaticFiles
 
@@ -37,6 +41,23 @@ LOCAL = ("127.0.0.1", 8080)
 _DATE = re.compile(rb"Date: [^\r]*\r\n")
 _BOUNDARY = re.compile(rb"[0-9a-f]{32}")
 _LOG_TIME = re.compile(r"\[[^\]]*\]")
+_LOG_BOUNDARY = re.compile(r"boundary=[0-9a-f]{32}")
+
+
+# What a proxy or a browser adds, which no code making a static answer reads: the quick
+# path repeats answers whatever they say, and the log must still show each request's own.
+PROXY_FORMAT = ('"%{X-Forwarded-For}i" "%{Forwarded}i" "%{X-Forwarded-Proto}i" '
+                '"%{Accept-Encoding}i" "%{Cookie}i" "%{Content-Type}o" %{Content-Length}o '
+                "%m %U %q %H %u %b %>s")
+
+
+class BothFormats(AccessLog):
+    """Each line: the Combined format (by its own fast renderer), then PROXY_FORMAT."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, COMBINED_FORMAT)
+        combined, proxy = self.render, compile_access_format(PROXY_FORMAT)
+        self.render = lambda record: f"{combined(record)} | {proxy(record)}"
 
 
 class Side:
@@ -51,13 +72,13 @@ class Side:
         if self.quick is not None:
             answer = self.quick.answer
 
-            def counting(conn: Connection, data: bytes) -> Action | None:
-                action = answer(conn, data)
-                self.hits += action is not None
-                return action
+            def counting(data: bytes, local: tuple[str, int]) -> QuickHit | None:
+                hit = answer(data, local)
+                self.hits += hit is not None
+                return hit
 
             self.quick.answer = counting  # type: ignore[method-assign]
-        self.ctx = ServerContext(router, AccessLog(str(log_path), config.logging.access_format),
+        self.ctx = ServerContext(router, BothFormats(str(log_path)),
                                  ErrorLog(None, "warn"), limits, 5, 3, 10, 10, 10, 0, False,
                                  quick=self.quick)
         self.slot = ThreadSlot(mmap.mmap(-1, THREAD_SLOT), 0, 1)
@@ -75,7 +96,8 @@ class Side:
             return read_all(client_end)
 
     def log_lines(self) -> list[str]:
-        return [_LOG_TIME.sub("[]", line) for line in self.log_path.read_text().splitlines()]
+        return [_LOG_BOUNDARY.sub("B", _LOG_TIME.sub("[]", line))
+                for line in self.log_path.read_text().splitlines()]
 
 
 def normalise(response: bytes) -> bytes:
@@ -115,6 +137,10 @@ ELIGIBLE = [
     # Runs of white space inside and after a value (OWS is stripped, inner spaces kept).
     b"GET /about.html?ows HTTP/1.1\r\nHost: localhost\r\nUser-Agent: a" + b" \t" * 30
     + b"b \t \r\nAccept:" + b" " * 30 + b"\r\n\r\n",
+    # Fields no code making a static answer reads: they are only logged.
+    b"GET /about.html?proxied HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 192.0.2.1\r\n"
+    b"Forwarded: for=192.0.2.1;proto=https\r\nX-Forwarded-Proto: https\r\n"
+    b"Accept-Encoding: gzip, br\r\nCookie: a=b\r\nX-Other: 1\r\n\r\n",
 ]
 
 FULL_PATH_ONLY = [
@@ -166,10 +192,14 @@ def test_other_requests_take_the_full_path(sides: tuple[Side, Side]) -> None:
 
 _NAME = st.sampled_from(["Host", "host", "HOST", "User-Agent", "Accept", "Connection",
                          "If-None-Match", "Range", "Cookie", "X-Other", "Content-Length",
-                         "Transfer-Encoding", "Expect", "accept-encoding"])
+                         "Transfer-Encoding", "Expect", "accept-encoding", "Accept-Encoding",
+                         "X-Forwarded-For", "Forwarded", "X-Forwarded-Proto",
+                         "x-forwarded-for"])
 _VALUE = st.sampled_from(["localhost", "localhost:8080", "127.0.0.1", "evil", "", " x ",
                           "close", "keep-alive", "Keep-Alive", "*", "bytes=0-1", "0", "1",
-                          "chunked", "100-continue", "a\tb", "v\x7f", "\xe9"])
+                          "chunked", "100-continue", "a\tb", "v\x7f", "\xe9", "gzip, br",
+                          "identity;q=0", "192.0.2.1, 10.0.0.1", "for=192.0.2.1;proto=https",
+                          'for="[2001:db8::1]"', "https"])
 _TARGET = st.sampled_from(["/", "/about.html", "/about.html?q=1", "/sub/", "/sub",
                            "/missing", "/contact.html", "/.secret", "/%41bout.html",
                            "//about.html"])
@@ -353,6 +383,85 @@ def test_index_files_follow_the_same_rules(tmp_path: Path) -> None:
     for path in (b"/both/", b"/linked/"):
         answers = compare(sides, b"GET %s HTTP/1.1\r\nHost: localhost\r\n\r\n" % path)
         assert body_of(answers[0]) == b"second choice\n", path
+
+
+def test_a_quick_answer_the_socket_takes_in_parts_is_finished_like_any(tmp_path: Path
+                                                                       ) -> None:
+    """A send() that takes part of the answer: the connection writes the rest as it writes
+    any response, and logs and counts it once, as the full path does."""
+    sides = fresh_sides(tmp_path)
+    (tmp_path / "srv" / "htdocs" / "large.txt").write_bytes(b"x" * 30000)  # cached whole
+    request = b"GET /large.txt HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+    def exchange_in_parts(side: Side) -> tuple[bytes, int]:
+        server_end, client_end = socket.socketpair()
+        with client_end:
+            server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            server_end.setblocking(False)
+            conn = Connection(server_end, ("127.0.0.1", 40000), LOCAL, side.ctx, side.slot)
+            client_end.sendall(request)
+            action, writes = conn.on_readable(), 0
+            received = b""
+            while action is Action.WANT_WRITE:
+                received += client_end.recv(65536)
+                action, writes = conn.on_writable(), writes + 1
+            assert action is Action.WANT_READ  # kept alive, ready for the next request
+            conn.close()
+            return normalise(received + read_all(client_end)), writes
+
+    quick, full = sides
+    for _ in range(2):  # the second time from the quick path
+        logged = [len(side.log_lines()) for side in sides]
+        (answer, writes), (expected, _writes) = exchange_in_parts(quick), exchange_in_parts(full)
+        assert writes > 0 and answer == expected and answer.endswith(b"x" * 30000)
+        assert quick.log_lines()[logged[0]:] == full.log_lines()[logged[1]:]
+        assert len(quick.log_lines()) == logged[0] + 1
+    assert quick.hits == 1
+    assert " 200 30000 " in quick.log_lines()[-1]
+
+
+def test_the_fields_that_send_a_request_the_full_way_are_the_declared_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing is listed by hand: the parser's, the router's and the static handler's
+    declarations decide. A static handler that starts to read Accept-Encoding (and declares
+    it, as tests/test_fields.py makes it) is never shadowed by a remembered answer."""
+    quick = fresh_sides(tmp_path / "before")[0]
+    assert quick.quick is not None
+    assert quick.quick.forcing == READS_FIELDS | Router.reads_fields | StaticFiles.reads_fields
+    monkeypatch.setattr(StaticFiles, "reads_fields",
+                        StaticFiles.reads_fields | {"accept-encoding"})
+    sides = fresh_sides(tmp_path / "after")
+    plain = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    negotiated = plain[:-2] + b"Accept-Encoding: gzip\r\n\r\n"
+    compare(sides, plain)
+    assert sides[0].hits == 1
+    compare(sides, negotiated)
+    assert sides[0].hits == 1  # the full path answered both times
+
+
+def test_an_answer_is_remembered_only_from_a_request_the_quick_path_could_take(
+        tmp_path: Path) -> None:
+    """A 200 to a request with a field its handler reads (a validator that did not match)
+    may depend on that field: it is not remembered, even for requests without it."""
+    sides = fresh_sides(tmp_path)
+    plain = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    conditional = plain[:-2] + b'If-None-Match: "other"\r\n\r\n'
+    assert compare(sides, conditional)[2].startswith(b"HTTP/1.1 200 ")
+    assert sides[0].exchange(plain).startswith(b"HTTP/1.1 200 ")
+    assert sides[0].hits == 0
+    assert sides[0].exchange(plain).startswith(b"HTTP/1.1 200 ")
+    assert sides[0].hits == 1
+
+
+def test_a_handler_reading_every_field_leaves_only_host_and_connection(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(StaticFiles, "reads_fields", EVERY_FIELD)
+    sides = fresh_sides(tmp_path)
+    bare = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n"
+    compare(sides, bare)
+    assert sides[0].hits == 1
+    compare(sides, bare[:-2] + b"User-Agent: x\r\n\r\n")
+    assert sides[0].hits == 1
 
 
 def test_uploads_directory_may_be_the_document_root(tmp_path: Path) -> None:

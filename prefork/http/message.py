@@ -12,6 +12,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# The request fields a piece of code reads, as lower-case names: each handler declares its
+# own (`reads_fields`), the router those it routes on, the parser those it acts on. The
+# quick path (serve/quick.py) derives from them which fields it may ignore, and a test
+# (tests/test_fields.py) serves requests through each with a recording Headers to hold the
+# declarations to the code. EVERY_FIELD: all of them (a WSGI application sees every field).
+FieldNames = frozenset[str]
+EVERY_FIELD: FieldNames = frozenset({"*"})
+
 
 class Headers:
     """Case-insensitive, multi-valued header fields, in the order they arrived.
@@ -144,6 +152,26 @@ BodyPart = bytes | FileBody
 Body = bytes | FileBody | list[BodyPart] | Iterator[bytes]
 
 
+class Repeatable(Protocol):
+    """A 200 a handler answered whole from something it keeps (the static file cache), that
+    depends on the request-line, the Host and the fields the handler declares, nothing
+    else. The quick path (serve/quick.py) may send it again while `current()` holds."""
+
+    @property
+    def raw_headers(self) -> bytes:
+        """The response's fields, serialised (Content-Length included)."""
+        ...
+
+    @property
+    def body(self) -> bytes | None:
+        """The whole content, or None when it is not kept (sent with sendfile instead)."""
+        ...
+
+    def current(self) -> bool:
+        """Whether the answer is still what the handler would give (a file unchanged)."""
+        ...
+
+
 @dataclass(slots=True)
 class Response:
     """What a handler answers. The connection adds Date, Server, Connection and framing."""
@@ -157,9 +185,8 @@ class Response:
     # responses a handler prepared once and serves many times; the connection then appends
     # only Date, Server and Connection.
     raw_headers: bytes = b""
-    # The static file cache entry a 200 was answered from, whole and unchanged by the
-    # request's fields: the quick path (quick.py) may repeat such an answer.
-    cache_entry: object = None
+    # Set by a handler whose 200 may be repeated without it (see Repeatable).
+    repeatable: Repeatable | None = None
 
     def header(self, name: str) -> str | None:
         """Return the first value of response header `name` (case-insensitive) or None."""

@@ -56,6 +56,8 @@ DEFAULT_LIMIT_REQUEST_FIELDS = 100
 DEFAULT_LIMIT_REQUEST_FIELD_SIZE = 8190
 DEFAULT_LIMIT_REQUEST_BODY = 1 << 30
 MAX_EMPTY_LINES = 10  # CRLFs skipped before a request-line (Apache's DEFAULT_LIMIT_BLANK_LINES)
+# The request fields the parser acts on (_parse_head): its message.FieldNames.
+READS_FIELDS = frozenset({"host", "content-length", "transfer-encoding", "expect", "connection"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,8 @@ subclasses carry their own status; anything else is a 500, logged with its trace
 in _dispatch() for handlers, in fail() for whatever escapes the rest (the barrier the loop
 and the pool call). Every request whose head was read gets exactly one access-log line:
 one whose client went away before any response is logged with status 499 (nginx's "client
-closed request"), the status of the response otherwise.
+closed request"), the status of the response otherwise. The line and the scoreboard's end of
+the request are accounting.finish()'s, for a quick answer (_answer_quickly) too.
 """
 
 from __future__ import annotations
@@ -43,14 +44,16 @@ from prefork.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from prefork.http.framing import frame
+from prefork.http.framing import Output, frame
 from prefork.http.message import EMPTY_BODY, Request, Response
 from prefork.http.message import BodyReader as Body
 from prefork.http.parser import NEED_DATA, REASONS, RequestHead, RequestParser
-from prefork.log import AccessRecord, escape
+from prefork.log import escape
+from prefork.serve import accounting
 from prefork.serve.body import BodyReader
 from prefork.serve.context import Action, ServerContext
 from prefork.serve.output import SendQueue, release_body
+from prefork.serve.quick import QuickHit
 
 if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
@@ -62,7 +65,6 @@ RECV_SIZE = 65536
 LOGGED_TARGET = 256  # characters of a client's request-target quoted in the error log
 LINGER_SECONDS = 2.0  # Apache's lingering close waits up to 2 s (MAX_SECS_TO_LINGER is 30)
 LINGER_READ_LIMIT = 1 << 20  # stop lingering after discarding this much
-CLIENT_CLOSED = 499  # logged for a client gone before any response (nginx's status)
 RETRY_AFTER = "1"  # seconds, on 503 answers when no blocking thread is free
 INTERNAL_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
                   b"Content-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n")
@@ -128,9 +130,9 @@ class Connection:
             return self.advance()
         quick = self.ctx.quick
         if quick is not None and self.parser.idle:
-            action = quick.answer(self, data)
-            if action is not None:
-                return action
+            hit = quick.answer(data, self.local)
+            if hit is not None:
+                return self._answer_quickly(hit)
         self.parser.feed(data)
         return self.advance()
 
@@ -236,7 +238,7 @@ class Connection:
                 if blocking:
                     return self._lend(event)
                 response = self._dispatch(event)
-                if response.cache_entry is not None and self.ctx.quick is not None:
+                if response.repeatable is not None and self.ctx.quick is not None:
                     self.ctx.quick.remember(event, self.request_line, self.local, response)
                 action = self._send(response, blocking=False)
                 if action is not None:
@@ -421,6 +423,11 @@ class Connection:
         except BaseException:
             release_body(response.body)  # nothing was sent: fail() can still answer 500
             raise
+        return self._write(response, output, blocking, linger)
+
+    def _write(self, response: Response, output: Output, blocking: bool, linger: bool = False
+               ) -> Action | None:
+        """Write `output` (framed by _send, or a quick answer's unsent end), as _send says."""
         self.response = response
         self.sent_headers = output.headers
         self.linger_after = linger  # kept as state: the write may finish in on_writable()
@@ -443,17 +450,30 @@ class Connection:
                 and (not ctx.max_keepalive_requests
                      or self.requests < ctx.max_keepalive_requests))
 
-    def adopt_response(self, head: RequestHead, request_line: str, response: Response,
-                       rest: memoryview, keep_alive: bool, start: float, wall: float
-                       ) -> Action:
-        """Take over a quick-path answer the socket did not take whole: `rest` is written,
-        logged and finished like any response of the full path."""
-        self.head, self.request_line, self.response = head, request_line, response
-        self.request_start, self.request_wall = start, wall
-        self.keep_alive, self.linger_after, self.message_complete = keep_alive, False, True
-        self.out.adopt(rest, len(response.body) if isinstance(response.body, bytes) else 0)
-        self.deadline = time.monotonic() + self.ctx.timeout
-        return Action.WANT_WRITE
+    def _answer_quickly(self, hit: QuickHit) -> Action:
+        """Send the quick path's answer to `hit` (all that came); counted, logged as any."""
+        started, wall = time.monotonic(), time.time()
+        self.parser.request_answered()  # what it counted towards this request starts over
+        self.requests += 1
+        self.slot.begin_request(hit.request_line, self.client[0], wall)
+        keep_alive = hit.wants_keep_alive and self.keep_alive_allowed()
+        payload = hit.payload(keep_alive)
+        try:
+            sent = self.sock.send(payload)
+        except OSError:  # full, or failed: _write() below meets the same error and aborts
+            sent = 0
+        if sent == len(payload):
+            accounting.finish(self.ctx, self.slot, self.client, self.local, hit.request_line,
+                              hit, 200, hit.body_bytes, wall, started, hit.response_fields)
+            if not keep_alive:
+                return self.close()
+            self.deadline = started + self.ctx.keepalive_timeout
+            return Action.WANT_READ
+        # The rest is written, logged and finished as any response of the full path.
+        self.head, self.request_line = hit.request_head(), hit.request_line
+        self.request_start, self.request_wall, self.message_complete = started, wall, True
+        action = self._write(hit.response(), hit.unsent(payload, sent, keep_alive), False)
+        return action if action is not None else self.advance()
 
     def _after_response(self) -> Action:
         action = self._complete()
@@ -474,42 +494,25 @@ class Connection:
         return None
 
     def _finish_response(self, aborted: bool) -> None:
-        """Access log, scoreboard and clean-up for the response just completed (or abandoned),
-        or for a request whose client went away before any response (status 499)."""
-        response = self.response
-        head = self.head
+        """Log, count and clean up the response just completed (or abandoned), or a request
+        whose client went away before any response (accounting.finish)."""
+        response, head = self.response, self.head
         if response is None:
             if head is None:
                 return  # no request in progress
-            sent = 0
+            sent, status, fields = 0, None, None
         else:
             self.response = None
-            sent = self.out.body_sent
+            sent, status = self.out.body_sent, response.status
+            fields = self.sent_headers or response.headers
             self.out.clear()
             release_body(response.body)
-        status = response.status if response is not None else CLIENT_CLOSED
-        ctx = self.ctx
-        if ctx.access_log.enabled:
-            ctx.access_log.log(AccessRecord(
-                self.client[0], self.local[1],
-                self.request_line or self.parser.request_line or "",
-                head.method if head else "", head.path if head else "",
-                head.query if head else "", head.version if head else "",
-                status, sent, self.request_wall,
-                time.monotonic() - self.request_start,
-                head.headers if head else None,
-                self.sent_headers or (response.headers if response is not None else None),
-                self.user or "-"))
+        accounting.finish(self.ctx, self.slot, self.client, self.local,
+                          self.request_line or self.parser.request_line or "", head, status,
+                          sent, self.request_wall, self.request_start, fields, self.user,
+                          aborted, self.keep_alive)
         self.user = self.sent_headers = None
-        self.slot.end_request(sent)
-        if ctx.debug:
-            ctx.error_log.debug(f"response {status}, {sent} body bytes"
-                                f"{' (aborted)' if aborted else ''}, keep-alive "
-                                f"{'yes' if self.keep_alive and not aborted else 'no'}",
-                                self.client)
-        self.head = None
-        self.request_line = ""
-        self.request_start = 0.0
+        self.head, self.request_line, self.request_start = None, "", 0.0
 
     # ------------------------------------------------------------------ closing
 

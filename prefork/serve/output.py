@@ -91,11 +91,6 @@ class SendQueue:
         self.body_sent = output.body_bytes
         self.items.extend(output.items)
 
-    def adopt(self, rest: memoryview, body_bytes: int) -> None:
-        """Queue the unsent end of a response written elsewhere (the quick path)."""
-        self.chunked, self.stream, self.body_sent = False, None, body_bytes
-        self.items.append(rest)
-
     def flush(self, sock: socket.socket, fd: int, timeout: float | None) -> bool:
         """Write queued output; True when everything is sent. `timeout` None: never block
         (False when the socket is full); else wait for the socket up to `timeout` seconds

@@ -2,21 +2,28 @@
 
 How this works (the idea of Apache's CacheQuickHandler, without ever serving stale data):
 when the full pipeline (parser, router, static handler, framing) has answered a GET or HEAD
-with a 200 built whole from the static file cache, remember() keeps that answer under the
-request's exact request-line, Host value and local address. answer() serves a later
-request from it, skipping the parser, the router and the handler, only when
+with a 200 its handler marked repeatable (message.Repeatable: built whole from the static
+file cache), remember() keeps that answer under the request's exact request-line, Host value
+and local address, provided the request carried none of the fields below. answer() matches
+a later request's bytes to it and returns a QuickHit, which the connection sends, counts and
+logs (accounting.py) with no parser, router, handler or framing, only when
   * the received bytes are exactly one complete head matching _HEAD_RE: GET or HEAD, an
     origin-form target, HTTP/1.0 or 1.1, field lines of token names and visible-ASCII
     values, nothing after the empty line (pipelined bytes are the parser's business).
     Origin-form only: there the Host field is the request's host, which the router
     checked when the answer was remembered under it; an absolute-form target's authority
     overrides Host (RFC 9112 §3.2.2), so such requests always take the full path;
-  * the head is within the configured limits, and every field is one this server ignores
-    for static files (INERT_FIELDS: no validators, Range, credentials, body framing or
-    Expect); Host appears at most once, Connection at most once, as keep-alive or close;
-  * the static file cache still holds the very entry the answer was built from, and finds
-    it current (StaticFiles.is_current: one stat() of the path as named, and a resolution
-    under a second old), exactly as it would for the full path.
+  * the head is within the configured limits and carries no field that the code making
+    the answer reads: what the parser acts on, what the router routes on and what the
+    static handler reads, each as its `reads_fields` declaration says (forcing_fields();
+    tests/test_fields.py holds each declaration to its code). Of those, Host may appear
+    once (it is part of the key) and Connection once, as keep-alive or close (the
+    connection decides keep-alive itself). Any other field (User-Agent, Accept-Encoding,
+    X-Forwarded-For, Cookie...) is read by nothing that made the answer, so it cannot
+    change it; the access log reads the logged request's own fields (accounting.py);
+  * the Repeatable the answer came from is still current() (for a static file: the cache
+    still holds that entry and one stat() of the path as named finds it unchanged, with a
+    resolution under a second old), exactly as it would be for the full path.
 Anything else, every malformed request included, takes the full path, so the quick path
 only repeats what the full path answered to the same request-line and Host; the bytes sent
 are the ones the full path would send (tests/test_quick.py compares them).
@@ -26,16 +33,13 @@ from __future__ import annotations
 
 import re
 import threading
-import time
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prefork.http.framing import SERVER_LINE, connection_tail, prepared_head_start
-from prefork.http.message import Headers, Response
-from prefork.http.parser import Limits, RequestHead, http_date
-from prefork.log import AccessRecord
-from prefork.serve.connection import Action, Connection
-from prefork.site.static import CachedFile
+from prefork.http.framing import SERVER_LINE, Output, connection_tail, prepared_head_start
+from prefork.http.message import EVERY_FIELD, FieldNames, Headers, Repeatable, Response
+from prefork.http.parser import READS_FIELDS, Limits, RequestHead, http_date
 
 if TYPE_CHECKING:
     from prefork.site.router import Router
@@ -55,28 +59,30 @@ _HEAD_RE = re.compile(rb"((GET|HEAD) /[\x21-\x7e]* HTTP/1\.([01]))\r\n"
 _FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*"
                        rb"((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)[ \t]*\r\n")
 
-# Request fields that cannot change a static 200 here: the static handler reads only the
-# validators and Range, the router Host, the parser the framing fields, Expect and
-# Connection. Any field not listed sends the request the full way.
-INERT_FIELDS = frozenset({
-    b"user-agent", b"accept", b"accept-language", b"accept-encoding", b"accept-charset",
-    b"referer", b"cache-control", b"pragma", b"cookie", b"dnt", b"priority",
-    b"upgrade-insecure-requests", b"sec-fetch-dest", b"sec-fetch-mode", b"sec-fetch-site",
-    b"sec-fetch-user", b"sec-ch-ua", b"sec-ch-ua-mobile", b"sec-ch-ua-platform", b"sec-gpc",
-    b"x-requested-with", b"x-forwarded-for", b"x-forwarded-proto", b"x-real-ip",
-    b"forwarded", b"via",  # from a reverse proxy; this server does not act on them
-})
-
 Key = tuple[bytes, "bytes | None", tuple[str, int]]  # request-line, Host value, local address
+
+
+def forcing_fields(router: Router) -> FieldNames:
+    """The request fields that send a request the full way: those the parser acts on, the
+    router routes on, and the static handler (whose answers are remembered) reads."""
+    return READS_FIELDS | router.reads_fields | router.static.reads_fields
+
+
+class _EveryName:
+    """A container holding every field name: the forcing set when code reads them all."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
 
 
 @dataclass(frozen=True, slots=True)
 class QuickEntry:
-    path: str  # the request path: the static cache's key for `file`
-    file: CachedFile
+    """A remembered answer."""
+
+    source: Repeatable  # what the answer was made from; it says when it no longer holds
     head_start: bytes  # the status line and the file's fields, up to "Date: "
     body: bytes  # b"" for HEAD
-    response_headers: list[tuple[str, str]]  # for the access log
+    response_headers: list[tuple[str, str]]  # as the full path logs them (%{Name}o)
 
 
 class QuickPath:
@@ -84,22 +90,28 @@ class QuickPath:
 
     def __init__(self, router: Router, limits: Limits) -> None:
         self.router = router
-        self.static = router.static
         self.entries: dict[Key, QuickEntry] = {}
         self.lock = threading.Lock()  # for every change to `entries`; look-ups need none
         # Within these, no line of the head can pass a limit the parser enforces.
         self.max_head = min(limits.request_line, limits.field_size)
         self.max_fields = limits.fields
+        # The fields that send a request the full way, as remember() and answer() meet them.
+        forcing = forcing_fields(router)
+        every = forcing >= EVERY_FIELD  # code that reads them all
+        self.forcing: Container[str] = _EveryName() if every else forcing
+        self.forcing_bytes: Container[bytes] = (
+            _EveryName() if every else frozenset(name.encode("latin-1") for name in forcing))
 
     def remember(self, head: RequestHead, request_line: str, local: tuple[str, int],
                  response: Response) -> None:
         """After the full path answered `head`: keep the answer if it may be repeated."""
-        entry = response.cache_entry
-        if (not isinstance(entry, CachedFile) or response.status != 200
+        source = response.repeatable
+        if (source is None or response.status != 200
                 or head.method not in ("GET", "HEAD") or not head.target.startswith("/")
                 or self.router.handler_for(head.path) is not self.router.static):
             return
-        if head.method == "GET" and entry.body is None:
+        body = source.body
+        if head.method == "GET" and body is None:
             return  # a large file: sendfile() from the full path
         host = head.headers.get("Host")
         key = (request_line.encode("latin-1"),
@@ -107,19 +119,25 @@ class QuickPath:
         if len(key[0]) + len(key[1] or b"") > min(self.max_head, QUICK_KEY_BYTES):
             return
         known = self.entries.get(key)
-        if known is not None and known.file is entry:
+        if known is not None and known.source is source:
             return
-        quick = QuickEntry(head.path, entry, prepared_head_start(200, entry.raw_headers),
-                           b"" if head.method == "HEAD" else entry.body or b"",
+        forcing = self.forcing
+        for name, _value in head.headers:
+            name = name.lower()
+            if name in forcing and name != "host" and name != "connection":
+                return  # the answer may depend on it: only ever repeat field-free answers
+        quick = QuickEntry(source, prepared_head_start(200, source.raw_headers),
+                           b"" if head.method == "HEAD" else body or b"",
                            list(response.headers))
         with self.lock:
             if key not in self.entries and len(self.entries) >= QUICK_ENTRIES:
                 del self.entries[next(iter(self.entries))]  # oldest first
             self.entries[key] = quick
 
-    def answer(self, conn: Connection, data: bytes) -> Action | None:
-        """Answer `data` (all the connection has received, the parser idle) if it is a
-        request the quick path may repeat; None: give it to the parser."""
+    def answer(self, data: bytes, local: tuple[str, int]) -> QuickHit | None:
+        """The remembered answer to `data` (all a connection on `local` has received, its
+        parser idle) if it is a request the quick path may repeat; None: give it to the
+        parser."""
         # Cheap refusals first, so the regex only ever sees one bounded, complete head: its
         # lines are the request-line, the fields and the empty line.
         if (len(data) > self.max_head or not data.endswith(b"\r\n\r\n")
@@ -131,10 +149,11 @@ class QuickPath:
         line, method, minor, block = match.groups()
         fields = _FIELD_RE.findall(block)
         host = connection = None
+        forcing = self.forcing_bytes
         for name, value in fields:
             name = name.lower()
-            if name in INERT_FIELDS:
-                continue
+            if name not in forcing:
+                continue  # nothing that made the answer reads it
             if name == b"host" and host is None:
                 host = value
             elif name == b"connection" and connection is None:
@@ -143,87 +162,84 @@ class QuickPath:
                     return None
             else:
                 return None
-        key = (line, host, conn.local)
+        key = (line, host, local)
         entry = self.entries.get(key)
         if entry is None:
             return None
-        static = self.static
-        if static.cache.get(entry.path) is not entry.file or not static.is_current(entry.file):
+        if not entry.source.current():
             with self.lock:
-                self.entries.pop(key, None)  # the full path will resolve it again
+                self.entries.pop(key, None)  # the full path will make it again
             return None
         if minor == b"1":
-            wants_keep_alive, version = connection != b"close", "HTTP/1.1"
-        else:
-            wants_keep_alive, version = connection == b"keep-alive", "HTTP/1.0"
-        return self._send(conn, entry, line, method.decode(), fields, wants_keep_alive, version)
-
-    def _send(self, conn: Connection, entry: QuickEntry, line: bytes, method: str,
-              fields: list[tuple[bytes, bytes]], wants_keep_alive: bool,
-              version: str) -> Action:
-        start = time.monotonic()
-        wall = time.time()
-        request_line = line.decode("latin-1")
-        conn.parser.request_answered()  # what it counted towards this request starts over
-        conn.requests += 1
-        conn.slot.begin_request(request_line, conn.client[0], wall)
-        keep_alive = wants_keep_alive and conn.keep_alive_allowed()
-        body = entry.body
-        payload = b"".join((entry.head_start, http_date().encode(), SERVER_LINE,
-                            connection_tail(keep_alive, version), body))
-        try:
-            sent = conn.sock.send(payload)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            sent = -1
-        if sent < len(payload):  # the connection finishes (or aborts) it like any other
-            head = _request_head(request_line, fields, wants_keep_alive)
-            response = Response(200, list(entry.response_headers), body,
-                                raw_headers=entry.file.raw_headers, cache_entry=entry.file)
-            action = conn.adopt_response(head, request_line, response,
-                                         memoryview(payload)[max(sent, 0):], keep_alive,
-                                         start, wall)
-            return action if sent >= 0 else conn.close()  # logged as aborted
-        ctx = conn.ctx
-        if ctx.access_log.enabled:
-            target = request_line.split(" ", 2)[1]
-            path, _, query = target.partition("?")
-            ctx.access_log.log(AccessRecord(
-                conn.client[0], conn.local[1], request_line, method,
-                path, query, version, 200, len(body), wall, time.monotonic() - start,
-                ReceivedFields(fields), entry.response_headers))
-        conn.slot.end_request(len(body))
-        if not keep_alive:
-            return conn.close()
-        conn.deadline = start + ctx.keepalive_timeout
-        return Action.WANT_READ
+            return QuickHit(entry, line, method, fields, "HTTP/1.1", connection != b"close")
+        return QuickHit(entry, line, method, fields, "HTTP/1.0", connection == b"keep-alive")
 
 
-def _request_head(request_line: str, fields: list[tuple[bytes, bytes]],
-                  wants_keep_alive: bool) -> RequestHead:
-    """The RequestHead the parser would have made of a quick request."""
-    method, target, version = request_line.split(" ")
-    path, _, query = target.partition("?")
-    headers = Headers([(name.decode("latin-1"), value.decode("latin-1"))
-                       for name, value in fields])
-    host = headers.get("Host")
-    return RequestHead(method, target, path, query, version, headers, wants_keep_alive,
-                       None, False, False, host.lower() if host is not None else "")
+class QuickHit:
+    """A request answer() matched to a remembered answer (`entry`): the bytes to send
+    (payload()), and what the access log reads of the request (an accounting.Asked)."""
+
+    __slots__ = ("body_bytes", "entry", "headers", "method", "path", "query", "request_line",
+                 "response_fields", "version", "wants_keep_alive")
+
+    def __init__(self, entry: QuickEntry, line: bytes, method: bytes,
+                 fields: list[tuple[bytes, bytes]], version: str,
+                 wants_keep_alive: bool) -> None:
+        self.entry = entry
+        self.request_line = request_line = line.decode("latin-1")
+        self.method = method.decode("latin-1")
+        self.path, _, self.query = request_line[len(method) + 1:-9].partition("?")
+        self.headers = ReceivedFields(fields)
+        self.version = version
+        self.wants_keep_alive = wants_keep_alive  # the client's wish; the server may refuse
+        self.body_bytes = len(entry.body)
+        self.response_fields = entry.response_headers  # as the full path logs them (%{X}o)
+
+    def payload(self, keep_alive: bool) -> bytes:
+        """The whole response: what the full path's framing (framing._prepared) sends."""
+        entry = self.entry
+        return b"".join((entry.head_start, http_date().encode(), SERVER_LINE,
+                         connection_tail(keep_alive, self.version), entry.body))
+
+    def unsent(self, payload: bytes, sent: int, keep_alive: bool) -> Output:
+        """What is left to send of `payload` once a send() took `sent` bytes of it."""
+        return Output([payload[sent:]], keep_alive, body_bytes=self.body_bytes,
+                      headers=self.response_fields)
+
+    def request_head(self) -> RequestHead:
+        """The RequestHead the parser would have made of this request."""
+        headers = Headers([(name.decode("latin-1"), value.decode("latin-1"))
+                           for name, value in self.headers])
+        host = headers.get("Host")
+        target = self.request_line[len(self.method) + 1:-9]  # before " HTTP/1.x"
+        return RequestHead(self.method, target, self.path, self.query, self.version,
+                           headers, self.wants_keep_alive, None, False, False,
+                           host.lower() if host is not None else "")
+
+    def response(self) -> Response:
+        """The Response the full path would have framed for it."""
+        entry = self.entry
+        return Response(200, list(entry.response_headers), entry.body,
+                        raw_headers=entry.source.raw_headers)
 
 
-class ReceivedFields:
-    """The request's fields as the access log reads them (Headers.get), decoded only when
-    asked for: the Combined format wants two of them."""
+_WANTED: dict[str, bytes] = {}  # a field name as the access log asks -> as matched here
 
-    __slots__ = ("fields",)
 
-    def __init__(self, fields: list[tuple[bytes, bytes]]) -> None:
-        self.fields = fields
+class ReceivedFields(list[tuple[bytes, bytes]]):
+    """The request's fields as received, (name, value) bytes, which the access log reads as
+    it reads Headers (get), decoded only when asked for: the Combined format wants two.
+    A list, so that making one is no Python call on the hot path."""
+
+    __slots__ = ()
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        wanted = name.lower().encode("latin-1", "replace")  # "?" is in no field name
-        for key, value in self.fields:
+        wanted = _WANTED.get(name)
+        if wanted is None:  # "?" is in no field name
+            wanted = name.lower().encode("latin-1", "replace")
+            if len(_WANTED) < 64:  # the names of a log format: a handful
+                _WANTED[name] = wanted
+        for key, value in self:
             if key.lower() == wanted:
                 return value.decode("latin-1")
         return default

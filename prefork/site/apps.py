@@ -30,7 +30,15 @@ from urllib.parse import unquote_to_bytes
 
 from prefork.config.sections import AppSettings
 from prefork.errors import ApplicationAborted, InternalServerError
-from prefork.http.message import Body, BodyReader, FileBody, Request, Response
+from prefork.http.message import (
+    EVERY_FIELD,
+    Body,
+    BodyReader,
+    FieldNames,
+    FileBody,
+    Request,
+    Response,
+)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -275,6 +283,8 @@ class _StartResponse:
 
 class WSGIHandler:
     """Serves one application mounted at `mount` (a prefix without trailing slash, "" for /)."""
+
+    reads_fields: FieldNames = EVERY_FIELD  # the environ carries every field (HTTP_*)
 
     def __init__(self, app: WSGIApp, mount: str, error_log: ErrorSink, *, multithread: bool,
                  multiprocess: bool, url_scheme: str = "http") -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import bcrypt
 
 from prefork.errors import ConfigError, InternalServerError, Unauthorized
-from prefork.http.message import Request
+from prefork.http.message import FieldNames, Request
 
 BCRYPT_PREFIXES = (b"$2y$", b"$2b$", b"$2a$")
 # bcrypt only reads the first 72 bytes of a password; Apache's htpasswd truncates the same
@@ -119,6 +119,8 @@ class _Loaded:
 
 class BasicAuth:
     """Checks Basic credentials against the users file; thread-safe (blocking pool)."""
+
+    reads_fields: FieldNames = frozenset({"authorization"})
 
     def __init__(self, users_file: str, realm: str) -> None:
         """Load the file now; raises ConfigError when it is missing or invalid."""

@@ -13,12 +13,15 @@ import re
 from dataclasses import dataclass
 
 from prefork.errors import PreconditionFailed
-from prefork.http.message import Headers
+from prefork.http.message import FieldNames, Headers
 from prefork.http.parser import parse_http_date
 
 # Apache's MaxRanges default is 200; past it the whole resource is sent (as Apache does).
 MAX_RANGES = 200
 NOT_MODIFIED = 304
+# What evaluate() and if_range_allows() read; parse_ranges() is given the Range value.
+READS_FIELDS: FieldNames = frozenset({"if-match", "if-unmodified-since", "if-none-match",
+                                      "if-modified-since", "if-range"})
 
 
 @dataclass(frozen=True, slots=True)

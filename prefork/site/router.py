@@ -19,7 +19,7 @@ from typing import Protocol
 from prefork.config.sections import AppSettings
 from prefork.config.settings import Config
 from prefork.errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
-from prefork.http.message import Request, Response
+from prefork.http.message import FieldNames, Request, Response
 from prefork.site.static import StaticFiles
 from prefork.site.status import ServerStatus
 from prefork.site.uploads.forms import UPLOAD_PATH, PostHandler
@@ -36,6 +36,9 @@ HOST_CACHE_SIZE = 256  # accepted Host values remembered per worker (bounded: cl
 
 
 class Handler(Protocol):
+    # The request fields serve() reads (message.FieldNames), checked by tests/test_fields.py.
+    reads_fields: FieldNames
+
     def serve(self, request: Request) -> Response: ...
 
 
@@ -100,6 +103,8 @@ def app_pool(app: AppSettings) -> str:
 
 class Router:
     """Checks the Host header against the configured names, then dispatches by path."""
+
+    reads_fields: FieldNames = frozenset({"host"})  # request.host, in check_host()
 
     def __init__(self, config: Config, apps: Sequence[tuple[AppSettings, Handler]] = ()
                  ) -> None:

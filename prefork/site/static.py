@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import NamedTuple
 from urllib.parse import quote, unquote_to_bytes
@@ -36,7 +36,7 @@ from prefork.errors import (
     OutOfDescriptors,
     RangeNotSatisfiable,
 )
-from prefork.http.message import FileBody, Request, Response
+from prefork.http.message import FieldNames, FileBody, Request, Response
 from prefork.http.parser import format_response_head
 from prefork.site import preconditions
 from prefork.site.preconditions import Unsatisfiable, Validators, validators_for
@@ -109,6 +109,9 @@ def file_identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
 
 @dataclass(slots=True)
 class CachedFile:
+    """What the file cache keeps of one file; also the message.Repeatable of a 200 answered
+    whole from it (raw_headers, body, current())."""
+
     path: str  # the real path, resolved and checked against the root when cached
     named: str  # the same file as the request names it, symlinks not followed
     resolved_at: float  # time.monotonic() of the resolution
@@ -118,6 +121,20 @@ class CachedFile:
     raw_headers: bytes  # those plus Content-Length, serialised and checked once
     size: int
     body: bytes | None  # the content of a small file
+    key: str  # the request path it is cached under
+    files: StaticFiles = field(repr=False, compare=False)  # whose cache holds it
+
+    def current(self) -> bool:
+        """Whether it still describes what its request path names: its cache holds it under
+        `key`, it is the same file now (one stat()), and its resolution is less than
+        RESOLVE_SECONDS old."""
+        if (self.files.cache.get(self.key) is not self
+                or time.monotonic() - self.resolved_at >= RESOLVE_SECONDS):
+            return False
+        try:
+            return file_identity(os.stat(self.named)) == self.identity
+        except OSError:
+            return False
 
 
 class Located(NamedTuple):
@@ -142,6 +159,8 @@ class _NeedsBody:
 
 class StaticFiles:
     """Serves GET/HEAD/OPTIONS for files under `root`."""
+
+    reads_fields: FieldNames = preconditions.READS_FIELDS | {"range"}
 
     def __init__(self, root: str, index_files: tuple[str, ...],
                  download_extensions: tuple[str, ...], cache_size: int = CACHE_ENTRIES,
@@ -232,14 +251,9 @@ class StaticFiles:
             path = os.path.dirname(path)
 
     def is_current(self, entry: CachedFile) -> bool:
-        """Whether a cache entry still describes what its request path names: the same file
-        now (one stat()), and a resolution less than RESOLVE_SECONDS old."""
-        if time.monotonic() - entry.resolved_at >= RESOLVE_SECONDS:
-            return False
-        try:
-            return file_identity(os.stat(entry.named)) == entry.identity
-        except OSError:
-            return False
+        """Whether a cache entry still describes what its request path names (see
+        CachedFile.current: the quick path asks the entry itself)."""
+        return entry.current()
 
     # ------------------------------------------------------------- serving
 
@@ -333,7 +347,7 @@ class StaticFiles:
                 body = None  # written to in place right now: serve it from the fd this time
         full = [*headers, ("Content-Length", str(info.st_size))]
         entry = CachedFile(path, named, resolved_at, file_identity(info), validators, headers,
-                           serialize_fields(full), info.st_size, body)
+                           serialize_fields(full), info.st_size, body, key, self)
         if self.cache_size:
             with self.cache_lock:
                 self._forget_locked(key)
@@ -412,7 +426,7 @@ class StaticFiles:
                 body = entry.body if request.method != "HEAD" and entry.body is not None \
                     else b""
                 return Response(200, full, body, raw_headers=entry.raw_headers,
-                                cache_entry=entry)
+                                repeatable=entry)
             return _NeedsBody(lambda fd: Response(200, full, FileBody(fd, 0, size),
                                                   raw_headers=entry.raw_headers))
         if len(ranges) == 1:

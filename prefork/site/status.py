@@ -17,7 +17,7 @@ from prefork import SERVER_SOFTWARE
 from prefork.config.settings import Config
 from prefork.control import read_state
 from prefork.errors import Forbidden, MethodNotAllowed
-from prefork.http.message import Request, Response
+from prefork.http.message import FieldNames, Request, Response
 from prefork.scoreboard import GRACEFUL, PROCESS_STATE_NAMES, STOPPING, Scoreboard, ThreadInfo
 
 STATUS_METHODS = ("GET", "HEAD")
@@ -26,6 +26,8 @@ BUSY_STATES = frozenset("RWLG")
 
 class ServerStatus:
     """Serves the status page for an allowed client."""
+
+    reads_fields: FieldNames = frozenset({"host"})  # request.host names the ?auto page
 
     def __init__(self, config: Config) -> None:
         self.allowed = [ipaddress.ip_network(a, strict=False) for a in config.status.allow]

@@ -30,7 +30,8 @@ from multipart import (
 )
 
 from prefork.errors import MethodNotAllowed
-from prefork.http.message import Request, Response
+from prefork.http.message import FieldNames, Request, Response
+from prefork.site.auth import BasicAuth
 from prefork.site.preconditions import validators_for
 from prefork.site.uploads.put import (
     PREFIX,
@@ -233,6 +234,8 @@ def _reject_constant(name: str) -> Any:
 
 class PostHandler:
     """POST (and OPTIONS) for /upload; shares the directory and credentials of `uploads`."""
+
+    reads_fields: FieldNames = frozenset({"content-type"}) | BasicAuth.reads_fields
 
     def __init__(self, uploads: UploadHandler) -> None:
         self.uploads = uploads

@@ -50,7 +50,7 @@ from prefork.errors import (
     OutOfDescriptors,
     PreconditionFailed,
 )
-from prefork.http.message import Request, Response
+from prefork.http.message import FieldNames, Request, Response
 from prefork.site import preconditions
 from prefork.site.auth import BasicAuth, load_htpasswd
 from prefork.site.preconditions import validators_for
@@ -335,6 +335,9 @@ class UploadFiles(StaticFiles):
 class UploadHandler:
     """GET/HEAD/OPTIONS/PUT/DELETE under /uploads/; also owns the directory and the
     credentials check that POST /upload (forms.PostHandler) shares."""
+
+    # GET and HEAD are the static handler's; writes check the same preconditions.
+    reads_fields: FieldNames = StaticFiles.reads_fields | BasicAuth.reads_fields
 
     def __init__(self, config: Config) -> None:
         """Raises ConfigError when require_auth is set without a valid users file."""
