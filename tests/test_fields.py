@@ -22,6 +22,7 @@ from prefork.errors import HTTPError
 from prefork.http import parser as parser_module
 from prefork.http.message import EVERY_FIELD, FieldNames, Headers, Request, Response
 from prefork.http.parser import READS_FIELDS, NeedData, RequestHead, RequestParser
+from prefork.serve.output import release_body
 from prefork.site import preconditions
 from prefork.site.apps import WSGIHandler
 from prefork.site.auth import BasicAuth
@@ -160,7 +161,7 @@ def serve(handler: Handler | Router, req: Request) -> None:
                               else handler.serve(req))
     except (HTTPError, OSError):
         return
-    response.close_files()
+    release_body(response.body)
     close = getattr(response.body, "close", None)
     if close is not None:
         close()
