@@ -28,6 +28,9 @@ class StubRouter:
     (a bug, not a field framing could refuse): framing raises after the handler returned,
     outside the handler's own barrier. Anything else: 200 "ok"."""
 
+    def pool_for(self, method: str, path: str) -> str | None:
+        return None
+
     def may_block(self, method: str, path: str) -> bool:
         return False
 
@@ -52,7 +55,7 @@ class LoopHarness:
         self.pool = BlockingPool(2, 4, lambda _index: None)
         self.deaths: list[int] = []
         slot = ThreadSlot(mmap.mmap(-1, THREAD_SLOT), 0, 1)
-        self.loop = EventLoop(0, [self.listener], ctx, slot, Capacity(100), self.pool,
+        self.loop = EventLoop(0, [self.listener], ctx, slot, Capacity(100), {"": self.pool},
                               lambda: self.deaths.append(1))
         self.pool.start()
         self.loop.start()

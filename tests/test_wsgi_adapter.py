@@ -51,12 +51,13 @@ class Log:
 
 
 def request(target: str = "/app/x", method: str = "GET", headers: list[tuple[str, str]] | None
-            = None, body: bytes = b"", version: str = "HTTP/1.1") -> Request:
+            = None, body: bytes = b"", version: str = "HTTP/1.1",
+            local: tuple[str, int] = ("127.0.0.1", 8080)) -> Request:
     path, _, query = target.partition("?")
     fields = Headers(headers if headers is not None else [("Host", "example.org:8080")])
     return Request(method, target, path, query, version, fields, ("192.0.2.7", 51234),
                    has_body=bool(body), content_length=len(body) if body else None,
-                   body=BytesBody(body))
+                   body=BytesBody(body), local=local)
 
 
 def handler(app: Any, mount: str = "/app", log: Log | None = None) -> WSGIHandler:
@@ -85,7 +86,7 @@ def test_environ_splits_the_mount_and_decodes_the_path() -> None:
     keys = ("SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "REQUEST_URI", "SERVER_NAME",
             "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "REMOTE_PORT", "REQUEST_METHOD")
     response = handler(echo_environ(keys)).serve(
-        request("/app/a%2Fb/caf%C3%A9?x=1&y"), ("127.0.0.1", 8080))
+        request("/app/a%2Fb/caf%C3%A9?x=1&y"))
     env = eval(body_of(response))  # repr of a dict of str: a literal
     assert env == {
         "SCRIPT_NAME": "/app", "PATH_INFO": "/a/b/caf\xc3\xa9", "QUERY_STRING": "x=1&y",
@@ -111,7 +112,7 @@ def test_fields_are_combined_and_underscored_names_dropped() -> None:
               ("Cookie", "a=1"), ("Cookie", "b=2"), ("X_Forwarded_For", "10.0.0.1"),
               ("Content-Type", "application/json"), ("Content-Length", "2")]
     env = eval(body_of(handler(echo_environ(keys)).serve(
-        request("/app/", "POST", fields, b"{}"), ("::1", 8443))))
+        request("/app/", "POST", fields, b"{}", local=("::1", 8443)))))
     assert env == {"HTTP_ACCEPT": "text/html, */*", "HTTP_COOKIE": "a=1; b=2",
                    "HTTP_X_FORWARDED_FOR": None, "CONTENT_TYPE": "application/json",
                    "CONTENT_LENGTH": "2", "HTTP_CONTENT_TYPE": None,

@@ -125,6 +125,7 @@ class Request:
     body: BodyReader = field(default=EMPTY_BODY, compare=False, repr=False)
     host: str = ""
     user: str | None = None
+    local: tuple[str, int] = ("", 0)  # the server's address the client connected to
 
     @property
     def request_line(self) -> str:

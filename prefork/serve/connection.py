@@ -108,6 +108,7 @@ class Connection:
         self.closed = False  # finished: nothing more is read or written
         self.released = False  # the socket is closed (only ever by the owning loop's thread)
         self.lent = False  # a pool thread is serving it (set and cleared by the owning loop)
+        self.pool_name = ""  # the pool the current request is lent to (see ServerContext)
         self.waiting = Action.WANT_READ  # what the owning loop waits for (the loop's record)
         self.events = 0  # the epoll events it is registered for (0: not registered)
         self.user: str | None = None  # who the current request authenticated as (%u)
@@ -225,10 +226,12 @@ class Connection:
                                                              2 * ctx.header_timeout)
                 return Action.WANT_READ
             if isinstance(event, RequestHead):
-                # A body can take long to arrive, and a few bodiless requests can take long
-                # to serve (a bcrypt check): those go to a blocking thread.
-                blocking = event.has_body or self.ctx.router.may_block(event.method,
-                                                                       event.path)
+                # A body can take long to arrive, and some bodiless requests can take long
+                # to serve (a bcrypt check, an application): those go to a pool thread —
+                # an application's own pool, else the worker's blocking pool ("").
+                pool = self.ctx.router.pool_for(event.method, event.path)
+                blocking = event.has_body or pool is not None
+                self.pool_name = pool or ""
                 self._begin(event, blocking)
                 if not event.has_body:
                     try:
@@ -355,7 +358,7 @@ class Connection:
         request = Request(head.method, head.target, head.path, head.query, head.version,
                           head.headers, self.client, head.keep_alive, head.has_body,
                           head.content_length, body if body is not None else EMPTY_BODY,
-                          host=head.host)
+                          host=head.host, local=self.local)
         try:
             return self.ctx.router.handle(request, self.local)
         except HTTPError as exc:

@@ -36,7 +36,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from prefork.errors import OutOfDescriptors
@@ -113,7 +113,7 @@ class EventLoop:
     """One serving thread's loop; see the module comment."""
 
     def __init__(self, number: int, listeners: list[socket.socket], ctx: ServerContext,
-                 slot: ThreadSlot, capacity: Capacity, pool: BlockingPool,
+                 slot: ThreadSlot, capacity: Capacity, pools: Mapping[str, BlockingPool],
                  on_death: Callable[[], None] | None = None) -> None:
         self.number = number
         self.listeners = {sock.fileno(): sock for sock in listeners}
@@ -124,7 +124,7 @@ class EventLoop:
         self.ctx = ctx
         self.slot = slot
         self.capacity = capacity
-        self.pool = pool
+        self.pools = pools  # by name: "" the worker's blocking pool, else an application's
         self.on_death = on_death
         self.epoll = select.epoll()
         self.mailbox: Mailbox[tuple[Connection, Action]] = Mailbox()
@@ -261,21 +261,22 @@ class EventLoop:
             conn.events = 0
         conn.waiting = HANDOFF
         conn.lent = True  # before submit(): a pool thread may start on it at once
-        if self.pool.submit(conn, self.mailbox):
+        if self.pools[conn.pool_name].submit(conn, self.mailbox):
             return
         conn.lent = False
-        self._log_busy("the queue is full")
+        self._log_busy(conn.pool_name, "the queue is full")
         self._apply(conn, conn.refuse("no blocking thread is free; retry later"))
 
-    def _log_busy(self, why: str) -> None:
+    def _log_busy(self, name: str, why: str) -> None:
         capacity = self.capacity
         now = time.monotonic()
         if now - capacity.last_busy_log >= BUSY_LOG_INTERVAL:
             capacity.last_busy_log = now
-            pool = self.pool
+            pool = self.pools[name]
+            threads = f"[{name}] threads" if name else "[workers] blocking_threads"
             self.ctx.error_log.warn(
-                f"blocking pool busy ({why}): {pool.size} threads ([workers] "
-                f"blocking_threads), {pool.queued()} requests queued of at most "
+                f"{'the ' + name if name else 'blocking'} pool busy ({why}): {pool.size} "
+                f"threads ({threads}), {pool.queued()} requests queued of at most "
                 f"{pool.queue_limit} ([workers] blocking_queue); answering 503")
 
     def _on_mail(self) -> None:
@@ -458,10 +459,10 @@ class EventLoop:
             try:
                 state = conn.waiting
                 if state is HANDOFF:
-                    if not self.pool.withdraw(conn):
+                    if not self.pools[conn.pool_name].withdraw(conn):
                         continue  # a thread has it: the body reader keeps its deadlines
                     conn.lent = False
-                    self._log_busy("a request waited past its deadline")
+                    self._log_busy(conn.pool_name, "a request waited past its deadline")
                     action = conn.refuse("no blocking thread was free in time")
                 elif state is LINGER:
                     action = conn.close()

@@ -15,7 +15,7 @@ import socket
 from collections import deque
 from collections.abc import Iterator
 
-from prefork.errors import ResponseLengthError
+from prefork.errors import ApplicationAborted, ResponseLengthError
 from prefork.http.framing import Output
 from prefork.http.message import Body, FileBody
 from prefork.http.parser import LAST_CHUNK, encode_chunk
@@ -137,7 +137,10 @@ class SendQueue:
                 self.items.append(LAST_CHUNK)
                 return True
             return False
-        except ResponseLengthError as exc:
+        except (ResponseLengthError, ApplicationAborted) as exc:
+            # The body cannot be completed (it disagrees with its length, or the application
+            # failed after its first piece): no last chunk goes out, and the connection
+            # closes after what was sent, so the client sees a truncated response.
             self.stream = None
             self.length_fault = str(exc)
             return False

@@ -22,7 +22,8 @@ from prefork.serve.loop import Capacity, EventLoop
 from prefork.serve.pool import BlockingPool
 from prefork.serve.quick import QuickPath
 from prefork.site import hooks as site_hooks
-from prefork.site.router import Router
+from prefork.site.apps import load_apps
+from prefork.site.router import Router, app_pool
 
 JOIN_STEP = 0.2  # seconds between checks while waiting for the loops to finish
 
@@ -34,7 +35,10 @@ class WorkerService:
                  process_slot: int, generation: int, error_log: ErrorLog,
                  access_log: AccessLog, on_loop_death: Callable[[], None]) -> None:
         http = config.http
-        router = Router(config)
+        # Applications are imported here, after fork: each generation runs the code as it
+        # is on disk now (a reload picks up new code); an import error fails the boot.
+        apps = load_apps(config.apps, error_log, config.workers.processes)
+        router = Router(config, apps)
         limits = Limits(http.limit_request_line, http.limit_request_fields,
                         http.limit_request_field_size, http.limit_request_body)
         debug = error_log.enabled_for("debug")
@@ -59,21 +63,33 @@ class WorkerService:
         capacity = Capacity(workers.max_connections)
         threads = workers.threads
 
-        def pool_slot(index: int) -> ThreadSlot | None:  # after the loops' slots
-            if threads + index >= THREAD_LIMIT:
-                return None
-            return scoreboard.thread_slot(process_slot, threads + index, generation)
+        def slots_from(first: int) -> Callable[[int], ThreadSlot | None]:
+            def slot_for(index: int) -> ThreadSlot | None:
+                if first + index >= THREAD_LIMIT:
+                    return None
+                return scoreboard.thread_slot(process_slot, first + index, generation)
+            return slot_for
 
-        self.pool = BlockingPool(workers.blocking_threads, workers.blocking_queue, pool_slot)
+        # Thread slots: the loops first, then the blocking pool, then each application's.
+        first = threads
+        self.pools: dict[str, BlockingPool] = {
+            "": BlockingPool(workers.blocking_threads, workers.blocking_queue,
+                             slots_from(first))}
+        first += workers.blocking_threads
+        for app, _handler in apps:
+            self.pools[app_pool(app)] = BlockingPool(app.threads, workers.blocking_queue,
+                                                     slots_from(first))
+            first += app.threads
         self.loops: list[EventLoop] = []
         for index in range(threads):
             slot = scoreboard.thread_slot(process_slot, index, generation)
-            loop = EventLoop(index, listeners, ctx, slot, capacity, self.pool, on_loop_death)
+            loop = EventLoop(index, listeners, ctx, slot, capacity, self.pools, on_loop_death)
             capacity.loops.append(loop)
             self.loops.append(loop)
 
     def start(self) -> None:
-        self.pool.start()
+        for pool in self.pools.values():
+            pool.start()
         for loop in self.loops:
             loop.start()
 
@@ -86,7 +102,8 @@ class WorkerService:
         return all(now - loop.last_tick < stall for loop in self.loops)
 
     def slots(self) -> list[ThreadSlot]:
-        return [loop.slot for loop in self.loops] + list(self.pool.slots)
+        return [loop.slot for loop in self.loops] + [
+            slot for pool in self.pools.values() for slot in pool.slots]
 
     def drain(self, idle_grace: float | None) -> None:
         """Ask every loop to take what is queued, stop accepting and finish its connections;
@@ -106,7 +123,8 @@ class WorkerService:
                 loop.thread.join(JOIN_STEP)
 
     def shutdown(self) -> None:
-        self.pool.shutdown()
+        for pool in self.pools.values():
+            pool.shutdown()
 
 
 class ServedSite:

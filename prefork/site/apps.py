@@ -345,9 +345,8 @@ class WSGIHandler:
         env["wsgi.errors"] = WSGIErrors(self.error_log, request.client)
         return env
 
-    def serve(self, request: Request, local: tuple[str, int] = ("", 0),
-              user: str | None = None) -> Response:
-        env = self.environ(request, local, user)
+    def serve(self, request: Request) -> Response:
+        env = self.environ(request, request.local, request.user)
         what = f"{request.method} {request.target[:256]}"
         start = _StartResponse()
         result: Iterable[bytes] | None = None
