@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 
@@ -91,28 +90,46 @@ def test_worker_killed_is_respawned(server: Server) -> None:
 
 def test_graceful_stop_lets_a_download_finish(server_factory: ServerFactory) -> None:
     server = server_factory({"workers": {"processes": "1"}})
+    [worker] = server.worker_pids()
     big = (server.root / "htdocs" / "huge.bin")
     big.write_bytes(os.urandom(32 << 20))
     sock = server.socket(timeout=30)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     sock.sendall(b"GET /huge.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
-    first = sock.recv(65536)  # the download has started; now read slowly
+    first = sock.recv(65536)  # it has started; 32 MiB cannot fit in the socket buffers
     assert first.startswith(b"HTTP/1.1 200")
-    stopper = threading.Thread(target=lambda: server.ctl("stop"))
+    stopped: list[subprocess.CompletedProcess[str]] = []
+    stopper = threading.Thread(target=lambda: stopped.append(server.ctl("stop")))
     stopper.start()
-    time.sleep(0.5)
+
+    def refused() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", server.port), timeout=0.2).close()
+        except ConnectionRefusedError:
+            return True
+        except OSError:  # a SYN dropped while handshakes drain: not refused yet
+            pass
+        return False
+
+    # While we read nothing, the stop goes ahead: the worker has closed its listeners
+    # (new clients are refused) with our download in flight, and `stop` is waiting on it.
+    wait_for(refused, timeout=20)
+    assert "graceful stop requested" in server.log("error.log")
+    assert pid_alive(worker) and stopper.is_alive()
     received = bytearray(first)
-    while True:
-        chunk = sock.recv(1 << 20)
-        if not chunk:
-            break
-        received += chunk
-        time.sleep(0.002)
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert b"\r\nContent-Length: %d\r\n" % (32 << 20) in head
+    assert len(body) < 32 << 20  # still downloading while the stop was under way
+    # Read to the end of the body, then hang up: the response was framed for keep-alive
+    # before the stop, so the server would hold the idle connection to its deadline.
+    while len(body) < 32 << 20 and (chunk := sock.recv(1 << 20)):
+        body += chunk
     sock.close()
     stopper.join(30)
-    body = bytes(received).partition(b"\r\n\r\n")[2]
+    assert stopped and "stopped" in stopped[0].stdout
     assert len(body) == 32 << 20 and body == big.read_bytes()
-    assert not pid_alive(server.pid)
+    assert not pid_alive(server.pid) and not pid_alive(worker)
 
 
 def test_restart_gives_a_new_master(server: Server) -> None:

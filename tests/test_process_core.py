@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import shutil
@@ -61,20 +60,6 @@ def fd_targets(pid: int) -> list[str]:
     return targets
 
 
-def state(server: Server) -> dict:
-    with contextlib.suppress(OSError, ValueError):
-        return json.loads((server.root / "var" / "run" / "httpd.state").read_text())
-    return {}
-
-
-def reload_by_signal(server: Server) -> dict:
-    """SIGHUP the master directly and wait for the reload's outcome in the state file."""
-    before = state(server).get("reload_seq", 0)
-    os.kill(server.pid, signal.SIGHUP)
-    return wait_for(lambda: (s := state(server)).get("reload_seq", 0) > before
-                    and s["reload"], timeout=30)
-
-
 # ------------------------------------------------------------------ 1, 6: the barrier
 
 
@@ -117,11 +102,11 @@ def test_the_main_loop_logs_an_unexpected_error_and_goes_on(tmp_path: Path,
 def test_master_descriptors_are_flat_across_200_reloads(server_factory: ServerFactory,
                                                         capsys: pytest.CaptureFixture) -> None:
     server = server_factory({"workers": {"processes": "1", "threads": "1"}})
-    assert reload_by_signal(server)["ok"]
+    assert server.reload_by_signal()["ok"]
     before = fd_count(server.pid)
     started = time.monotonic()
     for _ in range(200):
-        outcome = reload_by_signal(server)
+        outcome = server.reload_by_signal()
         assert outcome["ok"], outcome
     wait_for(lambda: len(server.worker_pids()) == 1, timeout=30)
     after = fd_count(server.pid)
@@ -134,7 +119,7 @@ def test_master_descriptors_are_flat_across_200_reloads(server_factory: ServerFa
     server.config.write_text(server.config.read_text().replace(
         "[server]\n", "[server]\nuser = no-such-user-here\n"))
     for _ in range(10):
-        assert not reload_by_signal(server)["ok"]
+        assert not server.reload_by_signal()["ok"]
     wait_for(lambda: fd_count(server.pid) == before, timeout=10)
 
 
@@ -143,7 +128,7 @@ def test_a_worker_keeps_only_its_own_descriptors(server_factory: ServerFactory) 
     [first] = server.worker_pids()
     first_fds = sorted(fd_targets(first))
     for _ in range(2):
-        assert reload_by_signal(server)["ok"]
+        assert server.reload_by_signal()["ok"]
     wait_for(lambda: len(server.worker_pids()) == 1, timeout=30)
     [third] = server.worker_pids()
     third_fds = fd_targets(third)
@@ -246,7 +231,7 @@ def test_stop_returns_promptly_when_the_master_is_a_zombie(server_factory: Serve
                                stdin=subprocess.DEVNULL)
     server.known_pids.add(process.pid)
     try:
-        wait_for(lambda: state(server).get("pid") == process.pid, timeout=20)
+        wait_for(lambda: server.state().get("pid") == process.pid, timeout=20)
         started = time.monotonic()
         result = server.ctl("stop", check=False, timeout=60)
         assert result.returncode == 0, result.stderr
@@ -321,13 +306,13 @@ def test_reload_under_socket_activation_with_another_listen_count(
     activated.close()
     server.known_pids.add(process.pid)
     try:
-        wait_for(lambda: state(server).get("generation") == 1, timeout=20)
+        wait_for(lambda: server.state().get("generation") == 1, timeout=20)
         server.pid, server.port = process.pid, port
-        outcome = reload_by_signal(server)
+        outcome = server.reload_by_signal()
         assert outcome["ok"], outcome
         assert process.poll() is None
         assert server.get("/")[0].status == 200
-        assert state(server)["listen"] == [f"127.0.0.1:{port}"]
+        assert server.state()["listen"] == [f"127.0.0.1:{port}"]
     finally:
         process.send_signal(signal.SIGTERM)
         try:
