@@ -25,6 +25,7 @@ from prefork.cli.status import collect
 from prefork.config.settings import Config, load_config
 from prefork.control import find_master, send
 from prefork.errors import ControlError
+from prefork.scoreboard import Scoreboard
 
 REPO = Path(__file__).resolve().parent.parent
 HTTPDCTL = [sys.executable, str(REPO / "bin" / "httpdctl")]
@@ -131,6 +132,15 @@ class Server:
                 if generation is None or w["generation"] == generation]
         self.known_pids.update(pids)
         return pids
+
+    def heartbeats(self) -> dict[int, float]:
+        """Each worker's last heartbeat (time.monotonic(), system-wide), from the scoreboard:
+        a worker's main thread beats once a round, right before its request watchdog."""
+        board = Scoreboard.open(self.state()["scoreboard"])
+        try:
+            return {info.pid: info.heartbeat for info in board.processes()}
+        finally:
+            board.close()
 
     def stop(self) -> None:
         self.ctl("stop", check=False)

@@ -10,6 +10,7 @@ import contextlib
 import os
 import re
 import resource
+import select
 import socket
 import threading
 import time
@@ -329,8 +330,13 @@ def test_aborted_upload_is_logged_as_499_and_frees_its_slot(
     lines = access_lines(server)
     assert any('"PUT /uploads/gone.bin HTTP/1.1" 499' in line for line in lines), lines
     assert any('"PUT /uploads/never.bin HTTP/1.1" 499' in line for line in lines), lines
-    time.sleep(2.5)  # past request_timeout: an absence, so a plain wait (the watchdog
-    # checks every second; a slot left busy would be reported within 2 s)
+    # An absence: wait until the worker's request watchdog has looked after a slot left
+    # busy would have run past request_timeout. It runs once a round, right after the
+    # heartbeat: a beat past that time, then the next beat (that round's watchdog is done).
+    [worker] = server.worker_pids()
+    overdue = time.monotonic() + 1  # request_timeout
+    first = wait_for(lambda: (beat := server.heartbeats()[worker]) > overdue and beat)
+    wait_for(lambda: server.heartbeats()[worker] > first, timeout=15)
     log = server.log("error.log")
     assert "request_timeout" not in log, log
     busy = [t for w in server.status()["workers"] for t in w.get("threads", [])
@@ -357,10 +363,16 @@ def test_accept_out_of_descriptors_answers_503_and_logs_once(
             sock = server.socket(timeout=5)
             sock.sendall(b"GET /sample.txt HTTP/1.1\r\n")  # an incomplete head: kept open
             held.append(sock)
-        for sock in held:
-            sock.settimeout(3)
-            with contextlib.suppress(TimeoutError, OSError):
-                answers.append(sock.recv(65536))
+        # Each socket gets 3 s to be answered, all at once (the ones accepted normally
+        # wait for their head: they are not answered, and time out together).
+        waiting = {sock.fileno(): sock for sock in held}
+        deadline = time.monotonic() + 3
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select(list(waiting), [], [], left)
+            for fd in ready:
+                with contextlib.suppress(OSError):
+                    answers.append(waiting[fd].recv(65536))
+                del waiting[fd]
         refused = [a for a in answers if a.startswith(b"HTTP/1.1 503 ")]
         assert len(refused) >= 4, answers
         assert all(b"\r\nRetry-After: " in a for a in refused)
