@@ -29,16 +29,6 @@ def test_smuggling_cl_te_is_refused(shared_server: Server) -> None:
     assert head_of(raw)[0] == 400
 
 
-def test_oversized_body_is_refused_before_100_continue(server_factory: ServerFactory) -> None:
-    server = server_factory({"http": {"limit_request_body": "1k"}})
-    with server.socket() as sock:
-        sock.sendall(b"PUT /uploads/big.bin HTTP/1.1\r\nHost: localhost\r\n"
-                     b"Content-Length: 4096\r\nExpect: 100-continue\r\n\r\n")
-        reply = read_all(sock)
-    assert reply.startswith(b"HTTP/1.1 413 ")
-    assert b"100 Continue" not in reply
-
-
 def test_limits_have_their_own_statuses(server_factory: ServerFactory) -> None:
     server = server_factory({"http": {"limit_request_line": "256",
                                       "limit_request_fields": "10",

@@ -77,7 +77,7 @@ def clients(server: Server, tally: Tally) -> list:
         with server.socket() as sock:
             sock.sendall(put_head("/uploads/aborted.bin", 100000) + b"x" * 5000)
             tally.add(1)
-        time.sleep(0.05)
+        time.sleep(0.05)  # pacing: this client aborts ~20 uploads a second, not thousands
 
     def repeat(round_):
         def until(stop_at: float) -> None:
