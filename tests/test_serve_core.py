@@ -1,7 +1,8 @@
-"""The worker's I/O core (issue 12) against real servers: one owner per descriptor under mixed
-traffic, bounded admission to the blocking pool, bodies discarded to keep a connection, an
-aborted upload logged once, a reserved descriptor for accept() under EMFILE; and, in process,
-the exception barriers of the event loop and the blocking pool."""
+"""The worker's I/O core (issue 12) against real servers (mixed traffic and one owner per
+descriptor: tests/test_stress.py): bounded admission to the blocking pool, bodies discarded
+to keep a connection, an aborted upload logged once, a reserved descriptor for accept()
+under EMFILE; and, in process, the exception barriers of the event loop and the blocking
+pool."""
 
 from __future__ import annotations
 
@@ -135,54 +136,6 @@ def exchange_all(server: Server, batch: bytes, expected: list[int]) -> None:
         sock.sendall(batch)
         statuses = [answer[0] if (answer := reader.next()) else None for _ in expected]
         assert statuses == expected, statuses
-
-
-def keepalive_gets(server: Server, counts: dict[str, int]):
-    def gets(stop_at: float) -> None:
-        while time.monotonic() < stop_at:
-            with server.socket() as sock:
-                reader = Responses(sock)
-                for _ in range(20):
-                    sock.sendall(get("/sample.txt"))
-                    answer = reader.next()
-                    assert answer is not None and answer[0] == 200, answer
-                    counts["requests"] += 1
-    return gets
-
-
-def closing_posts(server: Server, counts: dict[str, int]):
-    """As `ab -p`: one POST per connection, closed after the answer."""
-    def posts(stop_at: float) -> None:
-        while time.monotonic() < stop_at:
-            exchange_all(server, post("/upload", JSON_BODY, b"Connection: close\r\n"), [201])
-            counts["requests"] += 1
-    return posts
-
-
-def pipelined_bodies(server: Server, counts: dict[str, int]):
-    def pipelined(stop_at: float) -> None:
-        batch = (post("/upload", JSON_BODY) + get("/sample.txt") + post("/upload", b"[1]")
-                 + get("/about.html") + post("/upload", b"[2]", b"Connection: close\r\n"))
-        while time.monotonic() < stop_at:
-            exchange_all(server, batch, [201, 200, 201, 200, 201])
-            counts["requests"] += 5
-    return pipelined
-
-
-def test_mixed_traffic_answers_every_request_and_no_worker_dies(
-        server_factory: ServerFactory) -> None:
-    """Keep-alive GETs beside POSTs with bodies and pipelined bodies (issue 12: ab -c8 POST
-    with wrk -c20 GET lost responses and crashed workers; the pool closed descriptors that
-    the loop then reused)."""
-    server = server_factory({"workers": {"processes": "2", "threads": "1"}})
-    workers = server.worker_pids()
-    counts = {"requests": 0}
-    targets = ([keepalive_gets(server, counts)] * 6 + [closing_posts(server, counts)] * 4
-               + [pipelined_bodies(server, counts)] * 3)
-    errors = run_clients(targets, 4.0)
-    assert not errors, errors[:5]
-    assert counts["requests"] > 100
-    assert_no_worker_trouble(server, workers)
 
 
 # ------------------------------------------------------------------ bounded admission
