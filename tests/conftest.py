@@ -246,6 +246,18 @@ def tcp_state(sock: socket.socket) -> int:
 TCP_ESTABLISHED = 1
 
 
+def refuses_connections(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:`port` is refused: every copy of the listener is
+    closed (while a stop drains, a new SYN is first dropped, which is not a refusal)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

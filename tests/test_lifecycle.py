@@ -5,14 +5,21 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from .conftest import HTTPDCTL, Server, ServerFactory, pid_alive, read_all, wait_for
+from .conftest import (
+    HTTPDCTL,
+    Server,
+    ServerFactory,
+    pid_alive,
+    read_all,
+    refuses_connections,
+    wait_for,
+)
 
 
 def test_start_status_stop(server: Server) -> None:
@@ -105,18 +112,9 @@ def test_graceful_stop_lets_a_download_finish(server_factory: ServerFactory) -> 
     stopper = threading.Thread(target=lambda: stopped.append(server.ctl("stop")))
     stopper.start()
 
-    def refused() -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", server.port), timeout=0.2).close()
-        except ConnectionRefusedError:
-            return True
-        except OSError:  # a SYN dropped while handshakes drain: not refused yet
-            pass
-        return False
-
     # While we read nothing, the stop goes ahead: the worker has closed its listeners
     # (new clients are refused) with our download in flight, and `stop` is waiting on it.
-    wait_for(refused, timeout=20)
+    wait_for(lambda: refuses_connections(server.port), timeout=20)
     assert "graceful stop requested" in server.log("error.log")
     assert pid_alive(worker) and stopper.is_alive()
     received = bytearray(first)

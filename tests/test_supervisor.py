@@ -3,6 +3,7 @@ reloads that change nothing, graceful stops under load, health, signals, systemd
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -23,6 +24,7 @@ from .conftest import (
     make_root,
     pid_alive,
     read_all,
+    refuses_connections,
     wait_for,
     write_config,
 )
@@ -124,38 +126,52 @@ def test_reload_can_add_a_listen_address(server: Server) -> None:
 
 
 def test_term_during_twenty_slow_downloads_all_complete(server_factory: ServerFactory) -> None:
+    """20 downloads of 8 MiB, more than the socket buffers hold (net.ipv4.tcp_wmem's 4 MiB
+    at most, and the client's receive buffer): none can finish while its client does not
+    read, so the stop is shown under way (listeners closed, workers and `stop` still
+    waiting) with every download in flight; then the clients read and all complete."""
     server = server_factory({"workers": {"processes": "2"}})
-    payload = os.urandom(4 << 20)
-    (server.root / "htdocs" / "four.bin").write_bytes(payload)
+    payload = os.urandom(8 << 20)
+    (server.root / "htdocs" / "eight.bin").write_bytes(payload)
+    digest = hashlib.sha256(payload).digest()
     results: list[bytes] = []
     started = threading.Barrier(21)
+    draining = threading.Event()
 
     def download() -> None:
         with server.socket(timeout=60) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
-            sock.sendall(b"GET /four.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            data = bytearray(sock.recv(32768))
+            sock.sendall(b"GET /eight.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            data = bytearray(sock.recv(65536))
             started.wait(30)
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-                time.sleep(0.01)  # a slow reader: the stop arrives mid-download
-                if len(data) >= len(payload) + 200 and data.find(b"\r\n\r\n") > 0 and \
-                        len(data) - data.find(b"\r\n\r\n") - 4 >= len(payload):
-                    break
-        results.append(bytes(data).partition(b"\r\n\r\n")[2])
+            draining.wait(30)  # read nothing more until the stop is under way
+            while b"\r\n\r\n" not in data:
+                data += sock.recv(65536)
+            head, _, body = bytes(data).partition(b"\r\n\r\n")
+            received, check = len(body), hashlib.sha256(body)
+            while received < len(payload) and (chunk := sock.recv(1 << 20)):
+                received += len(chunk)
+                check.update(chunk)
+        results.append(check.digest() if received == len(payload) else head)
 
     threads = [threading.Thread(target=download) for _ in range(20)]
     for thread in threads:
         thread.start()
+    workers = server.worker_pids()
     started.wait(30)
-    stopped = server.ctl("stop", timeout=90)
+    stopped: list[subprocess.CompletedProcess[str]] = []
+    stopper = threading.Thread(target=lambda: stopped.append(server.ctl("stop", timeout=90)))
+    stopper.start()
+    try:
+        wait_for(lambda: refuses_connections(server.port), timeout=20)
+        assert "graceful stop requested" in server.log("error.log")
+        assert all(pid_alive(pid) for pid in workers) and stopper.is_alive()
+    finally:
+        draining.set()
     for thread in threads:
         thread.join(60)
-    assert "stopped" in stopped.stdout
-    assert len(results) == 20 and all(body == payload for body in results)
+    stopper.join(90)
+    assert stopped and "stopped" in stopped[0].stdout
+    assert len(results) == 20 and all(result == digest for result in results)
     assert not pid_alive(server.pid)
 
 
