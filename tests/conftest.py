@@ -18,7 +18,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import pytest
+
+from prefork.cli.status import collect
+from prefork.config.settings import Config, load_config
+from prefork.control import find_master, send
+from prefork.errors import ControlError
+from prefork.scoreboard import Scoreboard
 
 REPO = Path(__file__).resolve().parent.parent
 HTTPDCTL = [sys.executable, str(REPO / "bin" / "httpdctl")]
@@ -76,14 +83,18 @@ class Server:
     port: int = 0
     pid: int = 0
     known_pids: set[int] = field(default_factory=set)
+    # What runs httpdctl, and extra environment for it (tests/quick_probe.py instruments).
+    launcher: list[str] = field(default_factory=lambda: list(HTTPDCTL))
+    env: dict[str, str] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- control
 
     def ctl(self, *args: str, check: bool = True,
             timeout: float = CTL_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*HTTPDCTL, "-f", str(self.config), *args],
+        result = subprocess.run([*self.launcher, "-f", str(self.config), *args],
                                 capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL,
+                                env={**os.environ, **self.env} if self.env else None)
         if check and result.returncode != 0:
             raise AssertionError(f"httpdctl {' '.join(args)} failed ({result.returncode}): "
                                  f"{result.stdout}{result.stderr}")
@@ -95,26 +106,55 @@ class Server:
         assert match, result.stdout
         self.pid, self.port = int(match.group(1)), int(match.group(2))
         self.known_pids.add(self.pid)
-        self.known_pids.update(self.worker_pids())
+        # The master's children, read from /proc in this process: recorded so that clean-up
+        # can kill any that outlive it (a `status --json` here cost a process per start).
+        self.known_pids.update(child.pid for child in psutil.Process(self.pid).children())
         return result
 
     def status(self) -> dict:
         result = self.ctl("status", "--json", check=False)
         return json.loads(result.stdout)
 
+    def control_config(self) -> Config:
+        """The configuration as `httpdctl stop/status` read it: leniently, so a file a test
+        broke on purpose still names the PID file and the scoreboard."""
+        return load_config(self.config, lenient=True)
+
     def worker_pids(self, generation: int | None = None) -> list[int]:
-        pids = [w["pid"] for w in self.status().get("workers", [])
+        """The workers in the scoreboard, read in this process by the code behind
+        `httpdctl status --json` (the CLI itself is tested by `status()`); [] when the
+        server is not running, as the CLI says."""
+        try:
+            workers = collect(self.control_config())["workers"]
+        except ControlError:
+            workers = []
+        pids = [w["pid"] for w in workers
                 if generation is None or w["generation"] == generation]
         self.known_pids.update(pids)
         return pids
+
+    def heartbeats(self) -> dict[int, float]:
+        """Each worker's last heartbeat (time.monotonic(), system-wide), from the scoreboard:
+        a worker's main thread beats once a round, right before its request watchdog."""
+        board = Scoreboard.open(self.state()["scoreboard"])
+        try:
+            return {info.pid: info.heartbeat for info in board.processes()}
+        finally:
+            board.close()
 
     def stop(self) -> None:
         self.ctl("stop", check=False)
 
     def cleanup(self) -> None:
-        """Stop the server and SIGKILL any process we ever saw that is still there."""
-        with contextlib.suppress(Exception):
-            self.ctl("stop", "--now", check=False, timeout=20)
+        """Stop the server at once and SIGKILL any process we ever saw that is still there.
+        The fast stop is sent as `httpdctl stop --now` sends it, from this process (the CLI
+        verb has its own tests), and waited on the same way: until the PID-file lock goes."""
+        with contextlib.suppress(Exception):  # clean-up goes on whatever the test left
+            pid_file = self.control_config().server.pid_file
+            send(pid_file, "stop-now")
+            deadline = time.monotonic() + 20
+            while find_master(pid_file) is not None and time.monotonic() < deadline:
+                time.sleep(0.02)
         for pid in self.known_pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -151,6 +191,21 @@ class Server:
         path = self.root / "var" / "log" / name
         return path.read_text() if path.exists() else ""
 
+    def state(self) -> dict:
+        """The master's state file (what `httpdctl reload/status` read); {} when absent."""
+        with contextlib.suppress(OSError, ValueError):
+            return json.loads((self.root / "var" / "run" / "httpd.state").read_text())
+        return {}
+
+    def reload_by_signal(self, timeout: float = 30) -> dict:
+        """SIGHUP the master directly and wait for the reload's outcome in the state file,
+        as `httpdctl reload` does (without a process per reload; the verb has its tests)."""
+        before = self.state().get("reload_seq", 0)
+        os.kill(self.pid, signal.SIGHUP)
+        # A reload takes ~15 ms: a close poll of one small file keeps it that.
+        return wait_for(lambda: (s := self.state()).get("reload_seq", 0) > before
+                        and s["reload"], timeout=timeout, interval=0.005)  # type: ignore[return-value]
+
 
 def read_all(sock: socket.socket) -> bytes:
     chunks = []
@@ -167,14 +222,40 @@ def read_all(sock: socket.socket) -> bytes:
 
 def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
              interval: float = 0.05) -> object:
-    """Poll `predicate` until it returns something truthy; fail the test on timeout."""
+    """Poll `predicate` until it returns something truthy; fail the test on timeout.
+    The pause starts at 2 ms and doubles up to `interval`: most conditions hold within a
+    few milliseconds (a reload, a log line), and a fixed 50 ms poll made each wait cost
+    25 ms on average for nothing (10 s over the 200-reload test)."""
     deadline = time.monotonic() + timeout
+    pause = min(0.002, interval)
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
-        time.sleep(interval)
+        time.sleep(pause)
+        pause = min(pause * 2, interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+def tcp_state(sock: socket.socket) -> int:
+    """The kernel's TCP state of `sock` (tcp_info.tcpi_state: 1 ESTABLISHED, 7 CLOSE,
+    8 CLOSE_WAIT), to wait for what the peer did instead of sleeping."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+TCP_ESTABLISHED = 1
+
+
+def refuses_connections(port: int) -> bool:
+    """Whether a connection to 127.0.0.1:`port` is refused: every copy of the listener is
+    closed (while a stop drains, a new SYN is first dropped, which is not a refusal)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def pid_alive(pid: int) -> bool:

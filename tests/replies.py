@@ -87,23 +87,23 @@ def parse_replies(data: bytes, methods: list[str] | None = None,
     return replies
 
 
-def owed(data: bytes) -> tuple[bool, list[str]]:
+def owed(data: bytes) -> tuple[int, list[str]]:
     """What a server owes a client that sent `data` and then EOF, as the parser sees it:
-    (whether at least one answer is owed, the method of each request it will answer).
-    A complete request or a refused one is owed an answer; a request cut short by the
-    EOF, even in its body, may be dropped. A refused request is answered as its method
-    says once the request-line has started (a HEAD gets no content)."""
+    (how many answers are owed, the method of each request it will answer). A complete
+    request or a refused one is owed an answer; a request cut short by the EOF, even in
+    its body, may be dropped. A refused request is answered as its method says once the
+    request-line has started (a HEAD gets no content)."""
     parser = RequestParser()
     parser.feed(data)
     parser.feed_eof()
     methods: list[str] = []
-    complete = False
+    complete = 0
     while True:
         try:
             event = parser.next_event()
         except HTTPError:
             methods.append(parser.method or "GET")
-            return True, methods
+            return complete + 1, methods
         except ClientDisconnected:
             return complete, methods
         if event is NEED_DATA:
@@ -111,5 +111,24 @@ def owed(data: bytes) -> tuple[bool, list[str]]:
         if isinstance(event, RequestHead):
             methods.append(event.method)
         elif isinstance(event, EndOfMessage):
-            complete = True
+            complete += 1
             parser.start_next_request()
+
+
+def _closes(reply: Reply) -> bool:
+    return "close" in (token.strip() for token in
+                       reply.headers.get("connection", "").lower().split(","))
+
+
+def check_reply(data: bytes, reply: bytes) -> list[Reply]:
+    """The oracle for a server sent `data` then EOF: `reply` is whole responses (Malformed
+    otherwise), none a 500, and every answer owed is there, unless a response said
+    `Connection: close` (the server may stop there). An empty or short reply where answers
+    are owed is what a crashed loop gives."""
+    answers_owed, methods = owed(data)
+    replies = parse_replies(reply, methods)
+    final = [r for r in replies if r.status >= 200]
+    assert len(final) >= answers_owed or (final and _closes(final[-1])), \
+        f"{len(final)} answers where {answers_owed} were owed"
+    assert all(r.status != 500 for r in replies), "a 500"
+    return replies

@@ -126,7 +126,10 @@ class Peer(ThreadingHTTPServer):
 
 
 def serve(peer: Peer) -> Iterator[Peer]:
-    thread = threading.Thread(target=peer.serve_forever, daemon=True)
+    # shutdown() waits for serve_forever to look at its flag, once per poll_interval (0.5 s
+    # by default: half a second of teardown per test).
+    thread = threading.Thread(target=peer.serve_forever, kwargs={"poll_interval": 0.01},
+                              daemon=True)
     thread.start()
     try:
         yield peer

@@ -39,6 +39,22 @@ def responses(raw: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     return out
 
 
+def one_response(sock: socket.socket) -> bytes:
+    """Read exactly one Content-Length-framed response, leaving the connection open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed inside a response head: {data!r}"
+        data += chunk
+    _status, headers, body = head_of(data)
+    while len(body) < int(headers["content-length"]):
+        chunk = sock.recv(65536)
+        assert chunk, "closed inside a response body"
+        body += chunk
+    assert len(body) == int(headers["content-length"]), "more than one response"
+    return data.partition(b"\r\n\r\n")[0] + b"\r\n\r\n" + body
+
+
 def test_index_with_all_the_headers(shared_server: Server) -> None:
     response, body = shared_server.get("/")
     assert response.status == 200
@@ -154,9 +170,10 @@ def test_keep_alive_and_pipelining_in_order(shared_server: Server) -> None:
 def test_http10_keep_alive_is_honoured(shared_server: Server) -> None:
     with shared_server.socket() as sock:
         sock.sendall(b"GET /about.html HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        time.sleep(0.2)
+        # The whole first response, then the second request: the connection outlived it.
+        first = one_response(sock)
         sock.sendall(b"GET /about.html HTTP/1.0\r\n\r\n")
-        got = responses(read_all(sock))
+        got = responses(first + read_all(sock))
     assert [s for s, _, _ in got] == [200, 200]
     assert got[0][1]["connection"] == "keep-alive" and got[1][1]["connection"] == "close"
 

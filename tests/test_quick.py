@@ -535,9 +535,27 @@ def test_quick_answers_are_logged_and_counted(shared_server: Server) -> None:
 
 
 def test_the_quick_path_can_be_switched_off(server_factory) -> None:  # type: ignore[no-untyped-def]
-    server = server_factory({"static": {"quick_path": "off"}})
+    """Its answers are the full path's byte for byte, so only an instrumented worker can
+    tell which path answered (tests/quick_probe.py). On, the repeats come from the quick
+    path (so the probe sees it); off, no worker even builds one, and the answers are the
+    same."""
+    import sys  # here, so that this test's change stays within it
+
     request = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    with server.socket() as sock:
-        answers = [normalise(exchange(sock, request)) for _ in range(3)]
-    assert answers[0] == answers[1] == answers[2]
-    assert answers[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    seen: dict[str, list[str]] = {}
+    for setting in ("on", "off"):
+        server = server_factory({"static": {"quick_path": setting},
+                                 "workers": {"processes": "1"}}, start=False)
+        probe = server.root / "var" / "quick-probe"
+        server.launcher = [sys.executable, str(Path(__file__).with_name("quick_probe.py"))]
+        server.env = {"PREFORK_QUICK_PROBE": str(probe)}
+        server.start()
+        with server.socket() as sock:
+            answers = [normalise(exchange(sock, request)) for _ in range(3)]
+        assert answers[0] == answers[1] == answers[2]
+        assert answers[0].startswith(b"HTTP/1.1 200 OK\r\n")
+        if setting == "on":  # the first answer is remembered, the next two repeated
+            wait_for(lambda probe=probe: probe.read_text().count("answered") == 2)
+        seen[setting] = probe.read_text().split() if probe.exists() else []
+    assert seen["on"] == ["made", "answered", "answered"], seen
+    assert seen["off"] == [], seen

@@ -11,7 +11,6 @@ import os
 import re
 import resource
 import socket
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -142,15 +141,28 @@ def test_out_of_descriptors_is_503_logged_once(server_factory: ServerFactory) ->
     log = server.log("error.log")
     assert "Traceback" not in log
     lines = [line for line in log.splitlines() if "descriptors" in line]
-    assert lines, log
-    per_pid = [re.search(r"\[pid (\d+)", line)[1] for line in lines]
-    assert len(per_pid) == len(set(per_pid)), lines  # at most once per worker (10 s)
+    assert any("accept():" not in line for line in lines), log
+    # At most once per worker (10 s) for the handlers' EMFILE; the accept loop has its own
+    # line and limit (test_serve_core), and may try an accept() while squeezed here.
+    per_source = [(re.search(r"\[pid (\d+)", line)[1], "accept():" in line) for line in lines]
+    assert len(per_source) == len(set(per_source)), lines
     assert server.get("/big.bin")[0].status == 200
     assert server.get("/server-status?auto")[0].status == 200
     assert set(server.worker_pids()) == set(pids)
 
 
 # ------------------------------------------------------------------ item 4: multi-range
+
+def send_queue(local_port: int, remote_port: int) -> int:
+    """Bytes queued to send on the IPv4 TCP socket local_port -> remote_port (/proc/net/tcp
+    tx_queue), -1 when there is no such socket."""
+    ends = (f":{local_port:04X}", f":{remote_port:04X}")
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(ends[0]) and fields[2].endswith(ends[1]):
+            return int(fields[4].split(":")[0], 16)
+    return -1
+
 
 def test_a_multi_range_response_holds_one_descriptor(site: Server) -> None:
     """200 ranges of a 32 MiB file, to a client that does not read: one descriptor for the
@@ -168,11 +180,19 @@ def test_a_multi_range_response_holds_one_descriptor(site: Server) -> None:
         sock.sendall(f"GET /sparse.bin HTTP/1.1\r\nHost: localhost\r\nRange: bytes={spec}\r\n"
                      f"\r\n".encode())
         assert sock.recv(12) == b"HTTP/1.1 206"
-        # The socket, and the file once: nothing else may stay open for this response.
+        # The socket, and the file once: nothing else may stay open for this response,
+        # checked at every look until the worker has filled the socket as far as it will
+        # go (its send queue full and no longer moving: it waits for us).
         wait_for(lambda: sum(len(open_fds(pid)) for pid in pids) >= before + 2)
-        time.sleep(0.3)  # let the worker fill the socket buffer as far as it will go
-        held = sum(len(open_fds(pid)) for pid in pids) - before
-        assert held <= 2, held
+        queues: list[int] = []
+
+        def stalled() -> bool:
+            held = sum(len(open_fds(pid)) for pid in pids) - before
+            assert held <= 2, held
+            queues.append(send_queue(site.port, sock.getsockname()[1]))
+            return len(queues) >= 3 and queues[-1] > 0 and len(set(queues[-3:])) == 1
+
+        wait_for(stalled)
     finally:
         sock.close()
 

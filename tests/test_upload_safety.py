@@ -39,7 +39,7 @@ from prefork.site.uploads.put import (
     writes_are_open,
 )
 
-from .conftest import Server, ServerFactory, read_all, wait_for
+from .conftest import Server, ServerFactory, read_all, running_server, wait_for
 from .test_upload import leftovers, multipart, status_of, uploads
 
 MiB = 1 << 20
@@ -174,7 +174,8 @@ def test_client_disconnecting_mid_body_leaves_nothing(server_factory: ServerFact
 
 def test_body_over_the_limit_is_413_and_leaves_nothing(server_factory: ServerFactory) -> None:
     server = server_factory({"http": {"limit_request_body": "1M"}})
-    # Content-Length over the limit: 413 at once, never 100 Continue.
+    # Content-Length over the limit: 413 at once, never 100 Continue (which would have to
+    # come first).
     with server.socket() as sock:
         sock.sendall(b"PUT /uploads/big.bin HTTP/1.1\r\nHost: localhost\r\n"
                      b"Content-Length: 2000000\r\nExpect: 100-continue\r\n\r\n")
@@ -376,13 +377,17 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-@pytest.fixture
-def auth_server(server_factory: ServerFactory, tmp_path: Path) -> Server:
-    users = tmp_path / "htpasswd"
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module's checks of authenticated writes (they leave it as they
+    found it)."""
+    base = tmp_path_factory.mktemp("auth")
+    users = base / "htpasswd"
     users.write_text("# writers\n" + htpasswd_line("alice", "s3cret") + "\n\n"
                      + htpasswd_line("bob", "p\u00e4ss:word") + "\n")
-    return server_factory({"uploads": {"require_auth": "POST PUT DELETE"},
-                           "auth": {"users_file": str(users), "realm": "uploads"}})
+    with running_server(base, {"uploads": {"require_auth": "POST PUT DELETE"},
+                               "auth": {"users_file": str(users), "realm": "uploads"}}) as server:
+        yield server
 
 
 def test_auth_required_for_writes(auth_server: Server) -> None:
