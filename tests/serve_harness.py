@@ -31,8 +31,6 @@ class StubRouter:
     def pool_for(self, method: str, path: str) -> str | None:
         return None
 
-    def may_block(self, method: str, path: str) -> bool:
-        return False
 
     def handle(self, request: Request, local: tuple[str, int]) -> Response:
         request.body.read()

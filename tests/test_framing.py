@@ -122,8 +122,8 @@ class _Router:
     def __init__(self, answer: Callable[[Request], Response]) -> None:
         self.answer = answer
 
-    def may_block(self, method: str, path: str) -> bool:
-        return False
+    def pool_for(self, method: str, path: str) -> str | None:
+        return None  # every request on the loop thread
 
     def handle(self, request: Request, local: tuple[str, int]) -> Response:
         return self.answer(request)
