@@ -49,10 +49,12 @@ PROCESS_BASE = HEADER_SIZE
 THREAD_BASE = PROCESS_BASE + PROCESS_LIMIT * PROCESS_SLOT
 TOTAL_SIZE = THREAD_BASE + PROCESS_LIMIT * THREAD_LIMIT * THREAD_SLOT
 
-# Process slot states. RECYCLE: the worker asks the master for a replacement.
-FREE, STARTING, READY, STOPPING, RECYCLE = 0, 1, 2, 3, 4
+# Process slot states. RECYCLE: the worker asks the master for a replacement. FINISHING: a
+# stopping worker took its last connection and closed its listeners; it finishes requests.
+FREE, STARTING, READY, STOPPING, RECYCLE, FINISHING = 0, 1, 2, 3, 4, 5
 PROCESS_STATE_NAMES = {FREE: "free", STARTING: "starting", READY: "ready",
-                       STOPPING: "stopping", RECYCLE: "recycling"}
+                       STOPPING: "stopping", RECYCLE: "recycling", FINISHING: "finishing"}
+STOPPING_STATES = frozenset({STOPPING, FINISHING})
 # Why a worker asked to be recycled (the master logs it).
 RECYCLE_REASONS = {0: "", 1: "max_requests reached", 2: "a request exceeded request_timeout",
                    3: "an event loop thread died"}

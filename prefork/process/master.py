@@ -58,6 +58,7 @@ LOOP_INTERVAL = 0.5  # seconds between the master's housekeeping rounds
 BACKOFF_FIRST = 0.5  # seconds before respawning after a failed boot; doubles per failure
 BACKOFF_MAX = 30.0
 STATUS_INTERVAL = 5.0  # seconds between systemd STATUS= updates
+HANDOVER_POLL = 0.01  # seconds between looks at old workers while a reload hands over
 FAULT_PAUSE = 0.1  # seconds the main loop rests after an unexpected exception (no busy loop)
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                    signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCHLD)
@@ -419,6 +420,8 @@ class Master:
         stop = self.stop
         if stop.step_at:
             timeout = min(timeout, max(0.0, stop.step_at - time.monotonic()))
+        if self.reloads.handover is not None:
+            timeout = min(timeout, HANDOVER_POLL)  # `httpdctl reload` is waiting on it
         self._wait_events(timeout)
         while self.signals:
             signum = self.signals.popleft()

@@ -16,14 +16,16 @@ from typing import TYPE_CHECKING
 
 from prefork.config.settings import load_config
 from prefork.errors import ConfigError, StartupError
-from prefork.process.generation import Generation
+from prefork.process.generation import Generation, WorkerProcess
 from prefork.process.listeners import bind_listeners, refuse_new_connections
 from prefork.process.systemd import sd_notify
+from prefork.scoreboard import FINISHING
 
 if TYPE_CHECKING:
     from prefork.process.master import Master
 
 FAST_KILL_GRACE = 3.0  # seconds to reap a failed generation after SIGKILL
+HANDOVER_TIMEOUT = 5.0  # seconds old workers get to stop accepting before a reload reports
 REAP_STEP = 0.02  # seconds between reaping attempts while a failed generation dies
 
 
@@ -35,6 +37,9 @@ class Reloads:
         self.pending: Generation | None = None  # a reload's generation until it booted
         self.seq = 0  # counts outcomes, so `httpdctl reload` knows which one is its own
         self.last: dict[str, object] = {"ok": True, "message": "started"}
+        # A promoted generation whose predecessor's workers are still taking their last
+        # connections: (the old workers, the new generation's number, the deadline).
+        self.handover: tuple[list[WorkerProcess], int, float] | None = None
 
     def start(self) -> None:
         """SIGHUP: load the configuration again and fork a new generation from it."""
@@ -42,7 +47,7 @@ class Reloads:
         log = master.error_log
         current = master.current
         assert log is not None and current is not None and master.scoreboard is not None
-        if self.pending is not None:
+        if self.pending is not None or self.handover is not None:
             log.warn("reload requested while another is in progress; ignored")
             return
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC="
@@ -90,6 +95,9 @@ class Reloads:
         """Each round: promote the pending generation once all of it is ready, or give up
         on it when a worker failed or boot_timeout passed."""
         master = self.master
+        if self.handover is not None:
+            self._check_handover()
+            return
         generation = self.pending
         if generation is None:
             return
@@ -113,6 +121,10 @@ class Reloads:
                     master.stop_worker(worker, signal.SIGUSR2)
                 if not old.workers:
                     master.retire(old)
+                else:
+                    self.handover = (list(old.workers.values()), generation.number,
+                                     time.monotonic() + HANDOVER_TIMEOUT)
+                    return
             self.done(True, f"generation {generation.number} serving")
             return
         failed = len(workers) < generation.target
@@ -130,6 +142,23 @@ class Reloads:
             if generation.number in master.generations and not generation.workers:
                 master.retire(generation)
             self.done(False, reason)
+
+    def _check_handover(self) -> None:
+        """The reload is done once every old worker took its last connection (it closed its
+        listeners, or exited): from then on, the new code answers every new connection."""
+        assert self.handover is not None
+        old, number, deadline = self.handover
+        scoreboard = self.master.scoreboard
+        assert scoreboard is not None
+        alive = {pid for g in self.master.generations.values() for pid in g.workers}
+        waiting = [w for w in old if w.pid in alive
+                   and scoreboard.process(w.slot).state != FINISHING]
+        if waiting and time.monotonic() < deadline:
+            return
+        self.handover = None
+        late = f" ({len(waiting)} old worker(s) still accepting after {HANDOVER_TIMEOUT:g}s)" \
+            if waiting else ""
+        self.done(True, f"generation {number} serving{late}")
 
     def done(self, ok: bool, message: str) -> None:
         self.seq += 1

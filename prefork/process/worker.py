@@ -44,7 +44,15 @@ from prefork.config.settings import Config
 from prefork.log import AccessLog, ErrorLog
 from prefork.process.hooks import Service, SiteHooks
 from prefork.process.privileges import drop_privileges
-from prefork.scoreboard import READY, RECYCLE, STOPPING, WRITING, Scoreboard, ThreadSlot
+from prefork.scoreboard import (
+    FINISHING,
+    READY,
+    RECYCLE,
+    STOPPING,
+    WRITING,
+    Scoreboard,
+    ThreadSlot,
+)
 
 # Exit codes the master interprets (gunicorn uses 3 for a worker that failed to boot).
 EXIT_OK = 0
@@ -313,6 +321,9 @@ class Worker:
             time.sleep(0.005)
         for sock in self.spec.listeners:
             sock.close()
+        # The master waits for this before it reports a reload done: from then on, only the
+        # new generation takes connections (and so answers with the new code).
+        self.spec.scoreboard.set_process_state(self.spec.process_slot, FINISHING)
 
 
 def run_worker(spec: WorkerSpec) -> None:

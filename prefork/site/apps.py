@@ -29,7 +29,12 @@ from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
 from prefork.config.sections import AppSettings
-from prefork.errors import ApplicationAborted, InternalServerError
+from prefork.errors import (
+    ApplicationAborted,
+    ClientDisconnected,
+    HTTPError,
+    InternalServerError,
+)
 from prefork.http.message import (
     EVERY_FIELD,
     Body,
@@ -355,6 +360,12 @@ class WSGIHandler:
             pieces, rest = _first_pieces(result)
             if start.status is None:
                 raise AssertionError("the application returned without calling start_response()")
+        except (HTTPError, ClientDisconnected):
+            # Not the application's fault: its request body could not be read (a client too
+            # slow or too large: 408/413), or the client went away (logged as 499).
+            if result is not None:
+                _close_result(result, self.error_log, request.client, what)
+            raise
         except Exception as exc:
             if result is not None:
                 _close_result(result, self.error_log, request.client, what)

@@ -18,7 +18,13 @@ from prefork.config.settings import Config
 from prefork.control import read_state
 from prefork.errors import Forbidden, MethodNotAllowed
 from prefork.http.message import FieldNames, Request, Response
-from prefork.scoreboard import GRACEFUL, PROCESS_STATE_NAMES, STOPPING, Scoreboard, ThreadInfo
+from prefork.scoreboard import (
+    GRACEFUL,
+    PROCESS_STATE_NAMES,
+    STOPPING_STATES,
+    Scoreboard,
+    ThreadInfo,
+)
 
 STATUS_METHODS = ("GET", "HEAD")
 BUSY_STATES = frozenset("RWLG")
@@ -87,7 +93,7 @@ class ServerStatus:
         total_bytes = sum(t.bytes for t in threads)
         busy = sum(1 for t in threads if t.state in BUSY_STATES)
         load = os.getloadavg()
-        scoreboard = "".join(self._letters(ts, info.state == STOPPING)
+        scoreboard = "".join(self._letters(ts, info.state in STOPPING_STATES)
                              for info, ts in snap["processes"])
         lines = [
             host,
@@ -109,7 +115,7 @@ class ServerStatus:
             f"BusyWorkers: {busy}",
             f"IdleWorkers: {sum(1 for t in threads if t.state == '_')}",
             f"Processes: {len(snap['processes'])}",
-            f"Stopping: {sum(1 for info, _ in snap['processes'] if info.state == STOPPING)}",
+            f"Stopping: {sum(1 for info, _ in snap['processes'] if info.state in STOPPING_STATES)}",
             f"ConnsTotal: {sum(t.connections for t in threads)}",
             f"Scoreboard: {scoreboard}",
         ]
