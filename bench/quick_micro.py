@@ -34,6 +34,11 @@ from prefork.http.parser import Limits  # noqa: E402
 from prefork.log import AccessLog, ErrorLog  # noqa: E402
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot  # noqa: E402
 from prefork.serve.connection import Action, Connection, ServerContext  # noqa: E402
+
+try:  # a checkout measured with --tree may predate the transport seam
+    from prefork.serve.transport import PlainTransport
+except ImportError:  # pragma: no cover - older trees take the socket itself
+    PlainTransport = None  # type: ignore[assignment,misc]
 from prefork.serve.quick import QuickPath  # noqa: E402
 from prefork.site import static as static_module  # noqa: E402
 from prefork.site.router import Router  # noqa: E402
@@ -61,7 +66,8 @@ def setup(base: Path, log: bool) -> tuple[Connection, socket.socket]:
     server_end, client_end = socket.socketpair()
     server_end.setblocking(False)
     slot = ThreadSlot(mmap.mmap(-1, THREAD_SLOT), 0, 1)
-    conn = Connection(server_end, ("127.0.0.1", 40000), ("127.0.0.1", 8080), ctx, slot)
+    conn = Connection(PlainTransport(server_end) if PlainTransport else server_end,  # type: ignore[arg-type]
+                      ("127.0.0.1", 40000), ("127.0.0.1", 8080), ctx, slot)
     for _ in range(3):  # the first answer teaches the quick path
         client_end.sendall(REQUEST)
         assert conn.on_readable() is Action.WANT_READ

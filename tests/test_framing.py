@@ -19,6 +19,7 @@ from prefork.http.parser import Limits
 from prefork.log import AccessLog, ErrorLog
 from prefork.serve.connection import Action, Connection, ServerContext
 from prefork.serve.output import SendQueue
+from prefork.serve.transport import PlainTransport
 
 from .replies import parse_replies
 
@@ -138,7 +139,7 @@ def serve(tmp_path: Path, answer: Callable[[Request], Response], data: bytes) ->
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.settimeout(5)
-    conn = Connection(ours, ("127.0.0.1", 40000), ("127.0.0.1", 80), ctx, _Slot())  # type: ignore[arg-type]
+    conn = Connection(PlainTransport(ours), ("127.0.0.1", 40000), ("127.0.0.1", 80), ctx, _Slot())  # type: ignore[arg-type]
     theirs.sendall(data)
     theirs.shutdown(socket.SHUT_WR)
     received = b""

@@ -32,12 +32,14 @@ from prefork.log import AccessLog, ErrorLog, compile_access_format
 from prefork.scoreboard import THREAD_SLOT, ThreadSlot
 from prefork.serve.connection import Action, Connection, ServerContext
 from prefork.serve.quick import _FIELD_RE, QuickHit, QuickPath
+from prefork.serve.transport import PlainTransport
 from prefork.site.router import Router
 from prefork.site.static import StaticFiles
 
 from .conftest import Server, make_root, read_all, wait_for, write_config
 
 LOCAL = ("127.0.0.1", 8080)
+CLIENT = ("127.0.0.1", 40000)
 _DATE = re.compile(rb"Date: [^\r]*\r\n")
 _BOUNDARY = re.compile(rb"[0-9a-f]{32}")
 _LOG_TIME = re.compile(r"\[[^\]]*\]")
@@ -88,7 +90,7 @@ class Side:
         server_end, client_end = socket.socketpair()
         with client_end:
             server_end.setblocking(False)
-            conn = Connection(server_end, ("127.0.0.1", 40000), LOCAL, self.ctx, self.slot)
+            conn = Connection(PlainTransport(server_end), CLIENT, LOCAL, self.ctx, self.slot)
             client_end.sendall(data)
             action = conn.on_readable()
             if action is not Action.CLOSE:
@@ -244,7 +246,7 @@ def test_empty_lines_before_each_quick_request_are_counted_per_request(
         server_end, client_end = socket.socketpair()
         with server_end, client_end:
             server_end.setblocking(False)
-            conn = Connection(server_end, ("127.0.0.1", 40000), LOCAL, ctx, side.slot)
+            conn = Connection(PlainTransport(server_end), CLIENT, LOCAL, ctx, side.slot)
             for _ in range(MAX_EMPTY_LINES + 5):  # each read holds one request or one CRLF
                 client_end.sendall(request)
                 assert conn.on_readable() is Action.WANT_READ
@@ -398,7 +400,7 @@ def test_a_quick_answer_the_socket_takes_in_parts_is_finished_like_any(tmp_path:
         with client_end:
             server_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             server_end.setblocking(False)
-            conn = Connection(server_end, ("127.0.0.1", 40000), LOCAL, side.ctx, side.slot)
+            conn = Connection(PlainTransport(server_end), CLIENT, LOCAL, side.ctx, side.slot)
             client_end.sendall(request)
             action, writes = conn.on_readable(), 0
             received = b""

@@ -55,7 +55,7 @@ class BodyReader:
             if conn.head is not None and conn.head.expect_continue and not conn.continue_sent:
                 conn.continue_sent = True
                 try:
-                    send_all(conn.sock, CONTINUE, conn.ctx.timeout)
+                    send_all(conn.transport, CONTINUE, conn.ctx.timeout)
                 except OSError as exc:
                     raise ClientDisconnected(str(exc)) from None
         while not self.done and (size < 0 or len(self.pending) < size):
@@ -89,7 +89,7 @@ class BodyReader:
         conn = self.conn
         while True:
             try:
-                data = conn.sock.recv(RECV_SIZE)
+                data = conn.transport.recv(RECV_SIZE)
             except BlockingIOError:
                 wait = self.body_timeout
                 if self.min_rate:

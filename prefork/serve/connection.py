@@ -30,7 +30,6 @@ the request are accounting.finish()'s, for a quick answer (_answer_quickly) too.
 from __future__ import annotations
 
 import html
-import socket
 import time
 from typing import TYPE_CHECKING
 
@@ -54,6 +53,7 @@ from prefork.serve.body import BodyReader
 from prefork.serve.context import Action, ServerContext
 from prefork.serve.output import SendQueue, release_body
 from prefork.serve.quick import QuickHit
+from prefork.serve.transport import Transport
 
 if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
@@ -80,10 +80,10 @@ def error_page(status: int, reason: str, detail: str) -> bytes:
 class Connection:
     """A client connection; see the module comment for the life cycle."""
 
-    def __init__(self, sock: socket.socket, client: tuple[str, int], local: tuple[str, int],
+    def __init__(self, transport: Transport, client: tuple[str, int], local: tuple[str, int],
                  ctx: ServerContext, slot: ThreadSlot, draining: bool = False) -> None:
-        self.sock = sock
-        self.fd = sock.fileno()
+        self.transport = transport  # the only way to the socket (serve/transport.py)
+        self.fd = transport.fd
         self.client = client
         self.local = local
         self.ctx = ctx
@@ -119,7 +119,7 @@ class Connection:
     def on_readable(self) -> Action:
         """Read what the socket has and serve any complete requests; return the next Action."""
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.transport.recv(RECV_SIZE)
         except BlockingIOError:
             return Action.WANT_READ
         except OSError:
@@ -139,7 +139,7 @@ class Connection:
 
     def on_writable(self) -> Action:
         try:
-            if not self.out.flush(self.sock, self.fd, None):
+            if not self.out.flush(self.transport, None):
                 self.deadline = time.monotonic() + self.ctx.timeout
                 return Action.WANT_WRITE
         except OSError:
@@ -159,7 +159,7 @@ class Connection:
     def on_linger_readable(self) -> Action:
         """Discard what a client still sends after our final response (lingering close)."""
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.transport.recv(RECV_SIZE)
         except BlockingIOError:
             return Action.LINGER
         except OSError:
@@ -173,7 +173,7 @@ class Connection:
         """WAIT_BODY: the body has started to arrive (lend the connection to a pool thread),
         or the client went away before sending it (logged as 499)."""
         try:
-            data = self.sock.recv(RECV_SIZE)
+            data = self.transport.recv(RECV_SIZE)
         except BlockingIOError:
             return Action.WAIT_BODY
         except OSError:
@@ -334,7 +334,7 @@ class Connection:
             self.response = Response(500, [("Content-Type", "text/plain")])
             self.out.clear()
             try:
-                self.sock.send(INTERNAL_ERROR)  # non-blocking: what fits, best effort
+                self.transport.send(INTERNAL_ERROR)  # non-blocking: what fits, best effort
             except OSError:
                 pass
         return self.close()
@@ -437,7 +437,7 @@ class Connection:
         self.keep_alive = output.keep_alive
         self.out.load(output)
         try:
-            done = self.out.flush(self.sock, self.fd, self.ctx.timeout if blocking else None)
+            done = self.out.flush(self.transport, self.ctx.timeout if blocking else None)
         except OSError:
             self._finish_response(aborted=True)
             return self.close()
@@ -462,7 +462,7 @@ class Connection:
         keep_alive = hit.wants_keep_alive and self.keep_alive_allowed()
         payload = hit.payload(keep_alive)
         try:
-            sent = self.sock.send(payload)
+            sent = self.transport.send(payload)
         except OSError:  # full, or failed: _write() below meets the same error and aborts
             sent = 0
         if sent == len(payload):
@@ -524,7 +524,7 @@ class Connection:
         request reads our error response instead of a connection reset (Apache's lingering
         close)."""
         try:
-            self.sock.shutdown(socket.SHUT_WR)
+            self.transport.shutdown_write()
         except OSError:
             return self.close()
         self.discarded = 0
@@ -543,7 +543,7 @@ class Connection:
             self.out.clear()
             self.parser = _SPENT_PARSER  # the buffers of a long head are freed with it
             try:
-                self.sock.close()
+                self.transport.close()
             except OSError:
                 pass
         return Action.CLOSE

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from prefork.errors import OutOfDescriptors
 from prefork.serve.connection import Action, Connection, ServerContext
 from prefork.serve.pool import BlockingPool, Mailbox
+from prefork.serve.transport import PlainTransport
 
 if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
@@ -252,7 +253,7 @@ class EventLoop:
         finally:
             if not conn.released:  # close() failed half-way: the descriptor still goes
                 conn.released = True
-                conn.sock.close()
+                conn.transport.close()
 
     def _lend(self, conn: Connection) -> None:
         """Queue `conn` for a pool thread, or answer 503 when the queue is full."""
@@ -403,7 +404,8 @@ class EventLoop:
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             local = self.local_of[listener_fd] or sock.getsockname()[:2]
-            conn = Connection(sock, address[:2], local, self.ctx, self.slot, self.draining)
+            conn = Connection(PlainTransport(sock), address[:2], local, self.ctx, self.slot,
+                              self.draining)
         except Exception:  # reset before we got to it (ENOTCONN...)
             sock.close()
             return

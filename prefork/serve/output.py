@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import select
-import socket
 from collections import deque
 from collections.abc import Iterator
 
@@ -19,7 +18,9 @@ from prefork.errors import ApplicationAborted, ResponseLengthError
 from prefork.http.framing import Output
 from prefork.http.message import Body, FileBody
 from prefork.http.parser import LAST_CHUNK, encode_chunk
+from prefork.serve.transport import Transport
 
+READ_CHUNK = 1 << 16  # bytes read per step when the transport cannot sendfile (TLS)
 SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
 
 
@@ -53,15 +54,15 @@ def wait_ready(fd: int, events: int, timeout: float) -> bool:
     return bool(poller.poll(max(0.0, timeout) * 1000))
 
 
-def send_all(sock: socket.socket, data: bytes, timeout: float) -> None:
+def send_all(transport: Transport, data: bytes, timeout: float) -> None:
     """Write `data` whole from a pool thread (an interim 1xx response); raises OSError,
     TimeoutError after `timeout` seconds without progress."""
     view = memoryview(data)
     while view:
         try:
-            view = view[sock.send(view):]
+            view = view[transport.send(view):]
         except BlockingIOError:
-            if not wait_ready(sock.fileno(), select.POLLOUT, timeout):
+            if not wait_ready(transport.fd, select.POLLOUT, timeout):
                 raise TimeoutError("timed out writing an interim response") from None
 
 
@@ -91,7 +92,7 @@ class SendQueue:
         self.body_sent = output.body_bytes
         self.items.extend(output.items)
 
-    def flush(self, sock: socket.socket, fd: int, timeout: float | None) -> bool:
+    def flush(self, transport: Transport, timeout: float | None) -> bool:
         """Write queued output; True when everything is sent. `timeout` None: never block
         (False when the socket is full); else wait for the socket up to `timeout` seconds
         each time (TimeoutError). Raises OSError."""
@@ -106,20 +107,23 @@ class SendQueue:
                         release(item)
                         out.popleft()
                         continue
-                    sent = os.sendfile(fd, item.fd, item.offset,
-                                       min(item.length, SENDFILE_CHUNK))
+                    if transport.can_sendfile:
+                        sent = transport.sendfile(item.fd, item.offset,
+                                                  min(item.length, SENDFILE_CHUNK))
+                    else:  # read and send in bounded pieces (memory flat for any size)
+                        piece = os.pread(item.fd, min(item.length, READ_CHUNK), item.offset)
+                        sent = transport.send(piece, more=True) if piece else 0
                     if sent == 0:
                         raise OSError("file shrank while it was being sent")
                     item.offset += sent
                     item.length -= sent
                     self.body_sent += sent
                     continue
-                more = socket.MSG_MORE if len(out) > 1 else 0
-                sent = sock.send(item, more)
+                sent = transport.send(item, len(out) > 1)
             except BlockingIOError:
                 if timeout is None:
                     return False
-                if not wait_ready(fd, select.POLLOUT, timeout):
+                if not wait_ready(transport.fd, select.POLLOUT, timeout):
                     raise TimeoutError("timed out writing the response") from None
                 continue
             if sent < len(item):

@@ -1,0 +1,65 @@
+"""The transport seam: the send queue writes through a Transport only, and a transport that
+cannot sendfile (TLS) gets file regions read and sent in bounded pieces."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+from prefork.http.framing import frame
+from prefork.http.message import FileBody, Response
+from prefork.serve.output import READ_CHUNK, SendQueue
+from prefork.serve.transport import PlainTransport
+
+
+class CountingTransport(PlainTransport):
+    """A plain transport that refuses sendfile and records the largest send."""
+
+    __slots__ = ("largest",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.can_sendfile = False
+        self.largest = 0
+
+    def send(self, data: bytes | memoryview, more: bool = False) -> int:
+        self.largest = max(self.largest, len(data))
+        return super().send(data, more)
+
+
+def test_a_file_region_without_sendfile_goes_out_in_bounded_pieces(tmp_path: Path) -> None:
+    content = os.urandom(3 << 20)
+    (tmp_path / "big").write_bytes(content)
+    fd = os.open(tmp_path / "big", os.O_RDONLY)
+    ours, theirs = socket.socketpair()
+    received = bytearray()
+
+    def read_all() -> None:
+        while chunk := theirs.recv(1 << 16):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    try:
+        ours.setblocking(False)
+        transport = CountingTransport(ours)
+        queue = SendQueue()
+        queue.load(frame(Response(200, [], FileBody(fd, 100, len(content) - 100)), "GET",
+                         "HTTP/1.1", True))
+        assert queue.flush(transport, timeout=10)
+        assert queue.body_sent == len(content) - 100
+        queue.clear()
+    finally:
+        ours.close()
+        reader.join(10)
+        theirs.close()
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and body == content[100:]
+    assert transport.largest <= READ_CHUNK  # never the whole file in memory
+    try:
+        os.fstat(fd)
+        raise AssertionError("the region's descriptor was not released")
+    except OSError:
+        pass
