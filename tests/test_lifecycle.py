@@ -100,7 +100,8 @@ def test_stale_pid_file_does_not_block_start(server_factory: ServerFactory) -> N
 
 
 def test_graceful_stop_lets_a_download_finish(server_factory: ServerFactory) -> None:
-    server = server_factory({"workers": {"processes": "1"}})
+    server = server_factory({"workers": {"processes": "1", "graceful_timeout": "30"},
+                             "http": {"keepalive_timeout": "30"}})
     [worker] = server.worker_pids()
     big = (server.root / "htdocs" / "huge.bin")
     big.write_bytes(os.urandom(32 << 20))
@@ -123,10 +124,12 @@ def test_graceful_stop_lets_a_download_finish(server_factory: ServerFactory) -> 
     head, _, body = bytes(received).partition(b"\r\n\r\n")
     assert b"\r\nContent-Length: %d\r\n" % (32 << 20) in head
     assert len(body) < 32 << 20  # still downloading while the stop was under way
-    # Read to the end of the body, then hang up: the response was framed for keep-alive
-    # before the stop, so the server would hold the idle connection to its deadline.
+    # Read to the end of the body. The response was framed for keep-alive before the stop;
+    # once it is sent, the idle wait is the stop's grace (0.5 s), not the 30 s keep-alive.
     while len(body) < 32 << 20 and (chunk := sock.recv(1 << 20)):
         body += chunk
+    sock.settimeout(5)
+    assert sock.recv(1) == b""  # the server closed it (a timeout here: it waited for 30 s)
     sock.close()
     stopper.join(30)
     assert stopped and "stopped" in stopped[0].stdout

@@ -91,6 +91,7 @@ class Connection:
         self.parser = RequestParser(ctx.limits, ctx.host_memo)
         self.requests = 0
         self.draining = draining
+        self.drain_grace: float | None = None  # idle grace of the stop under way, if any
         now = time.monotonic()
         self.deadline = now + ctx.timeout
         self.head: RequestHead | None = None
@@ -191,6 +192,7 @@ class Connection:
         just now is answered rather than reset. Returns CLOSE if closed at once (grace 0).
         """
         self.draining = True
+        self.drain_grace = idle_grace  # also for a response still under way: see advance()
         if self.parser.idle and not self.out and self.head is None and idle_grace is not None:
             if idle_grace <= 0:
                 return self.close()
@@ -215,6 +217,10 @@ class Connection:
                 ctx = self.ctx
                 if self.parser.idle:
                     limit = ctx.keepalive_timeout if self.requests else ctx.header_timeout
+                    if self.draining and self.drain_grace is not None:
+                        # A response that was under way when the worker began to stop: the
+                        # idle wait after it is the stop's grace, not a keep-alive timeout.
+                        limit = min(limit, self.drain_grace)
                     self.deadline = now + limit
                 elif self.head is None:
                     if not self.request_start:
