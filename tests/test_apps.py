@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,6 +62,20 @@ def multipart(fields: dict[str, str], name: str, filename: str, content: bytes
                  .encode() + content + b"\r\n")
     return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
         f"multipart/form-data; boundary={boundary}"
+
+
+def reply_body(reply: bytes) -> bytes:
+    """The body of one raw HTTP/1.1 reply, framed by Content-Length or chunked."""
+    head, _, rest = reply.partition(b"\r\n\r\n")
+    if b"\r\ntransfer-encoding: chunked" not in head.lower():
+        return rest
+    body = b""
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            return body
+        body, rest = body + rest[:size], rest[size + 2:]
 
 
 def raw_exchange(server: Server, request: bytes, timeout: float = 10.0) -> bytes:
@@ -142,7 +157,7 @@ def test_a_chunked_upload_is_streamed_to_the_application(apps: Server) -> None:
             b"Transfer-Encoding: chunked\r\n\r\n")
     reply = raw_exchange(apps, head + chunks)
     assert reply.startswith(b"HTTP/1.1 200 ")
-    assert json.loads(reply.split(b"\r\n\r\n", 1)[1].split(b"\r\n")[1]) == {
+    assert json.loads(reply_body(reply)) == {
         "size": len(content), "sha256": hashlib.sha256(content).hexdigest()}
 
 
@@ -313,3 +328,59 @@ def test_twenty_reloads_with_code_changes_under_load_lose_no_request(
             thread.join(30)
     assert not failures, failures[:5]
     assert served[0] > 100
+
+
+def peak_rss(pid: int) -> int:
+    """The process's resident-memory high-water mark (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_streaming_both_ways_keeps_the_worker_memory_flat(apps: Server) -> None:
+    """256 MiB up (read by the application in pieces) and 256 MiB down (a generator): the
+    workers' peak memory grows by far less than either body."""
+    size = 256 << 20
+    pids = apps.worker_pids()
+    before = {pid: peak_rss(pid) for pid in pids}
+    piece = os.urandom(1 << 20)
+    digest = hashlib.sha256()
+    with socket.create_connection(("127.0.0.1", apps.port), timeout=60) as sock:
+        sock.sendall(b"POST /plain/upload HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % size)
+        for _ in range(size // len(piece)):
+            sock.sendall(piece)
+            digest.update(piece)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert json.loads(reply_body(reply)) == {"size": size, "sha256": digest.hexdigest()}
+    received = 0
+    with socket.create_connection(("127.0.0.1", apps.port), timeout=60) as sock:
+        sock.sendall(b"GET /plain/stream?%d HTTP/1.1\r\nHost: localhost\r\n"
+                     b"Connection: close\r\n\r\n" % (size // 65536))
+        while chunk := sock.recv(1 << 20):
+            received += len(chunk)
+    assert received > size  # the body, plus the head and the chunk framing
+    growth = max(peak_rss(pid) - before[pid] for pid in pids)
+    assert growth < 48 << 20, f"a worker's peak memory grew by {growth >> 20} MiB"
+
+
+def test_a_reader_too_slow_holds_an_application_thread_only_up_to_the_write_timeout(
+        server_factory: ServerFactory, tmp_path: Path) -> None:
+    settings = app_settings(tmp_path)
+    settings = {"workers": {"processes": "1"}, "http": {"timeout": "1"},
+                "app:plain": settings["app:plain"]}
+    server = server_factory(settings)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /plain/slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        began = time.monotonic()
+        # We read nothing: once the socket buffers are full, the write waits at most
+        # [http] timeout (1 s) without progress, then the response is abandoned.
+        log = tmp_path / "events.log"
+        wait_for(lambda: log.exists() and "closed slow" in log.read_text(), timeout=20)
+        assert time.monotonic() - began < 15
+    assert wait_for(lambda: '" 200 ' in server.log("access.log"))
