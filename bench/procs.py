@@ -47,8 +47,9 @@ class Running:
                 texts += p.read_text(errors="replace").splitlines()[-lines:]
         return "\n".join(texts[-lines:])
 
-    def wait_ready(self, path: str, size: int, timeout: float = 30.0) -> None:
-        """Poll GET path until it answers 200 with size bytes, or fail with the log's tail."""
+    def wait_ready(self, path: str, size: int | None, timeout: float = 30.0) -> None:
+        """Poll GET path until it answers 200 (with size bytes unless size is None), or fail
+        with the log's tail."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
@@ -57,7 +58,7 @@ class Running:
                                  f"{self.log_tail()}")
             try:
                 status, body = http_get(self.port, path)
-                if status == 200 and len(body) == size:
+                if status == 200 and (size is None or len(body) == size):
                     return
                 last = f"HTTP {status}, {len(body)} bytes"
             except OSError as e:

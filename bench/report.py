@@ -9,7 +9,8 @@ from typing import Any
 
 MEDIAN_KEYS = ("rps", "p50_ms", "p99_ms", "p999_ms", "mb_s", "cpu_us_per_req", "cpu_s_per_gb",
                "pss_mb", "pss_base_mb", "pss_kib_per_conn", "errors", "requests",
-               "client_cpu_s", "duration_s", "idle_answered", "idle_held", "log_bytes")
+               "client_cpu_s", "duration_s", "idle_answered", "idle_held", "log_bytes",
+               "concurrency", "ideal_rps", "x_ideal", "good_rps", "error_pct")
 # ratio name -> (metric, reference server)
 RATIOS = {
     "rps_x_nginx": ("rps", "nginx"),
@@ -17,6 +18,14 @@ RATIOS = {
     "p99_x_nginx": ("p99_ms", "nginx"),
     "cpu_x_nginx": ("cpu_us_per_req", "nginx"),
     "cpu_per_gb_x_nginx": ("cpu_s_per_gb", "nginx"),
+    # the application workloads (--suite apps)
+    "rps_x_gunicorn_gthread": ("rps", "gunicorn-gthread"),
+    "rps_x_uwsgi": ("rps", "uwsgi"),
+    "rps_x_granian": ("rps", "granian"),
+    "p99_x_gunicorn_gthread": ("p99_ms", "gunicorn-gthread"),
+    "cpu_x_gunicorn_gthread": ("cpu_us_per_req", "gunicorn-gthread"),
+    "rps_x_prefork_noapp": ("rps", "prefork-noapp"),
+    "p99_x_prefork_noapp": ("p99_ms", "prefork-noapp"),
 }
 
 
@@ -142,6 +151,48 @@ C1000_EXTRA: list[tuple[str, Any]] = [
 ]
 
 
+APP_COLUMNS: list[tuple[str, Any]] = [
+    ("req/s", lambda r: _f(r["rps"], 0)),
+    ("x gunicorn-gthread", lambda r: _x(r["rps_x_gunicorn_gthread"])),
+    ("x uwsgi", lambda r: _x(r["rps_x_uwsgi"])),
+    ("x granian", lambda r: _x(r["rps_x_granian"])),
+    ("p50 ms", lambda r: _f(r["p50_ms"], 2)),
+    ("p99 ms", lambda r: _f(r["p99_ms"], 2)),
+    ("p99 x gthread", lambda r: _x(r["p99_x_gunicorn_gthread"])),
+    ("CPU µs/req", lambda r: _f(r["cpu_us_per_req"], 1)),
+    ("CPU x gthread", lambda r: _x(r["cpu_x_gunicorn_gthread"])),
+    ("MB/s", lambda r: _f(r["mb_s"], 1)),
+    ("PSS MB", lambda r: _f(r["pss_mb"], 1)),
+    ("wrk CPU %", lambda r: _f(_pct(r), 0)),
+    ("errors", lambda r: _f(r["errors"], 0)),
+]
+SLEEP_COLUMNS: list[tuple[str, Any]] = [
+    ("2xx req/s", lambda r: _f(r["good_rps"], 0)),
+    ("all req/s", lambda r: _f(r["rps"], 0)),
+    ("errors %", lambda r: _f(r["error_pct"], 1)),
+    ("procs x threads", lambda r: _f(r["concurrency"], 0)),
+    ("ideal req/s", lambda r: _f(r["ideal_rps"], 0)),
+    ("2xx x ideal", lambda r: _x(r["x_ideal"])),
+    ("p50 ms", lambda r: _f(r["p50_ms"], 2)),
+    ("p99 ms", lambda r: _f(r["p99_ms"], 2)),
+    ("CPU µs/req", lambda r: _f(r["cpu_us_per_req"], 1)),
+    ("PSS MB", lambda r: _f(r["pss_mb"], 1)),
+    ("errors", lambda r: _f(r["errors"], 0)),
+]
+STATIC_APP_COLUMNS: list[tuple[str, Any]] = [
+    ("req/s", lambda r: _f(r["rps"], 0)),
+    ("x prefork-noapp", lambda r: _x(r["rps_x_prefork_noapp"])),
+    ("p50 ms", lambda r: _f(r["p50_ms"], 2)),
+    ("p99 ms", lambda r: _f(r["p99_ms"], 2)),
+    ("p99 x noapp", lambda r: _x(r["p99_x_prefork_noapp"])),
+    ("CPU µs/req", lambda r: _f(r["cpu_us_per_req"], 1)),
+    ("PSS MB", lambda r: _f(r["pss_mb"], 1)),
+    ("wrk CPU %", lambda r: _f(_pct(r), 0)),
+    ("errors", lambda r: _f(r["errors"], 0)),
+]
+APP_WORKLOADS = ("hello_ka", "hello_close", "flask_json", "echo_64k")
+
+
 def _pct(r: dict[str, Any]) -> float | None:
     if r.get("client_cpu_s") is None or not r.get("duration_s"):
         return None
@@ -149,6 +200,12 @@ def _pct(r: dict[str, Any]) -> float | None:
 
 
 def _columns(workload: str) -> list[tuple[str, Any]]:
+    if workload in APP_WORKLOADS:
+        return APP_COLUMNS
+    if workload == "sleep_10ms":
+        return SLEEP_COLUMNS
+    if workload == "static_app":
+        return STATIC_APP_COLUMNS
     if workload.startswith("idle"):
         return IDLE_COLUMNS
     if workload.startswith("big"):
@@ -193,6 +250,13 @@ def markdown(meta: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]]]
         na = meta.get("not_applicable", {}).get(wl, {})
         if na:
             out += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in na.items()), ""]
+    targets = app_targets(summary)
+    if targets:
+        out += ["## Issue 14's targets (prefork hosting the application)", "",
+                "| target | measured | |", "|---|---|---|"]
+        out += [f"| {t} | {m} | {'met' if ok else ('**not met**' if ok is False else '-')} |"
+                for t, m, ok in targets]
+        out += [""]
     out += ["## Servers", "", "| server | configuration | version |", "|---|---|---|"]
     for name, info in meta["servers"].items():
         out.append(f"| {name} | {info['config']} | {info['version']} |")
@@ -204,6 +268,57 @@ def markdown(meta: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]]]
             "/proc/PID/smaps_rollup Pss, right after the run. wrk CPU %: the load "
             "generator's CPU over the run (200 % = both cores). MB = 10^6 bytes.", ""]
     return "\n".join(out)
+
+
+def app_targets(summary: dict[str, dict[str, dict[str, Any]]]
+                ) -> list[tuple[str, str, bool | None]]:
+    """Issue 14's targets for prefork: (target, what was measured, met / not / unknown)."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def pf(wl: str) -> dict[str, Any]:
+        return summary.get(wl, {}).get("prefork", {})
+
+    def ratio_row(wl: str, key: str, ref: str, want: float, title: str) -> None:
+        row = pf(wl)
+        if not row or row.get("rounds_ok", 0) == 0:
+            return
+        v = row.get(key)
+        ref_rps = summary.get(wl, {}).get(ref, {}).get("rps")
+        text = (f"{_f(row.get('rps'), 0)} vs {_f(ref_rps, 0)} req/s: **{_x(v)}** "
+                "(median of per-round ratios)")
+        rows.append((title, text, None if v is None else v >= want))
+
+    ratio_row("hello_ka", "rps_x_gunicorn_gthread", "gunicorn-gthread", 3.0,
+              "`hello_ka` ≥ 3× gunicorn-gthread")
+    ratio_row("hello_ka", "rps_x_uwsgi", "uwsgi", 1.0, "`hello_ka` ≥ 1× uWSGI")
+    ratio_row("hello_ka", "rps_x_granian", "granian", 0.8, "`hello_ka` ≥ 0.8× granian")
+    row = pf("hello_ka")
+    if row.get("rounds_ok"):
+        v = row.get("p99_x_gunicorn_gthread")
+        ref = summary["hello_ka"].get("gunicorn-gthread", {}).get("p99_ms")
+        rows.append(("`hello_ka` p99 ≤ gunicorn-gthread's",
+                     f"{_f(row.get('p99_ms'), 2)} vs {_f(ref, 2)} ms: **{_x(v)}**",
+                     None if v is None else v <= 1.0))
+    ratio_row("flask_json", "rps_x_gunicorn_gthread", "gunicorn-gthread", 1.5,
+              "`flask_json` ≥ 1.5× gunicorn-gthread")
+    row = pf("sleep_10ms")
+    if row.get("rounds_ok"):
+        v, err = row.get("x_ideal"), row.get("error_pct") or 0.0
+        rows.append(("`sleep_10ms` within 10% of processes × threads / 10 ms (and every "
+                     "request answered 2xx)",
+                     f"{_f(row.get('good_rps'), 0)} 2xx req/s vs ideal "
+                     f"{_f(row.get('ideal_rps'), 0)}: **{_x(v)}**; {_f(err, 1)} % of the "
+                     f"responses were errors ({_f(row.get('rps'), 0)} req/s in all)",
+                     None if v is None else (v >= 0.9 and err < 1.0)))
+    row = pf("static_app")
+    if row.get("rounds_ok"):
+        v = row.get("rps_x_prefork_noapp")
+        ref = summary["static_app"].get("prefork-noapp", {}).get("rps")
+        # "no slower": within the run-to-run noise of ±5 % counts as level.
+        rows.append(("`static_app` no slower than without the application",
+                     f"{_f(row.get('rps'), 0)} vs {_f(ref, 0)} req/s: **{_x(v)}** "
+                     "(≥ 0.95× counted as level)", None if v is None else v >= 0.95))
+    return rows
 
 
 def write_results(out_dir: Path, meta: dict[str, Any], runs: list[dict[str, Any]],

@@ -3,6 +3,7 @@
 
     python3 bench/run.py [--rounds 3] [--duration 5] [--servers nginx,apache,...]
                          [--workloads ka_1k,close_1k,...] [--quick]
+    python3 bench/run.py --suite apps     # WSGI application hosting against the Python peers
 
 Each round runs every selected workload against every available server, starting each round
 with a different server; each (round, workload, server) gets a freshly started server with its
@@ -27,8 +28,8 @@ from typing import Any
 
 from procs import Running, StartError, stop_all
 from report import summarize, write_results
-from servers import ALL_SERVERS, Options, Server, by_name, free_port
-from workloads import WORKLOADS, Workload, measure, write_docroot
+from servers import DEFAULT_SERVERS, Options, Server, by_name, free_port
+from workloads import SUITES, WORKLOADS, Workload, measure, write_docroot
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -40,21 +41,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=5.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per run (0: none)")
-    ap.add_argument("--servers", default=",".join(s.name for s in ALL_SERVERS),
-                    help="comma-separated, from: %(default)s")
-    ap.add_argument("--workloads", default=",".join(WORKLOADS),
-                    help="comma-separated, from: %(default)s")
+    ap.add_argument("--suite", choices=sorted(SUITES), default="static",
+                    help="static: the static-file workloads (default); apps: the WSGI "
+                         "application workloads of issue 14. Sets the default --servers, "
+                         "--workloads and --out")
+    ap.add_argument("--servers", default=None,
+                    help="comma-separated; default for --suite static: "
+                         f"{','.join(DEFAULT_SERVERS['static'])}; for --suite apps: "
+                         f"{','.join(DEFAULT_SERVERS['apps'])}; also uwsgi, granian")
+    ap.add_argument("--workloads", default=None,
+                    help="comma-separated; default: the suite's, from "
+                         f"{','.join(WORKLOADS)}")
     ap.add_argument("--quick", action="store_true",
                     help="a smoke run: 1 round of 2 s, 1 s warm-up")
     ap.add_argument("--prefork-python", default=None,
                     help="interpreter for bin/httpdctl (needs click, psutil, setproctitle)")
     ap.add_argument("--prefork-threads", type=int, default=1, help="[workers] threads")
     ap.add_argument("--apache-threads", type=int, default=25, help="ThreadsPerChild")
+    ap.add_argument("--app-threads", type=int, default=4,
+                    help="threads per process running the application: prefork [app] "
+                         "threads, uwsgi --threads, granian --blocking-threads "
+                         "(gunicorn-gthread and waitress keep --threads 4)")
     ap.add_argument("--venv", type=Path, default=BENCH_DIR / ".venv",
                     help="venv with gunicorn and waitress (bench/setup.sh makes it)")
-    ap.add_argument("--out", type=Path, default=BENCH_DIR / "results",
-                    help="where latest.md, latest.json and raw/ go")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="where latest.md, latest.json and raw/ go (default bench/results, "
+                         "bench/results/apps for --suite apps)")
     a = ap.parse_args(argv)
+    if a.servers is None:
+        a.servers = ",".join(DEFAULT_SERVERS[a.suite])
+    if a.workloads is None:
+        a.workloads = ",".join(SUITES[a.suite])
+    if a.out is None:
+        a.out = BENCH_DIR / "results" / ("apps" if a.suite == "apps" else "")
     if a.quick:
         a.rounds, a.duration, a.warmup = 1, 2.0, 1.0
     return a
@@ -93,11 +112,16 @@ def run_one(server: Server, wl: Workload, rnd: int, base: Path, docroot: Path, r
     srv = Running(server, server.launch(workdir, port, docroot, wl.variant(), opts),
                   workdir, port)
     try:
-        srv.wait_ready("/1k.bin", 1024)
+        srv.wait_ready(*wl.ready)
         raw = raw_dir / f"{wl.name}.{server.name}.r{rnd}.txt"
         rec.update(measure(srv, wl, args.duration, args.warmup, raw))
         rec["raw"] = str(raw.relative_to(args.out))
         rec["ok"] = rec["requests"] > 0 or wl.idle > 0
+        if wl.sleep_s:
+            rec["concurrency"] = server.concurrency(opts)
+            rec["ideal_rps"] = rec["concurrency"] / wl.sleep_s
+            rec["x_ideal"] = round(rec["good_rps"] / rec["ideal_rps"], 4)
+            rec["error_pct"] = round(100.0 * rec["errors"] / max(1, rec["requests"]), 2)
         if rec["requests"] == 0:
             rec["error"] = f"no request completed (wrk socket errors: {rec['errors_detail']})"
             for key in ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms", "cpu_us_per_req"):
@@ -162,6 +186,12 @@ def not_applicable(server: Server, wl: Workload) -> str:
     """Why a workload does not apply to a server ("" if it does)."""
     if wl.access_log and server.access_log_note:
         return server.access_log_note
+    if wl.static_mount and not server.static_beside_app:
+        return "static beside an application: prefork and prefork-noapp only"
+    if server.only_static_beside_app:
+        return "" if wl.static_mount else "runs only the static-beside-an-application workload"
+    if wl.app and not server.hosts_apps:
+        return "serves no WSGI application"
     return ""
 
 
@@ -176,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     nofile = raise_nofile()
     opts = Options(repo=REPO, bench_dir=BENCH_DIR, venv=args.venv,
                    prefork_python=args.prefork_python, prefork_threads=args.prefork_threads,
-                   apache_threads=args.apache_threads, nofile=nofile)
+                   apache_threads=args.apache_threads, nofile=nofile,
+                   app_threads=args.app_threads)
     workloads = [WORKLOADS[n] for n in _names(args.workloads, WORKLOADS)]
     if nofile < 12000 and any(w.idle >= 10000 for w in workloads):
         print(f"warning: RLIMIT_NOFILE hard limit is {nofile}; idle_10k_pss needs ~12000 "
@@ -193,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": shlex.join(["python3", "bench/run.py", *(sys.argv[1:] if argv is None
                                                             else argv)]),
-        "machine": machine(), "rounds": args.rounds, "duration_s": args.duration,
+        "suite": args.suite, "machine": machine(), "rounds": args.rounds, "duration_s": args.duration,
         "warmup_s": args.warmup, "nofile": nofile, "wrk": _wrk_version(),
         "servers": {s.name: {"config": s.config_note(opts), "version": s.version(opts),
                              "access_log": s.access_log_note or "on in ka_1k_logged"}

@@ -34,6 +34,7 @@ class Options:
     prefork_threads: int = 1
     apache_threads: int = 25
     nofile: int = 1024
+    app_threads: int = 4  # threads per process running the WSGI application (Python peers)
 
 
 @dataclass
@@ -43,6 +44,9 @@ class Variant:
     access_log: bool = False
     long_keepalive: bool = False  # idle workloads: keep idle connections for minutes
     connections: int = 50  # the most connections the workload opens at once
+    app: str = ""  # a WSGI application to serve instead of the static files ("apps.hello:app")
+    static_mount: str = ""  # prefork: the document root's mount when an application owns /
+    close: bool = False  # every request carries Connection: close
 
 
 @dataclass
@@ -76,6 +80,13 @@ class Server(ABC):
     name = ""
     processes_note = ""
     access_log_note = ""  # empty: the server can log accesses and ka_1k_logged turns it on
+    hosts_apps = False  # can serve a WSGI application (the application workloads)
+    static_beside_app = False  # takes part in the static-beside-an-application workload
+    only_static_beside_app = False  # takes part in nothing else (prefork-noapp)
+
+    def concurrency(self, opts: Options) -> int:
+        """How many application requests it runs at once: processes x threads."""
+        return 0
 
     @abstractmethod
     def unavailable(self, opts: Options) -> str | None:
@@ -219,6 +230,8 @@ DocumentRoot {docroot}
 class Gunicorn(Server):
     """gunicorn with the static-file WSGI app in bench/wsgi_static.py."""
 
+    hosts_apps = True
+
     def __init__(self, name: str, worker: str, threads: int = 1) -> None:
         self.name = name
         self.worker = worker
@@ -226,6 +239,9 @@ class Gunicorn(Server):
         extra = f" --threads {threads}" if worker == "gthread" else ""
         keep = "keep-alive" if worker == "gthread" else "no keep-alive: closes after each response"
         self.processes_note = f"-w 2 -k {worker}{extra} ({keep})"
+
+    def concurrency(self, opts: Options) -> int:
+        return 2 * (self.threads if self.worker == "gthread" else 1)
 
     def unavailable(self, opts: Options) -> str | None:
         if not (opts.venv / "bin" / "gunicorn").exists():
@@ -248,7 +264,7 @@ class Gunicorn(Server):
             argv += ["--keep-alive", str(LONG_KEEPALIVE_S)]
         if v.access_log:
             argv += ["--access-logfile", f"{workdir}/access.log"]
-        argv.append("wsgi_static:app")
+        argv.append(v.app or "wsgi_static:app")
         return Launch(argv, env={"BENCH_DOCROOT": str(docroot)}, stop_signal=signal.SIGINT)
 
 
@@ -256,6 +272,10 @@ class Waitress(Server):
     name = "waitress"
     processes_note = "1 process, --threads=4 (waitress has no worker processes)"
     access_log_note = "no access log of its own"
+    hosts_apps = True
+
+    def concurrency(self, opts: Options) -> int:
+        return 4
 
     def unavailable(self, opts: Options) -> str | None:
         if not (opts.venv / "bin" / "waitress-serve").exists():
@@ -273,7 +293,7 @@ class Waitress(Server):
                 "--threads=4"]
         if v.long_keepalive:
             argv.append(f"--channel-timeout={LONG_KEEPALIVE_S}")
-        argv.append("wsgi_static:app")
+        argv.append(v.app or "wsgi_static:app")
         env = {"BENCH_DOCROOT": str(docroot), "PYTHONPATH": str(opts.bench_dir)}
         return Launch(argv, env=env, cwd=opts.bench_dir, stop_signal=signal.SIGTERM)
 
@@ -293,6 +313,77 @@ class HttpServer(Server):
                opts: Options) -> Launch:
         return Launch([sys.executable, "-m", "http.server", "--bind", HOST,
                        "--directory", str(docroot), str(port)], stop_signal=signal.SIGTERM)
+
+
+class Uwsgi(Server):
+    """uWSGI from PyPI (pyuwsgi), its workers speaking HTTP/1.1 themselves (--http11-socket:
+    keep-alive, no router process in front), a master and 2 processes x --threads."""
+
+    name = "uwsgi"
+    hosts_apps = True
+
+    def config_note(self, opts: Options) -> str:
+        return (f"pyuwsgi --http11-socket (--http-socket for Connection: close) --master --processes 2 --threads {opts.app_threads} "
+                "--disable-logging --listen 1024")
+
+    def concurrency(self, opts: Options) -> int:
+        return 2 * opts.app_threads
+
+    def unavailable(self, opts: Options) -> str | None:
+        if not (opts.venv / "bin" / "pyuwsgi").exists():
+            return f"pyuwsgi not in {opts.venv} (run bench/setup.sh)"
+        return None
+
+    def version(self, opts: Options) -> str:
+        return "uWSGI (pyuwsgi) " + _first_line([str(opts.venv / "bin" / "pyuwsgi"),
+                                                  "--version"])
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        # --http11-socket keeps the connection open even when the request says
+        # "Connection: close" (the client then never reconnects), so a close workload runs
+        # uWSGI with --http-socket, which closes after every response.
+        sock = "--http-socket" if v.close else "--http11-socket"
+        argv = [str(opts.venv / "bin" / "pyuwsgi"), sock, f"{HOST}:{port}",
+                "--master", "--processes", "2", "--threads", str(opts.app_threads),
+                "--chdir", str(opts.bench_dir), "--module", v.app or "wsgi_static:app",
+                "--need-app", "--disable-logging", "--die-on-term", "--listen", "1024",
+                "--pidfile", f"{workdir}/uwsgi.pid"]
+        if v.long_keepalive:
+            argv += ["--socket-timeout", str(LONG_KEEPALIVE_S)]
+        return Launch(argv, env={"BENCH_DOCROOT": str(docroot)}, stop_signal=signal.SIGINT)
+
+
+class Granian(Server):
+    """granian (Rust HTTP, WSGI interface): 2 workers, each a Rust runtime thread and
+    --blocking-threads Python threads running the application."""
+
+    name = "granian"
+    hosts_apps = True
+
+    def config_note(self, opts: Options) -> str:
+        return (f"--interface wsgi --workers 2 --blocking-threads {opts.app_threads} "
+                "--runtime-threads 1 --no-ws, access log off (its default)")
+
+    def concurrency(self, opts: Options) -> int:
+        return 2 * opts.app_threads
+
+    def unavailable(self, opts: Options) -> str | None:
+        if not (opts.venv / "bin" / "granian").exists():
+            return f"granian not in {opts.venv} (run bench/setup.sh)"
+        return None
+
+    def version(self, opts: Options) -> str:
+        return _first_line([str(opts.venv / "bin" / "granian"), "--version"])
+
+    def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
+               opts: Options) -> Launch:
+        argv = [str(opts.venv / "bin" / "granian"), "--interface", "wsgi", "--host", HOST,
+                "--port", str(port), "--workers", "2", "--blocking-threads",
+                str(opts.app_threads), "--runtime-threads", "1", "--no-ws",
+                "--working-dir", str(opts.bench_dir), "--log-level", "warning",
+                "--backlog", "1024", v.app or "wsgi_static:app"]
+        return Launch(argv, env={"BENCH_DOCROOT": str(docroot)}, stop_signal=signal.SIGINT)
 
 
 PREFORK_DEPS_CHECK = "import click, psutil, setproctitle"
@@ -321,9 +412,17 @@ def find_prefork_python(repo: Path, explicit: str | None) -> tuple[str | None, s
 class Prefork(Server):
     name = "prefork"
     processes_note = "processes = 2, threads = --prefork-threads, access_log = off"
+    hosts_apps = True
+    static_beside_app = True
+    serves_app = True  # prefork-noapp: the same configuration without the [app] section
 
     def config_note(self, opts: Options) -> str:
-        return f"processes = 2, threads = {opts.prefork_threads}, access_log = off"
+        return (f"processes = 2, threads = {opts.prefork_threads}, access_log = off; "
+                f"application workloads: [app] mount = /, threads = {opts.app_threads}; "
+                "static beside it: [static] mount = /static")
+
+    def concurrency(self, opts: Options) -> int:
+        return 2 * opts.app_threads
 
     def unavailable(self, opts: Options) -> str | None:
         ctl = opts.repo / "bin" / "httpdctl"
@@ -359,6 +458,12 @@ class Prefork(Server):
             lines.append(f"max_connections = {v.connections}")
         if v.long_keepalive:
             lines += ["", "[http]", f"keepalive_timeout = {LONG_KEEPALIVE_S}"]
+        static_mount = v.static_mount or ("/static" if v.app and self.serves_app else "")
+        if static_mount:  # an application owns /: the document root moves aside
+            lines += ["", "[static]", f"mount = {static_mount}"]
+        if v.app and self.serves_app:
+            lines += ["", "[app]", "mount = /", f"module = {v.app}",
+                      f"path = {opts.bench_dir}", f"threads = {opts.app_threads}"]
         lines += ["", "[logging]", f"access_log = {log}", "error_log = var/log/error.log",
                   "level = warn", ""]
         (workdir / "etc" / "httpd.ini").write_text("\n".join(lines))
@@ -366,6 +471,20 @@ class Prefork(Server):
         argv = [opts.prefork_python, str(opts.repo / "bin" / "httpdctl"),
                 "-f", str(workdir / "etc" / "httpd.ini"), "start", "--foreground"]
         return Launch(argv, stop_signal=signal.SIGINT)  # SIGINT: fast stop
+
+
+class PreforkNoApp(Prefork):
+    """prefork with the static-beside-an-application configuration minus the [app]
+    section: the same file at the same URL (/static/...), no application loaded."""
+
+    name = "prefork-noapp"
+    hosts_apps = False
+    only_static_beside_app = True
+    serves_app = False
+
+    def config_note(self, opts: Options) -> str:
+        return (f"processes = 2, threads = {opts.prefork_threads}, access_log = off, "
+                "[static] mount = /static, no [app]")
 
 
 def _git_head(repo: Path) -> str:
@@ -389,7 +508,15 @@ def _link_tree(src: Path, dst: Path) -> None:
 ALL_SERVERS: list[Server] = [
     Prefork(), Nginx(), NginxTuned(), Apache(), Gunicorn("gunicorn-sync", "sync"),
     Gunicorn("gunicorn-gthread", "gthread", threads=4), Waitress(), HttpServer(),
+    Uwsgi(), Granian(), PreforkNoApp(),
 ]
+# The servers each suite runs when --servers is not given.
+DEFAULT_SERVERS = {
+    "static": ["prefork", "nginx", "nginx-tuned", "apache", "gunicorn-sync",
+               "gunicorn-gthread", "waitress", "http.server"],
+    "apps": ["prefork", "prefork-noapp", "gunicorn-sync", "gunicorn-gthread", "uwsgi",
+             "granian", "waitress"],
+}
 
 
 def by_name(names: list[str]) -> list[Server]:

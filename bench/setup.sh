@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the benchmark harness needs, idempotently:
 #   - wrk (the load generator), nginx-light (or nginx) and apache2 from the OS packages,
-#   - bench/.venv with gunicorn and waitress (pinned), for the Python peers.
+#   - bench/.venv with gunicorn, waitress, pyuwsgi and granian (pinned), for the Python peers,
+#     and Flask (pinned) for the application benchmark's Flask JSON endpoint.
 # Nothing else. Run as root (or with sudo available). Re-running is a no-op once installed.
 # The services are NOT started: the harness runs each server itself, with its own config,
 # on 127.0.0.1 only. Installing never starts nginx/apache2 (a policy-rc.d guard is used).
@@ -10,6 +11,9 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 GUNICORN_VERSION="27.0.1"
 WAITRESS_VERSION="3.0.2"
+PYUWSGI_VERSION="2.0.30.post1"
+GRANIAN_VERSION="2.8.9"
+FLASK_VERSION="3.1.3"
 PYTHON="${PYTHON:-python3}"
 
 SUDO=""
@@ -64,21 +68,22 @@ python_venv() {
         echo "setup: creating $venv"
         "$PYTHON" -m venv "$venv"
     fi
-    if "$venv/bin/python" - "$GUNICORN_VERSION" "$WAITRESS_VERSION" <<'PY'
+    local pins=("gunicorn==$GUNICORN_VERSION" "waitress==$WAITRESS_VERSION"
+                "pyuwsgi==$PYUWSGI_VERSION" "granian==$GRANIAN_VERSION" "flask==$FLASK_VERSION")
+    if "$venv/bin/python" - "${pins[@]}" <<'PY'
 import sys
 from importlib.metadata import PackageNotFoundError, version
 try:
-    ok = version("gunicorn") == sys.argv[1] and version("waitress") == sys.argv[2]
+    ok = all(version(name) == want for name, want in (p.split("==") for p in sys.argv[1:]))
 except PackageNotFoundError:
     ok = False
 sys.exit(0 if ok else 1)
 PY
     then
-        echo "setup: gunicorn $GUNICORN_VERSION and waitress $WAITRESS_VERSION already in $venv"
+        echo "setup: ${pins[*]} already in $venv"
         return
     fi
-    "$venv/bin/python" -m pip install -q --disable-pip-version-check \
-        "gunicorn==$GUNICORN_VERSION" "waitress==$WAITRESS_VERSION"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check "${pins[@]}"
 }
 
 apt_packages

@@ -31,14 +31,24 @@ class Workload:
     headers: tuple[str, ...] = ()
     access_log: bool = False
     idle: int = 0  # > 0: hold this many idle connections and measure a 1-connection probe
+    suite: str = "static"  # "apps": the application-hosting workloads (issue 14)
+    app: str = ""  # the WSGI application served ("apps.hello:app"), bench/ on sys.path
+    static_mount: str = ""  # the document root's mount beside the application
+    script: str = "report.lua"  # the wrk script (bench/); post64k.lua adds a 64 KiB POST body
+    sleep_s: float = 0.0  # the application's own wait per request (the ideal-rate figure)
 
     @property
-    def size(self) -> int:
-        return FILES[self.path]
+    def ready(self) -> tuple[str, int | None]:
+        """Readiness probe: a GET of this path answers 200 (with this many bytes if given)."""
+        if self.app and not self.static_mount:
+            return self.path, None
+        return self.path, FILES[self.path.removeprefix(self.static_mount)]
 
     def variant(self) -> Variant:
         return Variant(access_log=self.access_log, long_keepalive=self.idle > 0,
-                       connections=max(self.connections, self.idle + 1))
+                       connections=max(self.connections, self.idle + 1), app=self.app,
+                       static_mount=self.static_mount,
+                       close="Connection: close" in self.headers)
 
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in [
@@ -55,7 +65,26 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              connections=1, threads=1, idle=1000),
     Workload("idle_10k_pss", "10,000 idle keep-alive connections held; PSS of the tree",
              connections=1, threads=1, idle=10000),
+    # Application hosting (issue 14): WSGI applications from bench/apps/.
+    Workload("hello_ka", "hello-world WSGI function, keep-alive, 50 connections (wrk -t2 -c50)",
+             path="/", suite="apps", app="apps.hello:app"),
+    Workload("hello_close", "hello-world WSGI function, Connection: close, 50 connections",
+             path="/", suite="apps", app="apps.hello:app", headers=("Connection: close",)),
+    Workload("flask_json", "Flask JSON endpoint GET /json, keep-alive, 50 connections",
+             path="/json", suite="apps", app="apps.flask_json:app"),
+    Workload("echo_64k", "POST of 64 KiB echoed back by the application, keep-alive, "
+             "50 connections", path="/", suite="apps", app="apps.echo:app",
+             script="post64k.lua"),
+    Workload("sleep_10ms", "an application sleeping 10 ms per request, 200 connections "
+             "(wrk -t2 -c200); ideal = processes x threads / 10 ms", path="/", suite="apps",
+             app="apps.sleep:app", connections=200, sleep_s=0.010),
+    Workload("static_app", "1 KiB static file at /static/1k.bin beside the hello-world app at "
+             "/ (prefork) vs the same without the [app] (prefork-noapp), keep-alive, "
+             "50 connections", path="/static/1k.bin", suite="apps", app="apps.hello:app",
+             static_mount="/static"),
 ]}
+SUITES = {suite: [w.name for w in WORKLOADS.values() if w.suite == suite]
+          for suite in ("static", "apps")}
 
 
 def write_docroot(docroot: Path) -> None:
@@ -72,7 +101,7 @@ def write_docroot(docroot: Path) -> None:
 def wrk_argv(port: int, wl: Workload, seconds: float) -> list[str]:
     argv = ["wrk", "-t", str(wl.threads), "-c", str(wl.connections),
             "-d", f"{max(1, round(seconds))}s", "--timeout", "5s", "--latency",
-            "-s", str(BENCH_DIR / "report.lua")]
+            "-s", str(BENCH_DIR / wl.script)]
     for h in wl.headers:
         argv += ["-H", h]
     return [*argv, f"http://{HOST}:{port}{wl.path}"]
@@ -92,6 +121,9 @@ def _load_metrics(res: WrkResult, cpu_s: float, client_s: float) -> dict[str, An
         "requests": res.requests,
         "duration_s": round(res.duration_s, 3),
         "rps": round(res.rps, 1),
+        # responses with a 2xx/3xx status per second (wrk's rate counts 503s too)
+        "good_rps": round((res.requests - res.errors_status) / res.duration_s, 1)
+        if res.duration_s else 0.0,
         "p50_ms": res.lat_p50_ms,
         "p90_ms": res.lat_p90_ms,
         "p99_ms": res.lat_p99_ms,
