@@ -77,7 +77,10 @@ class WorkerService:
                              slots_from(first))}
         first += workers.blocking_threads
         for app, _handler in apps:
-            self.pools[app_pool(app)] = BlockingPool(app.threads, workers.blocking_queue,
+            # An application's queue is bounded by the connections a worker holds: a request
+            # waiting for an application thread is a connection the worker already took (as
+            # gunicorn's requests wait in the backlog), so it is not refused below that.
+            self.pools[app_pool(app)] = BlockingPool(app.threads, workers.max_connections,
                                                      slots_from(first))
             first += app.threads
         self.loops: list[EventLoop] = []
