@@ -18,6 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from prefork.config.settings import ACCESS_FORMAT_DIRECTIVE, COMBINED_FORMAT, LOG_LEVELS
+from prefork.config.values import (
+    APACHE_LEVELS,
+    DEFAULT_ERROR_FORMAT,
+    ErrorItem,
+    parse_error_format,
+    time_format,
+)
 from prefork.errors import HTTPError
 
 LOG_FILE_MODE = 0o640
@@ -128,6 +135,10 @@ class AccessRecord:
     response_headers: list[tuple[str, str]] | None = None
     user: str = "-"  # the authenticated user (Basic auth), as text; "-" when none
     server_name: str = "-"
+    # mod_logio's %I and %O: bytes received (request line, fields, body as framed) and sent
+    # (status line, fields, body as framed); None when the caller did not count them.
+    bytes_received: int | None = None
+    bytes_sent: int | None = None
 
 
 class ClfClock:
@@ -184,8 +195,10 @@ _FIELDS: dict[str, Field] = {
     "m": lambda r: escape(r.method) or "-",
     "U": lambda r: escape(r.path) or "-",
     "q": lambda r: "?" + escape(r.query) if r.query else "",
-    "H": lambda r: r.protocol or "-",
+    "H": lambda r: escape(r.protocol) or "-",  # a refused request's, as the client sent it
     "p": lambda r: str(r.local_port),
+    "I": lambda r: "-" if r.bytes_received is None else str(r.bytes_received),
+    "O": lambda r: "-" if r.bytes_sent is None else str(r.bytes_sent),
     "P": lambda r: str(os.getpid()),
     "v": lambda r: r.server_name,
 }
@@ -206,9 +219,37 @@ def _combined() -> Callable[[AccessRecord], str]:
     return render
 
 
-def _time_field() -> Field:
-    clock = ClfClock()  # one per directive: it caches the last second it formatted
-    return lambda r: clock.format(r.start)
+def _time_field(arg: str = "") -> Field:
+    """%t (the CLF date), or %{format}t: mod_log_config's begin:/end: prefix, then sec,
+    msec, usec, msec_frac, usec_frac, or a strftime(3) format in local time."""
+    if not arg:
+        clock = ClfClock()  # one per directive: it caches the last second it formatted
+        return lambda r: clock.format(r.start)
+    at_end, unit = time_format(arg)
+
+    def moment(r: AccessRecord) -> float:
+        return r.start + r.duration if at_end else r.start
+
+    if unit == "sec":
+        return lambda r: str(int(moment(r)))
+    if unit == "msec":
+        return lambda r: str(int(moment(r) * 1000))
+    if unit == "usec":
+        return lambda r: str(int(moment(r) * 1_000_000))
+    if unit == "msec_frac":
+        return lambda r: f"{int(moment(r) * 1000) % 1000:03d}"
+    if unit == "usec_frac":
+        return lambda r: f"{int(moment(r) * 1_000_000) % 1_000_000:06d}"
+    cache: list[tuple[int, str]] = [(-1, "")]  # (second, text), replaced whole: no lock
+
+    def render(r: AccessRecord) -> str:
+        second = int(moment(r))
+        cached = cache[0]
+        if cached[0] != second:
+            cached = cache[0] = (second, time.strftime(unit, time.localtime(second)))
+        return cached[1]
+
+    return render
 
 
 def _header_field(letter: str, name: str) -> Field:
@@ -236,7 +277,7 @@ def compile_access_format(fmt: str, specialise: bool = True
         if letter == "%":
             parts.append("%")
         elif letter == "t":
-            parts.append(_time_field())
+            parts.append(_time_field(arg or ""))
         elif letter in "io":
             if not arg:  # the config refuses it first (values.access_format)
                 raise ValueError(f"%{letter} needs a header name, as in %{{Referer}}{letter}")
@@ -286,6 +327,10 @@ class AccessLog(_FileLog):
 # ------------------------------------------------------------------ error log
 
 LEVEL_RANK = {name: rank for rank, name in enumerate(LOG_LEVELS)}
+# Refusals an operator acts on (fail2ban-style filters, limits to raise), logged at info with
+# the client's address: failed or missing credentials, forbidden paths, slow clients, and
+# requests past a limit; and the protocol errors a client cannot cause by following a link.
+OPERATOR_STATUSES = frozenset({401, 403, 408, 413, 414, 431, 501, 505})
 
 
 def error_time(timestamp: float) -> str:
@@ -295,18 +340,151 @@ def error_time(timestamp: float) -> str:
     return time.strftime("%a %b %d %H:%M:%S", local) + f".{micros:06d} {local.tm_year}"
 
 
+def error_time_compact(timestamp: float, micros: bool) -> str:
+    """Apache's compact ISO 8601 error-log time (%{c}t, %{cu}t): 2026-11-21 23:30:00.123456."""
+    text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    return text + f".{int((timestamp % 1) * 1_000_000):06d}" if micros else text
+
+
+@dataclass(slots=True)
+class ErrorEvent:
+    """What an error-log format may ask for about one record."""
+
+    level: str
+    message: str  # already clipped and escaped: one line
+    client: tuple[str, int] | str | None
+    exc: BaseException | None
+    when: float
+
+
+def _client_text(client: tuple[str, int] | str | None) -> str:
+    if not client:
+        return ""
+    return client if isinstance(client, str) else f"{client[0]}:{client[1]}"
+
+
+def _client_host(client: tuple[str, int] | str | None) -> str:
+    if not client:
+        return ""
+    if isinstance(client, str):  # "ip:port" or "[v6]:port", as the caller wrote it
+        host, _, port = client.rpartition(":")
+        return host.strip("[]") if host and port.isdigit() else client
+    return client[0]
+
+
+def _os_error(exc: BaseException | None) -> str:
+    """%E: Apache prints an APR/OS status as (errno)text; prefork's is an OSError's."""
+    if isinstance(exc, OSError) and exc.errno:
+        return f"({exc.errno}){exc.strerror or os.strerror(exc.errno)}"
+    return ""
+
+
+_THIS_FILE = __file__
+
+
+def _caller() -> str:
+    """%F: file(line) of the code that logged, the first frame outside this module."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == _THIS_FILE:
+        frame = frame.f_back  # type: ignore[assignment]
+    if frame is None:
+        return ""
+    return f"{os.path.basename(frame.f_code.co_filename)}({frame.f_lineno})"
+
+
+ErrorField = Callable[[ErrorEvent], str]
+
+
+def _error_field(item: ErrorItem) -> ErrorField:
+    letter, arg = item.letter, item.arg
+    if letter == "t":
+        if "c" in arg:
+            micros = "u" in arg
+            return lambda e: error_time_compact(e.when, micros)
+        if arg == "u":
+            return lambda e: error_time(e.when)
+        return lambda e: time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(e.when))
+    fields: dict[str, ErrorField] = {
+        "a": lambda e: _client_text(e.client),
+        "h": lambda e: _client_host(e.client),
+        "E": lambda e: _os_error(e.exc),
+        "F": lambda e: _caller(),
+        "l": lambda e: e.level,
+        "m": lambda e: "core",
+        "M": lambda e: e.message,
+        "P": lambda e: str(os.getpid()),
+        "T": (lambda e: str(threading.get_native_id())) if arg == "g"
+        else (lambda e: str(threading.get_ident())),
+    }
+    return fields[letter]
+
+
+def _default_error_line(event: ErrorEvent) -> str:
+    """DEFAULT_ERROR_FORMAT, written out: the same text as the general renderer (a test
+    checks), and the layout every earlier prefork wrote."""
+    prefix = (f"[{error_time(event.when)}] [core:{event.level}] "
+              f"[pid {os.getpid()}:tid {threading.get_native_id()}] ")
+    if event.client:
+        prefix += f"[client {_client_text(event.client)}] "
+    return prefix + event.message
+
+
+def compile_error_format(fmt: str, specialise: bool = True) -> Callable[[ErrorEvent], str]:
+    """Compile an Apache ErrorLogFormat string (config.values.parse_error_format, which
+    raises ValueError for what prefork cannot render) into a function from an ErrorEvent
+    to the record's first line. Fields are dropped as Apache's do_errorlog_format drops
+    them: an item with no value removes its whole field, back to where that field began."""
+    if specialise and fmt == DEFAULT_ERROR_FORMAT:
+        return _default_error_line
+    items = [(item, None if not item.letter else _error_field(item))
+             for item in parse_error_format(fmt)]
+
+    def render(event: ErrorEvent) -> str:
+        out: list[str] = []
+        field_start = 0
+        skipping = False
+        level = APACHE_LEVELS[event.level]
+        for item, field in items:
+            if item.starts_field:
+                if skipping:
+                    skipping = False
+                else:
+                    field_start = len(out)
+            if item.letter == "M":  # the message is always written, as in Apache
+                out.append(event.message)
+                continue
+            if skipping:
+                continue
+            if field is None:
+                out.append(item.text)
+                continue
+            value = field(event) if item.min_level <= level else ""
+            if value:
+                out.append(value)
+            elif item.hyphen and item.min_level <= level:
+                out.append("-")
+            else:
+                del out[field_start:]
+                skipping = True
+        return "".join(out)
+
+    return render
+
+
 class ErrorLog(_FileLog):
-    """`[date] [core:level] [pid N:tid N] [client ip:port] message`, filtered by level.
+    """One line per record in `fmt` (an Apache ErrorLogFormat; by default
+    `[date] [core:level] [pid N:tid N] [client ip:port] message`), filtered by level.
 
     With `mirror_to_stderr` (httpdctl start --foreground) every record also goes to stderr,
     which is where systemd's journal and a developer's terminal look.
     """
 
     def __init__(self, path: str | None, level: str = "info",
-                 mirror_to_stderr: bool = False) -> None:
+                 mirror_to_stderr: bool = False, fmt: str = DEFAULT_ERROR_FORMAT) -> None:
         self.file = _LogFile(path) if path else None
         self.threshold = LEVEL_RANK[level]
         self.mirror_to_stderr = mirror_to_stderr
+        self.render = compile_error_format(fmt)
         # For HTTPError.log_every: error class name -> (monotonic time before which its
         # lines are held back, how many were held back). One entry per class: bounded.
         self._held: dict[str, tuple[float, int]] = {}
@@ -321,14 +499,10 @@ class ErrorLog(_FileLog):
         `exc` and the lines of `appendix` (a stack dump), indented, in the same write()."""
         if LEVEL_RANK[level] < self.threshold:
             return
-        prefix = (f"[{error_time(time.time())}] [core:{level}] "
-                  f"[pid {os.getpid()}:tid {threading.get_native_id()}] ")
-        if client:
-            who = client if isinstance(client, str) else f"{client[0]}:{client[1]}"
-            prefix += f"[client {who}] "
         if len(message) > MAX_MESSAGE:  # client-controlled text must not flood the log
             message = message[:MAX_MESSAGE] + f"... ({len(message) - MAX_MESSAGE} more)"
-        text = prefix + message.replace("\n", "\\n") + "\n"
+        event = ErrorEvent(level, message.replace("\n", "\\n"), client, exc, time.time())
+        text = self.render(event) + "\n"
         if exc is not None:
             appendix = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)) \
                 + appendix
@@ -350,15 +524,16 @@ class ErrorLog(_FileLog):
                    protocol: bool = False) -> None:
         """Record an error answer at the level its cause deserves: `error` for a server
         fault (HTTPError.server_fault), `info` for a client's protocol error (`protocol`:
-        the parser refused the request; 501, 505, a timeout), `debug` for a handler's
-        ordinary refusal (404, 403, 405...: the access log has those). `request` (a
-        method and target, as received) and the detail are clipped and escaped, so a
-        client can neither flood the log nor write raw bytes into it (the detail is our
-        text: only its control characters are escaped). An error class with
+        the parser refused the request) and the refusals in OPERATOR_STATUSES (401, 403,
+        408, 413, 414, 431, 501, 505), `debug` for a handler's ordinary refusal (404, 405,
+        409...: the access log has those). `request` (a method and target, as received)
+        and the detail are clipped and escaped, so a client can neither flood the log nor
+        write raw bytes into it (the detail is our text: only its control characters are
+        escaped). An error class with
         `log_every` is written at most once per that many seconds in this process."""
         if exc.server_fault:
             level = "error"
-        elif protocol or exc.status in (408, 501, 505):
+        elif protocol or exc.status in OPERATOR_STATUSES:
             level = "info"
         else:
             level = "debug"

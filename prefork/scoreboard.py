@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from prefork.config.settings import MAX_PROCESSES, MAX_THREAD_SLOTS
 
-MAGIC = b"PFSB0002"
+MAGIC = b"PFSB0003"
 # Capacity, like Apache's ServerLimit/ThreadLimit, derived from the limits the configuration
 # enforces (config.MAX_PROCESSES, MAX_THREAD_SLOTS), so a configuration that passes
 # configtest always fits: a reload runs two generations side by side, and one recycled
@@ -38,9 +38,12 @@ _HEARTBEAT = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 _LOG_SEQ_OFFSET = 28  # within the header
 _P_REASON, _P_HEARTBEAT, _P_LOG_SEQ, _P_LOG_FAILED = 13, 24, 32, 36  # within a process slot
-_THREAD = struct.Struct("<cxxxIQQIxxxxdd112s32s")
-# state letter, generation, requests, bytes, open connections, request start, last update,
-# request line, client address
+_THREAD = struct.Struct("<cxxxIQQIIdd112s32sdII")
+# state letter, generation, requests, bytes, open connections, of them idle in keep-alive,
+# request start, last update, request line, client address, seconds spent serving requests
+# (summed), connections being written to while the loop waits for the socket, connections
+# in a lingering close (the last three: mod_status's Total Duration and event MPM's
+# ConnsAsyncWriting / ConnsAsyncClosing; keep-alive is its ConnsAsyncKeepAlive)
 
 HEADER_SIZE = 64
 PROCESS_SLOT = 64
@@ -94,6 +97,10 @@ class ThreadInfo:
     last_update: float
     request_line: str
     client: str
+    keepalive: int = 0  # open connections idle between requests
+    duration: float = 0.0  # seconds spent serving this thread's requests, summed
+    writing: int = 0  # connections waiting for the socket to take more of a response
+    closing: int = 0  # connections in a lingering close
 
 
 class Scoreboard:
@@ -214,12 +221,14 @@ class Scoreboard:
             offset = _thread_offset(process_slot, thread)
             if self.buffer[offset] in (0, OPEN[0]):
                 continue
-            (state, generation, requests, nbytes, connections, start, updated, line,
-             client) = _THREAD.unpack_from(self.buffer, offset)
+            (state, generation, requests, nbytes, connections, keepalive, start, updated,
+             line, client, duration, writing, closing) = _THREAD.unpack_from(self.buffer,
+                                                                               offset)
             yield ThreadInfo(process_slot, thread, state.decode("latin-1"), generation,
                              requests, nbytes, connections, start, updated,
                              line.rstrip(b"\0").decode("latin-1"),
-                             client.rstrip(b"\0").decode("latin-1"))
+                             client.rstrip(b"\0").decode("latin-1"), keepalive, duration,
+                             writing, closing)
 
     def close(self) -> None:
         self.buffer.close()
@@ -252,9 +261,12 @@ class ThreadSlot:
         "buffer",
         "bytes",
         "client",
+        "closing",
         "connections",
+        "duration",
         "generation",
         "ident",
+        "keepalive",
         "line",
         "native_id",
         "offset",
@@ -263,6 +275,7 @@ class ThreadSlot:
         "start",
         "started_mono",
         "state",
+        "writing",
     )
 
     def __init__(self, buffer: mmap.mmap, offset: int, generation: int) -> None:
@@ -272,6 +285,10 @@ class ThreadSlot:
         self.requests = 0
         self.bytes = 0
         self.connections = 0
+        # The connections' states, counted by the loop's sweep (twice a second), not per
+        # request: the hot path pays nothing for them.
+        self.keepalive = self.writing = self.closing = 0
+        self.duration = 0.0  # seconds, summed over the requests served
         self.start = 0.0  # wall clock, for the status page
         self.started_mono = 0.0  # time.monotonic() at the request's start, for the watchdog
         self.line = ""
@@ -289,9 +306,10 @@ class ThreadSlot:
     def publish(self) -> None:
         """Copy the slot into shared memory."""
         _THREAD.pack_into(self.buffer, self.offset, self.state, self.generation, self.requests,
-                          self.bytes, self.connections, self.start, time.time(),
+                          self.bytes, self.connections, self.keepalive, self.start, time.time(),
                           self.line.encode("latin-1", "replace")[:112],
-                          self.client.encode("latin-1", "replace")[:32])
+                          self.client.encode("latin-1", "replace")[:32], self.duration,
+                          self.writing, self.closing)
 
     def begin_request(self, line: str, client: str, now: float) -> None:
         self.line = line
@@ -300,7 +318,8 @@ class ThreadSlot:
         self.started_mono = time.monotonic()
         self.state = WRITING
 
-    def end_request(self, sent: int) -> None:
+    def end_request(self, sent: int, duration: float = 0.0) -> None:
         self.requests += 1
         self.bytes += sent
+        self.duration += duration
         self.state = WAITING

@@ -17,6 +17,7 @@ from pathlib import Path
 from prefork.config.schema import Section, header_name, sections_of, setting, settings_of
 from prefork.config.values import (
     COMBINED_FORMAT,
+    DEFAULT_ERROR_FORMAT,
     MAX_PROCESSES,
     MAX_THREAD_SLOTS,
     ListenAddress,
@@ -24,6 +25,7 @@ from prefork.config.values import (
     app_module,
     boolean,
     environment,
+    error_format,
     extensions,
     integer,
     listen_list,
@@ -233,7 +235,12 @@ class LoggingSettings(Section):
         "Error log level: debug, info, notice, warn, error or crit.")
     access_format: str = setting(
         access_format, COMBINED_FORMAT,
-        "Access log format in Apache LogFormat syntax (default: combined).")
+        "Access log format in Apache LogFormat syntax (default: combined; also %I, %O, "
+        "%{strftime}t: docs/logging.md).")
+    error_format: str = setting(
+        error_format, DEFAULT_ERROR_FORMAT,
+        "Error log line in Apache ErrorLogFormat syntax (%t %{u}t %{cu}t %l %m %P %T %{g}T "
+        "%a %h %E %F %M; docs/logging.md); the default is Apache 2.4's layout.")
 
 
 @dataclass(frozen=True, slots=True)

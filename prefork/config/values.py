@@ -7,6 +7,7 @@ import ipaddress
 import os
 import re
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -179,7 +180,10 @@ def listen_list(raw: str) -> tuple[ListenAddress, ...]:
 
 # One Apache LogFormat directive: %h, %>s, %{Referer}i, %% ... (mod_log_config).
 ACCESS_FORMAT_DIRECTIVE = re.compile(r"%(?:\{([^}]*)\})?([<>]?)([a-zA-Z%])")
-ACCESS_FORMAT_LETTERS = frozenset("%abBDhHilmpPqrsTtuUv") | {"o"}
+ACCESS_FORMAT_LETTERS = frozenset("%abBDhHiIlmOpPqrsTtuUv") | {"o"}
+# %{...}t: mod_log_config's named forms (an optional begin:/end: prefix, then sec, msec,
+# usec, msec_frac, usec_frac or a strftime(3) format).
+TIME_UNITS = ("sec", "msec", "usec", "msec_frac", "usec_frac")
 _FIELD_NAME = re.compile(r"[-!#$%&'*+.^_`|~0-9A-Za-z]+")  # token (RFC 9110 §5.6.2)
 
 
@@ -198,9 +202,161 @@ def access_format(raw: str) -> str:
             raise ValueError(f"%{letter} needs a header name, as in %{{Referer}}{letter}")
         if letter in "io" and not _FIELD_NAME.fullmatch(arg):
             raise ValueError(f"%{{{arg}}}{letter}: {arg!r} is not a header field name")
+        if letter == "t" and arg:
+            time_format(arg)
     stray = ACCESS_FORMAT_DIRECTIVE.sub("", text)
     if "%" in stray:
         raise ValueError("a % is not followed by a known directive (write %% for a literal %)")
+    return text
+
+
+def time_format(arg: str) -> tuple[bool, str]:
+    """The argument of %{...}t as (at the end of the request, unit or strftime format);
+    raises ValueError for a format strftime cannot render."""
+    at_end = arg.startswith("end:")
+    if at_end or arg.startswith("begin:"):
+        arg = arg.partition(":")[2]
+    if not arg:
+        raise ValueError("%{...}t needs a format after begin: or end:")
+    if arg in TIME_UNITS:
+        return at_end, arg
+    try:
+        time.strftime(arg, time.localtime(0))
+    except ValueError as exc:
+        raise ValueError(f"%{{{arg}}}t: not a strftime format ({exc})") from None
+    return at_end, arg
+
+
+# ------------------------------------------------------------------ error-log format
+# Apache's ErrorLogFormat (core), as far as prefork has the values: directives whose value an
+# error-log line here never carries are refused, so a format that passes configtest renders.
+# How a line is built (Apache's do_errorlog_format): the format is split into fields where
+# whitespace follows non-whitespace ("\ " is a space that does not split, "% " an empty
+# split); an item with no value removes its whole field, unless written %-x (then "-").
+# A number after % (%7F) keeps the item only in messages of that Apache level or less
+# severe (1 alert .. 7 debug).
+
+# Apache 2.4's own default, for a threaded MPM, is
+#   [%{u}t] [%-m:%l] [pid %P:tid %T] %7F: %E: [client\ %a] %M% ,\ referer\ %{Referer}i
+# prefork's default is that layout minus what its lines never carry (the source file of a
+# debug line, an OS error code, a Referer), with the kernel's thread id (%{g}T: what ps, top
+# and py-spy show) where Apache prints pthread_self().
+DEFAULT_ERROR_FORMAT = "[%{u}t] [%-m:%l] [pid %P:tid %{g}T] [client\\ %a] %M"
+# Apache's level numbers (ap_log_error's APLOG_*), for the %N modifier.
+APACHE_LEVELS = {"crit": 2, "error": 3, "warn": 4, "notice": 5, "info": 6, "debug": 7}
+_ERROR_ITEM_ARGS: dict[str, tuple[str, ...]] = {
+    "%": ("",), "a": ("", "c"), "h": ("",), "E": ("",), "F": ("",), "l": ("",), "m": ("",),
+    "M": ("",), "P": ("",), "T": ("", "g"), "t": ("", "u", "c", "cu", "uc"),
+}
+_ERROR_ITEM_MISSING = {
+    "A": "the local address", "e": "request environment variables",
+    "i": "request header fields", "k": "keep-alive counts", "L": "log ids",
+    "n": "request notes", "v": "server names", "V": "server names",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorItem:
+    """One piece of an error-log format: literal `text` (letter "") or a directive."""
+
+    letter: str
+    arg: str = ""
+    text: str = ""
+    starts_field: bool = False  # a new field begins here (whitespace, or "% ")
+    hyphen: bool = False  # %-x: "-" when empty, instead of dropping the field
+    min_level: int = 0  # %Nx: only in messages whose Apache level number is >= N
+
+
+def parse_error_format(raw: str) -> tuple[ErrorItem, ...]:
+    """Split an ErrorLogFormat string into items; raises ValueError naming what cannot be
+    rendered."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    items: list[ErrorItem] = []
+    pos, size = 0, len(text)
+    while pos < size:
+        if text[pos] != "%":
+            literal, pos = _error_literal(text, pos)
+            items.append(ErrorItem("", text=literal, starts_field=literal[0] == " "))
+            continue
+        pos += 1
+        starts = False
+        if text.startswith(" ", pos):  # "% ": an empty field separator
+            starts, pos = True, pos + 1
+            if pos >= size or text[pos] != "%":
+                items.append(ErrorItem("", starts_field=True))
+                continue
+            pos += 1
+        arg, hyphen, level = "", False, 0
+        while pos < size and text[pos] in "{+-0123456789":
+            char = text[pos]
+            if char == "{":
+                close = text.find("}", pos)
+                if close < 0:
+                    raise ValueError("a { is not closed by }")
+                arg, pos = text[pos + 1:close], close + 1
+            elif char == "+":
+                raise ValueError("the + modifier belongs to Apache's once-per-connection and "
+                                 "once-per-request formats, which prefork does not have")
+            elif char == "-":
+                hyphen, pos = True, pos + 1
+            else:
+                digits = re.match(r"\d+", text[pos:])
+                assert digits is not None
+                level, pos = int(digits[0]), pos + len(digits[0])
+        if pos >= size:
+            raise ValueError("the format ends inside a % directive")
+        letter = text[pos]
+        pos += 1
+        if letter in _ERROR_ITEM_MISSING:
+            raise ValueError(f"%{letter}: prefork's error-log lines do not carry "
+                             f"{_ERROR_ITEM_MISSING[letter]}")
+        if letter not in _ERROR_ITEM_ARGS:
+            raise ValueError(f"unknown directive %{letter} (write %% for a literal %)")
+        if arg not in _ERROR_ITEM_ARGS[letter]:
+            allowed = " or ".join(f"%{{{a}}}{letter}" if a else f"%{letter}"
+                                  for a in _ERROR_ITEM_ARGS[letter])
+            raise ValueError(f"%{{{arg}}}{letter}: expected {allowed}")
+        if letter == "%":
+            items.append(ErrorItem("", text="%", starts_field=starts))
+        else:
+            items.append(ErrorItem(letter, arg, "", starts, hyphen, level))
+    if not any(item.letter == "M" for item in items):
+        raise ValueError("has no %M: the message would not be logged")
+    return tuple(items)
+
+
+_ESCAPES = {" ": " ", "\\": "\\", "t": "\t", "%": "%"}
+
+
+def _error_literal(text: str, pos: int) -> tuple[str, int]:
+    """Literal text from `pos`: leading spaces, then up to a % or the next unescaped space
+    (which starts the next field). Returns (text, the position after it)."""
+    out: list[str] = []
+    at_start = True
+    while pos < len(text) and text[pos] != "%" and (text[pos] != " " or at_start):
+        char = text[pos]
+        if char == "\\":
+            if pos + 1 >= len(text) or text[pos + 1] not in _ESCAPES:
+                raise ValueError("a backslash must be followed by a space, \\, t or %")
+            out.append(_ESCAPES[text[pos + 1]])
+            pos += 2
+            at_start = False
+            continue
+        if char != " ":
+            at_start = False
+        out.append(char)
+        pos += 1
+    return "".join(out), pos
+
+
+def error_format(raw: str) -> str:
+    """An Apache ErrorLogFormat string that log.py can render (see parse_error_format)."""
+    text = raw.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    parse_error_format(text)
     return text
 
 

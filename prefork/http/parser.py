@@ -47,7 +47,7 @@ from prefork.http.wire import (  # re-exported: the serialising half of the prot
 
 __all__ = ["LAST_CHUNK", "NEED_DATA", "REASONS", "BodyChunk", "EndOfMessage", "Limits",
            "NeedData", "RequestHead", "RequestParser", "encode_chunk", "format_response_head",
-           "http_date", "parse_http_date"]
+           "http_date", "parse_http_date", "request_line_parts"]
 
 # Defaults follow Apache httpd's core limits (LimitRequestLine, LimitRequestFields,
 # LimitRequestFieldSize) and its LimitRequestBody default of 1 GiB since 2.4.54.
@@ -170,8 +170,9 @@ _NO_TRAILERS = EndOfMessage(Headers())
 class RequestParser:
     """Turns received bytes into RequestHead, BodyChunk and EndOfMessage events."""
 
-    __slots__ = ("_buf", "_chunked", "_crlf", "_eof", "_error", "_hosts", "_limits", "_lines",
-                 "_pos", "_remaining", "_request_line", "_scan", "_skipped", "_state", "_total")
+    __slots__ = ("_begin", "_buf", "_chunked", "_crlf", "_dropped", "_eof", "_error", "_hosts",
+                 "_limits", "_lines", "_pos", "_remaining", "_request_line", "_scan", "_skipped",
+                 "_state", "_total")
 
     def __init__(self, limits: Limits = Limits(), host_memo: dict[str, str] | None = None
                  ) -> None:
@@ -187,12 +188,16 @@ class RequestParser:
         # the request-line; _remaining: bytes left in the body or the current chunk;
         # _total: chunked body bytes announced so far.
         self._pos = self._scan = self._lines = self._skipped = self._remaining = self._total = 0
+        # For `received`: bytes feed() dropped from the front of the buffer so far, and the
+        # offset (counted from the first byte ever fed) where the current request began.
+        self._dropped = self._begin = 0
 
     def feed(self, data: bytes) -> None:
         """Append received bytes (ignored after feed_eof() or an error)."""
         if self._eof or self._state == _DEAD:
             return
         if self._pos:
+            self._dropped += self._pos
             del self._buf[:self._pos]
             self._scan = max(0, self._scan - self._pos)
             self._pos = 0
@@ -219,6 +224,7 @@ class RequestParser:
         if self._state == _DONE:
             self._state, self._request_line, self._scan = _HEAD, None, self._pos
             self._lines = self._skipped = 0
+            self._begin = self._dropped + self._pos
         elif self.in_body:
             raise RuntimeError("start_next_request() before the body was read to its end")
 
@@ -243,6 +249,14 @@ class RequestParser:
     def buffered(self) -> int:
         """The number of bytes received and not yet consumed."""
         return len(self._buf) - self._pos
+
+    @property
+    def received(self) -> int:
+        """Bytes of the current request the parser took (request-line, fields, the body as
+        framed, empty lines before it): mod_logio's %I. Once the parser refused the request,
+        everything received for it counts, as far as it was read."""
+        taken = self._dropped + self._pos - self._begin
+        return taken + self.buffered if self._state == _DEAD else taken
 
     @property
     def request_line(self) -> str | None:
@@ -479,6 +493,16 @@ class RequestParser:
 _STEPS = (RequestParser._head, RequestParser._data, RequestParser._chunk_size,
           RequestParser._trailers, RequestParser._end, lambda self: NEED_DATA,
           RequestParser._dead)  # indexed by state
+
+
+def request_line_parts(line: str) -> tuple[str, str, str, str]:
+    """(method, path, query, version) of a request-line as far as it splits on SP, for the
+    access log of a request the parser refused after reading its line (no Host, a bad
+    field...): "" for a part the line does not have. Never raises."""
+    method, _, rest = line.partition(" ")
+    target, _, version = rest.partition(" ")
+    path, _, query = target.partition("?")
+    return method, path, query, version
 
 
 def _valid_host(value: str) -> bool:

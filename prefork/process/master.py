@@ -202,7 +202,8 @@ class Master:
 
     def open_logs(self, config: Config) -> tuple[ErrorLog, AccessLog]:
         logging = config.logging
-        error_log = ErrorLog(logging.error_log, logging.level, mirror_to_stderr=self.foreground)
+        error_log = ErrorLog(logging.error_log, logging.level, mirror_to_stderr=self.foreground,
+                             fmt=logging.error_format)
         access_path = None if logging.access_log == "off" else logging.access_log
         return error_log, AccessLog(access_path, logging.access_format)
 

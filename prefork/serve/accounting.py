@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from prefork.http.parser import request_line_parts
 from prefork.log import AccessRecord
 
 if TYPE_CHECKING:
@@ -50,28 +51,34 @@ def finish(ctx: ServerContext, slot: ThreadSlot, client: tuple[str, int],
            local: tuple[str, int], request_line: str, asked: Asked | None, status: int | None,
            sent: int, wall: float, started: float,
            response_fields: list[tuple[str, str]] | None, user: str | None = None,
-           aborted: bool = False, keep_alive: bool = False) -> None:
+           aborted: bool = False, keep_alive: bool = False, received: int | None = None,
+           wire_sent: int | None = None) -> None:
     """A request is over: write its access-log line (when the log is on), end its scoreboard
     slot, note it at debug level. `asked` is None when no head was parsed (the parser
     refused it); `status` None when the client went away before any response (logged as
     CLIENT_CLOSED); `sent` counts body bytes; `wall` is time.time() and `started`
     time.monotonic() at its start; `response_fields` are the fields as sent (%{Name}o);
     `aborted`: the response was not sent whole; `keep_alive`: the connection stays open
-    (both only for the debug note: the quick path, off at level debug, leaves them out)."""
+    (both only for the debug note: the quick path, off at level debug, leaves them out);
+    `received` (the parser's count: request-line, fields, body as framed) and `wire_sent`
+    (status line, fields and body as framed) are %I and %O, "-" when not given."""
     if status is None:
         status = CLIENT_CLOSED
+    duration = time.monotonic() - started
     log = ctx.access_log
     if log.enabled:
         if asked is None:
-            method = path = query = version = ""
+            # Refused by the parser: its request-line, as far as it was read, still names
+            # the method, target and version (%m %U %q %H), like Apache's for a 400.
+            method, path, query, version = request_line_parts(request_line)
             fields: FieldSource | None = None
         else:
             method, path, query = asked.method, asked.path, asked.query
             version, fields = asked.version, asked.headers
         log.log(AccessRecord(client[0], local[1], request_line, method, path, query, version,
-                             status, sent, wall, time.monotonic() - started, fields,
-                             response_fields, user or "-"))
-    slot.end_request(sent)
+                             status, sent, wall, duration, fields, response_fields,
+                             user or "-", bytes_received=received, bytes_sent=wire_sent))
+    slot.end_request(sent, duration)
     if ctx.debug:
         ctx.error_log.debug(f"response {status}, {sent} body bytes"
                             f"{' (aborted)' if aborted else ''}, keep-alive "

@@ -454,8 +454,19 @@ class EventLoop:
 
     def _sweep(self, now: float) -> None:
         """Act on every passed deadline (each under the barrier); resume accepting."""
-        self.slot.connections = len(self.conns)
+        slot = self.slot
+        slot.connections = len(self.conns)
+        keepalive = writing = closing = 0
         for conn in list(self.conns.values()):
+            # The states mod_status counts for an event MPM (ConnsAsync*), tallied here
+            # rather than on every change: a sweep visits every connection anyway.
+            state = conn.waiting
+            if state is WANT_WRITE:
+                writing += 1
+            elif state is LINGER:
+                closing += 1
+            elif state is WANT_READ and conn.head is None and conn.requests:
+                keepalive += 1
             if conn.deadline > now:
                 continue
             try:
@@ -473,6 +484,7 @@ class EventLoop:
                 self._apply(conn, action)
             except Exception as exc:
                 self._abandon(conn, exc)
+        slot.keepalive, slot.writing, slot.closing = keepalive, writing, closing
         if self.reserve_fd < 0:
             self.reserve_fd = reserve_descriptor()
         if self.saturated_since and not self.draining:

@@ -30,6 +30,45 @@ STATUS_METHODS = ("GET", "HEAD")
 BUSY_STATES = frozenset("RWLG")
 
 
+def uptime_text(seconds: int) -> str:
+    """mod_status's ServerUptime: "1 day 2 hours 5 minutes 28 seconds" (zero parts left
+    out, as Apache's show_time does)."""
+    minutes, secs = divmod(seconds, 60)
+    hours, mins = divmod(minutes, 60)
+    days, hrs = divmod(hours, 24)
+    parts = [f"{n} {unit}{'' if n == 1 else 's'}"
+             for n, unit in ((days, "day"), (hrs, "hour"), (mins, "minute"), (secs, "second"))
+             if n]
+    return " ".join(parts)
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_times(pids: list[int]) -> tuple[float, float, float, float] | None:
+    """(user, system, children's user, children's system) CPU seconds of the master and the
+    workers now running, from /proc/PID/stat (proc(5): utime, stime, cutime, cstime).
+
+    The children's figures are the master's (its workers that exited and were reaped, with
+    their own children) plus the workers' (processes an application started). None when
+    /proc cannot be read (not Linux, or hidepid), so the keys are left out."""
+    totals = [0, 0, 0, 0]
+    for pid in dict.fromkeys(pids):  # in order, once each
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                text = stat.read()
+        except FileNotFoundError:
+            continue  # a worker that just exited: its time is in the master's children
+        except OSError:
+            return None
+        # The command name (field 2) may hold spaces and parentheses: split after its end.
+        fields = text[text.rindex(b")") + 2:].split()
+        for i in range(4):  # fields 14-17; fields[0] is field 3
+            totals[i] += int(fields[11 + i])
+    user, system, children_user, children_system = (t / _CLOCK_TICKS for t in totals)
+    return user, system, children_user, children_system
+
+
 class ServerStatus:
     """Serves the status page for an allowed client."""
 
@@ -76,8 +115,9 @@ class ServerStatus:
         for info in self.board.processes():
             threads = list(self.board.threads(info.slot))
             processes.append((info, threads))
-        _pid, started = self.board.header()
-        return {"state": state, "processes": processes, "started": started, "now": time.time()}
+        master_pid, started = self.board.header()
+        return {"state": state, "processes": processes, "started": started, "now": time.time(),
+                "master_pid": master_pid}
 
     @staticmethod
     def _letters(threads: list[ThreadInfo], stopping: bool) -> str:
@@ -86,37 +126,63 @@ class ServerStatus:
                        for t in threads)
 
     def _auto(self, snap: dict[str, Any], host: str) -> str:
+        """mod_status's ?auto for an event MPM, key for key, in its order; a key prefork
+        cannot fill honestly is left out (Server Built: a Python package has no build
+        time), not printed with a made-up value."""
         now, started = snap["now"], snap["started"]
         uptime = max(1, int(now - started))
         threads = [t for _info, ts in snap["processes"] for t in ts]
         accesses = sum(t.requests for t in threads)
         total_bytes = sum(t.bytes for t in threads)
+        duration_ms = int(sum(t.duration for t in threads) * 1000)
         busy = sum(1 for t in threads if t.state in BUSY_STATES)
         load = os.getloadavg()
         scoreboard = "".join(self._letters(ts, info.state in STOPPING_STATES)
                              for info, ts in snap["processes"])
+        # prefork has one generation counter: a reload reads the configuration and starts
+        # the workers of one new generation, so both of Apache's generations are it.
+        generation = snap["state"].get("generation", 1)
         lines = [
             host,
             f"ServerVersion: {SERVER_SOFTWARE}",
             "ServerMPM: prefork-threaded",
             f"CurrentTime: {time.strftime('%A, %d-%b-%Y %H:%M:%S %Z', time.localtime(now))}",
             f"RestartTime: {time.strftime('%A, %d-%b-%Y %H:%M:%S %Z', time.localtime(started))}",
-            f"ParentServerConfigGeneration: {snap['state'].get('generation', 1)}",
+            f"ParentServerConfigGeneration: {generation}",
+            f"ParentServerMPMGeneration: {generation}",
             f"ServerUptimeSeconds: {uptime}",
+            f"ServerUptime: {uptime_text(uptime)}",
             f"Load1: {load[0]:.2f}",
             f"Load5: {load[1]:.2f}",
             f"Load15: {load[2]:.2f}",
             f"Total Accesses: {accesses}",
             f"Total kBytes: {total_bytes // 1024}",
+            f"Total Duration: {duration_ms}",
+        ]
+        cpu = cpu_times([snap["master_pid"], *(info.pid for info, _ in snap["processes"])])
+        if cpu is not None:
+            user, system, children_user, children_system = cpu
+            lines += [
+                f"CPUUser: {user:g}",
+                f"CPUSystem: {system:g}",
+                f"CPUChildrenUser: {children_user:g}",
+                f"CPUChildrenSystem: {children_system:g}",
+                f"CPULoad: {sum(cpu) / uptime * 100:.6g}",
+            ]
+        lines += [
             f"Uptime: {uptime}",
             f"ReqPerSec: {accesses / uptime:.6g}",
             f"BytesPerSec: {total_bytes / uptime:.6g}",
             f"BytesPerReq: {total_bytes / accesses if accesses else 0:.6g}",
+            f"DurationPerReq: {duration_ms / accesses if accesses else 0:.6g}",
             f"BusyWorkers: {busy}",
             f"IdleWorkers: {sum(1 for t in threads if t.state == '_')}",
             f"Processes: {len(snap['processes'])}",
             f"Stopping: {sum(1 for info, _ in snap['processes'] if info.state in STOPPING_STATES)}",
             f"ConnsTotal: {sum(t.connections for t in threads)}",
+            f"ConnsAsyncWriting: {sum(t.writing for t in threads)}",
+            f"ConnsAsyncKeepAlive: {sum(t.keepalive for t in threads)}",
+            f"ConnsAsyncClosing: {sum(t.closing for t in threads)}",
             f"Scoreboard: {scoreboard}",
         ]
         return "\n".join(lines) + "\n"
