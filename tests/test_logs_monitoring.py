@@ -334,3 +334,27 @@ def test_prometheus_apache_exporter_reads_cpu_duration_generation_and_connection
         assert name in samples, (name, sorted(samples))
     assert float(samples["apache_cpuload"]) > 0
     assert float(samples['apache_generation{type="mpm"}']) == 1
+
+
+def test_bytes_in_and_out_are_logged_on_the_full_and_the_quick_path(
+        server_factory: ServerFactory) -> None:
+    """%I counts the request as received, %O the response as written (head included), for a
+    first (full-path) answer and its quick-path repeats alike."""
+    server = server_factory({"workers": {"processes": "1"},
+                             "logging": {"access_format": '"%r" %>s %I %O %b'}})
+    request = b"GET /about.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    with server.socket() as sock:
+        replies = []
+        for _ in range(3):  # the first fills the quick path, the others are quick answers
+            sock.sendall(request)
+            reply = b""
+            while b"\r\n\r\n" not in reply or len(reply.partition(b"\r\n\r\n")[2]) < int(
+                    re.search(rb"Content-Length: (\d+)", reply)[1]):  # type: ignore[index]
+                reply += sock.recv(65536)
+            replies.append(reply)
+    lines = wait_for(lambda: (found := [line for line in server.log("access.log").splitlines()
+                                        if "/about.html" in line]) and len(found) == 3 and found)
+    for line, reply in zip(lines, replies, strict=True):  # type: ignore[arg-type]
+        _request, status, received, sent, body = line.rsplit(" ", 4)
+        assert status == "200" and int(received) == len(request)
+        assert int(sent) == len(reply) and int(body) == len(reply.partition(b"\r\n\r\n")[2])

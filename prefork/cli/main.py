@@ -127,7 +127,7 @@ def _log_startup_failure(ctx: Context, config: Config | None, message: str) -> N
         except ConfigError:
             return
     try:
-        log = ErrorLog(config.logging.error_log)
+        log = ErrorLog(config.logging.error_log, fmt=config.logging.error_format)
     except OSError:
         return  # nowhere to write: stderr has it
     try:

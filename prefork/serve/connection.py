@@ -92,6 +92,7 @@ class Connection:
         self.requests = 0
         self.draining = draining
         self.drain_grace: float | None = None  # idle grace of the stop under way, if any
+        self.quick_received = 0  # a quick answer finished by _write: its request's size (%I)
         now = time.monotonic()
         self.deadline = now + ctx.timeout
         self.head: RequestHead | None = None
@@ -134,7 +135,7 @@ class Connection:
         if quick is not None and self.parser.idle:
             hit = quick.answer(data, self.local)
             if hit is not None:
-                return self._answer_quickly(hit)
+                return self._answer_quickly(hit, len(data))
         self.parser.feed(data)
         return self.advance()
 
@@ -434,14 +435,15 @@ class Connection:
             raise
         return self._write(response, output, blocking, linger)
 
-    def _write(self, response: Response, output: Output, blocking: bool, linger: bool = False
-               ) -> Action | None:
-        """Write `output` (framed by _send, or a quick answer's unsent end), as _send says."""
+    def _write(self, response: Response, output: Output, blocking: bool, linger: bool = False,
+               already_sent: int = 0) -> Action | None:
+        """Write `output` (framed by _send, or a quick answer's unsent end: `already_sent`
+        bytes of it went out before), as _send says."""
         self.response = response
         self.sent_headers = output.headers
         self.linger_after = linger  # kept as state: the write may finish in on_writable()
         self.keep_alive = output.keep_alive
-        self.out.load(output)
+        self.out.load(output, already_sent)
         try:
             done = self.out.flush(self.transport, self.ctx.timeout if blocking else None)
         except OSError:
@@ -459,8 +461,9 @@ class Connection:
                 and (not ctx.max_keepalive_requests
                      or self.requests < ctx.max_keepalive_requests))
 
-    def _answer_quickly(self, hit: QuickHit) -> Action:
-        """Send the quick path's answer to `hit` (all that came); counted, logged as any."""
+    def _answer_quickly(self, hit: QuickHit, received: int) -> Action:
+        """Send the quick path's answer to `hit` (all that came: `received` bytes); counted,
+        logged as any."""
         started, wall = time.monotonic(), time.time()
         self.parser.request_answered()  # what it counted towards this request starts over
         self.requests += 1
@@ -473,7 +476,8 @@ class Connection:
             sent = 0
         if sent == len(payload):
             accounting.finish(self.ctx, self.slot, self.client, self.local, hit.request_line,
-                              hit, 200, hit.body_bytes, wall, started, hit.response_fields)
+                              hit, 200, hit.body_bytes, wall, started, hit.response_fields,
+                              received=received, wire_sent=sent)
             if not keep_alive:
                 return self.close()
             self.deadline = started + self.ctx.keepalive_timeout
@@ -481,7 +485,9 @@ class Connection:
         # The rest is written, logged and finished as any response of the full path.
         self.head, self.request_line = hit.request_head(), hit.request_line
         self.request_start, self.request_wall, self.message_complete = started, wall, True
-        action = self._write(hit.response(), hit.unsent(payload, sent, keep_alive), False)
+        self.quick_received = received
+        action = self._write(hit.response(), hit.unsent(payload, sent, keep_alive), False,
+                             already_sent=sent)
         return action if action is not None else self.advance()
 
     def _after_response(self) -> Action:
@@ -516,10 +522,13 @@ class Connection:
             fields = self.sent_headers or response.headers
             self.out.clear()
             release_body(response.body)
+        received = self.quick_received or self.parser.received
         accounting.finish(self.ctx, self.slot, self.client, self.local,
                           self.request_line or self.parser.request_line or "", head, status,
                           sent, self.request_wall, self.request_start, fields, self.user,
-                          aborted, self.keep_alive)
+                          aborted, self.keep_alive, received=received,
+                          wire_sent=self.out.wire_sent)
+        self.quick_received = 0
         self.user = self.sent_headers = None
         self.head, self.request_line, self.request_start = None, "", 0.0
 

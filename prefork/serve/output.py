@@ -69,13 +69,14 @@ def send_all(transport: Transport, data: bytes, timeout: float) -> None:
 class SendQueue:
     """What remains to be sent of the current response."""
 
-    __slots__ = ("body_sent", "chunked", "items", "length_fault", "stream")
+    __slots__ = ("body_sent", "chunked", "items", "length_fault", "stream", "wire_sent")
 
     def __init__(self) -> None:
         self.items: deque[bytes | memoryview | FileBody] = deque()
         self.stream: Iterator[bytes] | None = None
         self.chunked = False
         self.body_sent = 0  # body bytes handed to the kernel (or queued bytes bodies)
+        self.wire_sent = 0  # every byte of the response handed to the transport (%O)
         # Why a streamed body stopped at its declared Content-Length (framing.exactly): the
         # response is complete on the wire, but the connection must close after it.
         self.length_fault: str | None = None
@@ -83,8 +84,9 @@ class SendQueue:
     def __bool__(self) -> bool:
         return bool(self.items)
 
-    def load(self, output: Output) -> None:
-        """Queue a framed response."""
+    def load(self, output: Output, already_sent: int = 0) -> None:
+        """Queue a framed response (`already_sent`: bytes of it written before, for %O)."""
+        self.wire_sent = already_sent
         release_body(output.unsent)
         self.chunked = output.chunked
         self.stream = output.stream
@@ -118,8 +120,10 @@ class SendQueue:
                     item.offset += sent
                     item.length -= sent
                     self.body_sent += sent
+                    self.wire_sent += sent
                     continue
                 sent = transport.send(item, len(out) > 1)
+                self.wire_sent += sent
             except BlockingIOError:
                 if timeout is None:
                     return False
