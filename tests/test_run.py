@@ -214,3 +214,73 @@ def test_run_takes_no_configuration_file(project: Path) -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "run takes no configuration file" in result.stderr
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "prefork" / "skeleton" / "examples"
+HTTPD_CLIENT = [HTTPDCTL[0], str(Path(HTTPDCTL[1]).parent / "httpd-client")]
+
+
+def test_the_example_app_answers_the_seed_clients_post(tmp_path: Path,
+                                                       runs: list[Run]) -> None:
+    """examples/app.py as its docstring says to run it, checked with its own spec by
+    httpd-client (JSON data, multipart data with a file, PUT /update, static files)."""
+    run = start(runs, ["app:application", "--chdir", str(EXAMPLES), "--static",
+                       "/static=../htdocs", "--listen", "127.0.0.1:0"], tmp_path, tmp_path)
+    run.wait_ready()
+    result = subprocess.run([*HTTPD_CLIENT, "confirm", "ALL", "--spec",
+                             str(EXAMPLES / "AppTest.json"), "--url",
+                             f"http://127.0.0.1:{run.port}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS: 6 of 6" in result.stdout
+    assert run.interrupt() == 0, run.stderr
+
+
+def test_the_example_app_follows_pep_3333() -> None:
+    """Every answer of examples/app.py through wsgiref's validator."""
+    import importlib.util
+    import io
+    from wsgiref.util import setup_testing_defaults
+    from wsgiref.validate import validator
+
+    spec = importlib.util.spec_from_file_location("example_app", EXAMPLES / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = validator(module.application)
+    boundary = "xyzzy"
+    multipart = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n"
+                 f"Delta\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                 f"filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+                 f"--{boundary}--\r\n").encode()
+    cases = [("GET", "/", "", b"", "200"),
+             ("POST", "/something", "application/json", b'{"a": 1}', "201"),
+             ("POST", "/something", f"multipart/form-data; boundary={boundary}", multipart,
+              "201"),
+             ("POST", "/something", "application/json", b"[1", "400"),
+             ("POST", "/something", "text/plain", b"x", "415"),
+             ("PUT", "/update", "application/json", b'{"b": 2}', "200"),
+             ("DELETE", "/update", "", b"", "405"),
+             ("GET", "/elsewhere", "", b"", "404")]
+    for method, path, content_type, body, status in cases:
+        environ: dict = {"REQUEST_METHOD": method, "PATH_INFO": path,
+                         "CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(body)),
+                         "wsgi.input": io.BytesIO(body), "SCRIPT_NAME": "",
+                         "QUERY_STRING": ""}
+        setup_testing_defaults(environ)
+        seen: list[str] = []
+
+        def start_response(status_line: str, headers: list, exc_info: object = None,
+                           seen: list[str] = seen) -> object:
+            seen.append(status_line)
+            return lambda data: None
+
+        result = app(environ, start_response)
+        data = b"".join(result)
+        result.close()
+        assert seen[0].startswith(status), (method, path, seen, data)
+        answer = json.loads(data)
+        if (method, path, status) == ("POST", "/something", "201") and "multipart" in \
+                content_type:
+            assert answer["fields"] == {"name": "Delta"}
+            assert answer["file"]["name"] == "a.txt" and answer["file"]["size"] == 5
