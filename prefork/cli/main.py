@@ -1,4 +1,5 @@
-"""`httpdctl`: start, stop, restart, reload, status, configtest, reopen-logs.
+"""`httpdctl`: start, stop, restart, reload, status, configtest, reopen-logs, and `run`
+(one application in the foreground without a configuration file: cli/run.py).
 
 Errors are one line on stderr, "httpdctl: <what went wrong>", with a non-zero exit code:
 1 for failures (bad config, port in use, already running...), 3 when the server is not
@@ -387,6 +388,12 @@ def systemd_unit(ctx: Context) -> None:
 
     config = ctx.load()
     click.echo(render_unit(config, Path(ctx.path())), nl=False)
+
+
+# `httpdctl run MODULE:CALLABLE`, the configuration-less foreground server (cli/run.py).
+from prefork.cli.run import run as run_command  # noqa: E402
+
+main.add_command(run_command)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from prefork.errors import ConfigError
 __all__ = [
     "ACCESS_FORMAT_DIRECTIVE", "COMBINED_FORMAT", "LOG_LEVELS", "MAX_PROCESSES",
     "MAX_THREAD_SLOTS", "SECTIONS", "SETTINGS", "SETTINGS_BY_NAME", "Config", "ListenAddress",
-    "Setting", "config_file", "load_config", "parse_listen", "render_default_ini",
+    "Setting", "config_file", "load_config", "locate", "parse_listen", "render_default_ini",
     "server_root_for",
 ]
 
@@ -122,6 +122,23 @@ def load_config(path: str | os.PathLike[str] | None = None,
     if not lenient:
         _check_consistency(config, raw, found)
     return config
+
+
+def locate(config: Config, section: str, key: str) -> tuple[str, int | None]:
+    """Where the value of `section.key` in `config` was written: (file, line) of its line in
+    the configuration file, ("--set", None) when an override gave it, or the section's
+    header line when the file leaves the key at its default. For checks made after loading
+    (an application that does not import) that must still name file and line."""
+    try:
+        text = read_ini(Path(config.source), _KNOWN, lenient=True)
+    except ConfigError:
+        return config.source, None
+    given = text.values.get((section, key))
+    if given is not None and given.text == config.raw.get((section, key)):
+        return given.file, given.line
+    if given is not None or section not in text.sections:
+        return "--set", None  # an override changed the file's value, or made the section
+    return config.source, text.sections.get(section)
 
 
 def _normalise(setting: Setting, value: object, root: Path) -> object:

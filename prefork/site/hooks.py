@@ -7,6 +7,7 @@ from __future__ import annotations
 from prefork.config.settings import Config
 from prefork.errors import ConfigError
 from prefork.log import ErrorLog
+from prefork.site.appcheck import check_apps
 from prefork.site.uploads.put import (
     check_upload_config,
     open_writes_warning,
@@ -17,8 +18,10 @@ from prefork.site.uploads.put import (
 
 
 def check(config: Config) -> None:
-    """Cross-checks of [uploads] and [auth] (configtest, start, reload). Raises ConfigError."""
+    """Cross-checks of [uploads] and [auth], and that every [app] imports (in a child
+    process: site/appcheck.py), for configtest, start and reload. Raises ConfigError."""
     check_upload_config(config)
+    check_apps(config)
 
 
 def prepare(config: Config, error_log: ErrorLog, owner: tuple[int, int] | None) -> None:
