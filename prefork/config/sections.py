@@ -11,7 +11,7 @@ order their section declares them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefork.config.schema import Section, header_name, sections_of, setting, settings_of
@@ -325,6 +325,14 @@ class Config:
     logging: LoggingSettings
     apps: tuple[AppSettings, ...] = ()  # [app] / [app:NAME] sections, in file order
     tls: tuple[TLSSettings, ...] = ()  # [tls] / [tls:NAME] sections, in file order
+    # Where each value was written, (section, key) -> line number, and each section's
+    # header line under (section, ""): checks made after loading (the files a setting
+    # names) report the line too.
+    lines: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+    def line_of(self, section: str, key: str) -> int | None:
+        """The line that set `key` in `section`, else the section's header line."""
+        return self.lines.get((section, key)) or self.lines.get((section, "")) or None
 
     def get(self, section: str, key: str) -> object:
         """Generic access by name, for code that walks the settings table (typed access is

@@ -119,10 +119,20 @@ def load_config(path: str | os.PathLike[str] | None = None,
         repeated[kind].append(build(REPEATED_TYPES[kind], fields))
     config = build(Config, {"source": str(config_path.resolve()), "server_root": root,
                             "raw": texts, **sections,
-                            "apps": tuple(repeated["app"]), "tls": tuple(repeated["tls"])})
+                            "apps": tuple(repeated["app"]), "tls": tuple(repeated["tls"]),
+                            "lines": _lines_of(raw, found)})
     if not lenient:
         _check_consistency(config, raw, found)
     return config
+
+
+def _lines_of(raw: Mapping[tuple[str, str], RawValue], headers: Mapping[str, int]
+              ) -> dict[tuple[str, str], int]:
+    """(section, key) -> the line that set it (in the file, not --set); (section, "") ->
+    the section's header line."""
+    lines = {(section, ""): line for section, line in headers.items() if line}
+    lines.update({name: value.line for name, value in raw.items() if value.line})
+    return lines
 
 
 def _normalise(setting: Setting, value: object, root: Path) -> object:
