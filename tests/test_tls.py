@@ -351,3 +351,63 @@ def test_an_expiring_certificate_warns(cold: tuple[Server, trustme.CA, Path]) ->
     result = server.ctl("configtest")
     assert "warning: [tls] certificate" in result.stderr and "expires on" in result.stderr
     assert "in 2 days" in result.stderr or "in 3 days" in result.stderr
+
+
+# ------------------------------------------------------------------ reload
+
+
+def serial_seen(port: int, ca_file: Path) -> int:
+    """The serial number of the certificate a new connection is offered."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    raw = socket.create_connection((TLS_HOST, port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        return int(sock.getpeercert()["serialNumber"], 16)
+
+
+def test_reload_picks_up_a_renewed_certificate(cold: tuple[Server, trustme.CA, Path]
+                                               ) -> None:
+    server, ca, directory = cold
+    ca_file = directory / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    _plain, port = ports_of(server.start().stdout)
+    try:
+        before = serial_seen(port, ca_file)
+        held = socket.create_connection((TLS_HOST, port), timeout=10)
+        old = ssl.create_default_context(cafile=str(ca_file)).wrap_socket(
+            held, server_hostname="localhost")
+        issue(ca, directory, "main", "localhost", TLS_HOST)  # the renewal
+        server.ctl("reload")
+        assert serial_seen(port, ca_file) != before
+        old.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        assert read_all(old).startswith(b"HTTP/1.1 200 OK")  # the old one finishes
+        old.close()
+        # A broken renewal: the reload fails and the old generation keeps serving.
+        (directory / "main.key").write_text("not a key\n")
+        result = server.ctl("reload", check=False)
+        assert result.returncode == 1 and "tls.certificate_key" in result.stderr
+        assert serial_seen(port, ca_file) != before
+    finally:
+        server.cleanup()
+
+
+def test_an_encrypted_key_with_its_password_file(cold: tuple[Server, trustme.CA, Path]
+                                                 ) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    server, _ca, directory = cold
+    key_path = directory / "main.key"
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"s3cret")))
+    result = server.ctl("configtest", check=False)  # no password given
+    assert result.returncode == 1 and "tls.certificate_key: cannot decrypt" in result.stderr
+    (directory / "password").write_text("wrong\n")
+    text = server.config.read_text().replace(
+        f"certificate_key = {key_path}",
+        f"certificate_key = {key_path}\nkey_password_file = {directory / 'password'}")
+    server.config.write_text(text)
+    result = server.ctl("configtest", check=False)
+    assert result.returncode == 1 and "tls.key_password_file: cannot decrypt" in result.stderr
+    (directory / "password").write_text("s3cret\n")
+    server.ctl("configtest")

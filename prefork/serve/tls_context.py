@@ -137,14 +137,22 @@ def _load_error(exc: ssl.SSLError, tls: TLSSettings, fail: Callable[[str, str], 
     if reason == "KEY_VALUES_MISMATCH":
         return fail("certificate_key", f"{tls.certificate_key} is not the key of the "
                                        f"certificate in {tls.certificate}")
-    if reason in ("BAD_DECRYPT", "BAD_PASSWORD_READ", "PROBLEMS_GETTING_PASSWORD"):
+    if _encrypted(tls.certificate_key):  # OpenSSL says only "PEM lib" for a bad password
         key = "key_password_file" if tls.key_password_file else "certificate_key"
-        return fail(key, f"cannot decrypt {tls.certificate_key}: wrong or missing password "
-                         f"({reason})")
+        return fail(key, f"cannot decrypt {tls.certificate_key}: wrong or missing password")
     if _first_certificate(tls.certificate) is None:
         return fail("certificate", f"{tls.certificate}: no PEM certificate in it ({reason})")
     return fail("certificate_key", f"{tls.certificate_key}: not a usable PEM private key "
                                    f"({reason})")
+
+
+def _encrypted(key_path: str) -> bool:
+    """Whether a PEM key is encrypted (PKCS#8 or the traditional Proc-Type header)."""
+    try:
+        with open(key_path, "rb") as file:
+            return b"ENCRYPTED" in file.read(4096)
+    except OSError:
+        return False
 
 
 def _first_certificate(path: str) -> bytes | None:
