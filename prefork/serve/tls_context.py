@@ -170,9 +170,16 @@ def _first_certificate(path: str) -> bytes | None:
 
 
 def expiry_warnings(config: Config, now: datetime.datetime | None = None) -> list[str]:
-    """A line for each certificate that expires within EXPIRY_WARNING (or has expired)."""
-    from cryptography import x509
-
+    """A line for each certificate that expires within EXPIRY_WARNING (or has expired).
+    Reading the dates needs the `cryptography` package (the `tls` extra): without it, one
+    line says the dates were not checked."""
+    if not config.tls:
+        return []
+    try:
+        from cryptography import x509
+    except ImportError:
+        return ["certificate expiry dates not checked: the cryptography package is not "
+                "installed (pip install 'prefork[tls]')"]
     now = now or datetime.datetime.now(datetime.timezone.utc)
     warnings = []
     for tls in config.tls:
