@@ -11,7 +11,7 @@ order their section declares them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefork.config.schema import Section, header_name, sections_of, setting, settings_of
@@ -24,6 +24,7 @@ from prefork.config.values import (
     access_format,
     app_module,
     boolean,
+    cipher_list,
     environment,
     error_format,
     extensions,
@@ -34,6 +35,7 @@ from prefork.config.values import (
     seconds,
     size,
     string_value,
+    tls_protocols,
     url_prefix,
     words,
 )
@@ -47,7 +49,8 @@ class ServerSettings(Section):
 
     listen: tuple[ListenAddress, ...] = setting(
         listen_list, "127.0.0.1:8080",
-        "Addresses to listen on: host:port, [v6]:port or *:port; several separated by spaces.")
+        "Addresses to listen on: host:port, [v6]:port or *:port; several separated by spaces; "
+        "`ssl` after an address makes it a TLS listener (needs a [tls] section).")
     server_name: tuple[str, ...] = setting(
         words, "localhost",
         "Names the Host header may carry (besides the listen addresses); * accepts any.")
@@ -266,6 +269,47 @@ class AppSettings(Section):
         "Environment variables for the application, as NAME=VALUE words.")
 
 
+# Mozilla's "intermediate" policy for TLS 1.2: forward secret (ECDHE) AEAD suites only. TLS 1.3
+# suites are OpenSSL's (all AEAD and forward secret) and are not set by this string.
+INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
+@dataclass(frozen=True, slots=True)
+class TLSSettings(Section):
+    """A [tls] section, or one of several [tls:NAME] sections: a certificate and how it is
+    offered. The bare [tls] (else the first in the file) is the default; the others are
+    chosen by the name the client asks for (SNI) among their server_name."""
+
+    name: str = header_name()
+    certificate: str = setting(
+        string_value, "",
+        "The certificate chain in PEM: the server's certificate first, then the "
+        "intermediates. Required.", path=True)
+    certificate_key: str = setting(
+        string_value, "",
+        "The private key of the certificate, in PEM. Required.", path=True)
+    key_password_file: str = setting(
+        string_value, "",
+        "A file whose first line is the password of an encrypted key (empty: the key is "
+        "not encrypted).", path=True)
+    server_name: tuple[str, ...] = setting(
+        words, "",
+        "Names (SNI) this certificate answers for; *.example.com matches one label. "
+        "Required for [tls:NAME] sections other than the default.")
+    protocols: tuple[str, ...] = setting(
+        tls_protocols, "TLSv1.2 TLSv1.3",
+        "TLS versions offered: TLSv1.2 and/or TLSv1.3 (older ones are never offered).")
+    ciphers: str = setting(
+        cipher_list, INTERMEDIATE_CIPHERS,
+        "OpenSSL cipher list for TLS 1.2 (default: Mozilla intermediate, forward-secret "
+        "AEAD suites only); TLS 1.3 suites are OpenSSL's defaults.")
+    session_tickets: bool = setting(
+        boolean, "on",
+        "Offer session tickets, so returning clients resume without a full handshake.")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """A validated configuration: one typed attribute per section.
@@ -287,6 +331,15 @@ class Config:
     status: StatusSettings
     logging: LoggingSettings
     apps: tuple[AppSettings, ...] = ()  # [app] / [app:NAME] sections, in file order
+    tls: tuple[TLSSettings, ...] = ()  # [tls] / [tls:NAME] sections, in file order
+    # Where each value was written, (section, key) -> line number, and each section's
+    # header line under (section, ""): checks made after loading (the files a setting
+    # names) report the line too.
+    lines: Mapping[tuple[str, str], int] = field(default_factory=dict)
+
+    def line_of(self, section: str, key: str) -> int | None:
+        """The line that set `key` in `section`, else the section's header line."""
+        return self.lines.get((section, key)) or self.lines.get((section, "")) or None
 
     def get(self, section: str, key: str) -> object:
         """Generic access by name, for code that walks the settings table (typed access is
@@ -300,7 +353,7 @@ class Config:
 # {section name: its dataclass}, in the order of the shipped file, and each section's keys.
 SECTION_TYPES: dict[str, type[Section]] = sections_of(Config)
 # Repeatable sections ([kind] or [kind:NAME], any number): kind -> its dataclass.
-REPEATED_TYPES: dict[str, type[Section]] = {"app": AppSettings}
+REPEATED_TYPES: dict[str, type[Section]] = {"app": AppSettings, "tls": TLSSettings}
 SECTION_KEYS: dict[str, frozenset[str]] = {
     name: frozenset(row.key for row in settings_of(name, kind))
     for name, kind in (SECTION_TYPES | REPEATED_TYPES).items()

@@ -10,7 +10,7 @@ shipped etc/httpd.ini (tests check that file against this table) are derived fro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from prefork.config.ini import Known, RawValue, parse_override, read_ini
@@ -19,8 +19,8 @@ from prefork.config.sections import (
     REPEATED_TYPES,
     SECTION_KEYS,
     SECTION_TYPES,
-    AppSettings,
     Config,
+    TLSSettings,
 )
 from prefork.config.values import (
     ACCESS_FORMAT_DIRECTIVE,
@@ -104,21 +104,23 @@ def load_config(path: str | os.PathLike[str] | None = None,
     found = dict(text.sections)
     for section_id, _key in raw:
         found.setdefault(section_id, 0)
-    apps = []
+    repeated: dict[str, list[object]] = {kind: [] for kind in REPEATED_TYPES}
     for section_id in found:
-        kind, _, app_name = section_id.partition(":")
-        if kind != "app":
+        kind, _, section_name = section_id.partition(":")
+        if kind not in REPEATED_TYPES:
             continue
-        fields: dict[str, object] = {"name": app_name}
+        fields: dict[str, object] = {"name": section_name}
         for row in REPEATED_SETTINGS[kind]:
             given = raw.get((section_id, row.key))
             where = Setting(section_id, row.key, row.convert, row.default, row.help, row.is_path)
             text_value, value = _convert(where, given, lenient)
             fields[row.key] = _normalise(row, value, root)
             texts[(section_id, row.key)] = text_value
-        apps.append(build(AppSettings, fields))
+        repeated[kind].append(build(REPEATED_TYPES[kind], fields))
     config = build(Config, {"source": str(config_path.resolve()), "server_root": root,
-                            "raw": texts, **sections, "apps": tuple(apps)})
+                            "raw": texts, **sections,
+                            "apps": tuple(repeated["app"]), "tls": tuple(repeated["tls"]),
+                            "lines": _lines_of(raw, found)})
     if not lenient:
         _check_consistency(config, raw, found)
     return config
@@ -139,6 +141,15 @@ def locate(config: Config, section: str, key: str) -> tuple[str, int | None]:
     if given is not None or section not in text.sections:
         return "--set", None  # an override changed the file's value, or made the section
     return config.source, text.sections.get(section)
+
+
+def _lines_of(raw: Mapping[tuple[str, str], RawValue], headers: Mapping[str, int]
+              ) -> dict[tuple[str, str], int]:
+    """(section, key) -> the line that set it (in the file, not --set); (section, "") ->
+    the section's header line."""
+    lines = {(section, ""): line for section, line in headers.items() if line}
+    lines.update({name: value.line for name, value in raw.items() if value.line})
+    return lines
 
 
 def _normalise(setting: Setting, value: object, root: Path) -> object:
@@ -197,6 +208,37 @@ def _check_consistency(config: Config, raw: Mapping[tuple[str, str], RawValue],
             fail(section, "mount", f"{app.mount} is taken by {mounts[app.mount]} (set "
                                    f"[static] mount = /static when an application owns /)")
         mounts[app.mount] = f"[{section}]"
+    _check_tls(config, fail)
+
+
+def default_tls(config: Config) -> TLSSettings | None:
+    """The certificate offered when no server_name matches: the bare [tls], else the first."""
+    return next((tls for tls in config.tls if not tls.name), config.tls[0] if config.tls
+                else None)
+
+
+def _check_tls(config: Config, fail: Callable[[str, str, str], None]) -> None:
+    """What the [tls] sections must say; the files they name are checked when the contexts
+    are built (prefork.serve.tls_context, at configtest, start and reload)."""
+    tls_listeners = [str(a) for a in config.server.listen if a.tls]
+    if tls_listeners and not config.tls:
+        fail("server", "listen", f"{', '.join(tls_listeners)} is marked ssl but there is no "
+                                 f"[tls] section with a certificate and its key")
+    names: dict[str, str] = {}
+    default = default_tls(config)
+    for tls in config.tls:
+        section = f"tls:{tls.name}" if tls.name else "tls"
+        if not tls.certificate:
+            fail(section, "certificate", "required: the certificate chain (PEM)")
+        if not tls.certificate_key:
+            fail(section, "certificate_key", "required: the certificate's private key (PEM)")
+        if tls is not default and not tls.server_name:
+            fail(section, "server_name", "required: the names (SNI) this certificate is for")
+        for name in tls.server_name:
+            lowered = name.lower()
+            if lowered in names:
+                fail(section, "server_name", f"{name} is already served by [{names[lowered]}]")
+            names[lowered] = section
 
 
 def render_default_ini() -> str:
@@ -216,6 +258,15 @@ def render_default_ini() -> str:
     examples = {"mount": "/blog", "module": "blog.wsgi:application", "path": "apps/blog",
                 "env": "DJANGO_SETTINGS_MODULE=blog.settings"}
     lines += [f"# {row.key} = {examples.get(row.key, row.default)}" for row in rows]
+    lines.append("#")
+    lines += [f"# {row.key}: {row.help}" for row in rows]
+    lines.append("")
+    lines += ["# TLS: listen = 0.0.0.0:8443 ssl marks a TLS listener; a [tls] section holds the",
+              "# default certificate, [tls:NAME] sections others chosen by SNI (docs/tls.md):",
+              "#", "# [tls]"]
+    rows = REPEATED_SETTINGS["tls"]
+    examples = {"certificate": "etc/tls/fullchain.pem", "certificate_key": "etc/tls/privkey.pem"}
+    lines += [f"# {row.key} = {examples.get(row.key, row.default)}".rstrip() for row in rows]
     lines.append("#")
     lines += [f"# {row.key}: {row.help}" for row in rows]
     lines.append("")

@@ -9,7 +9,7 @@ import re
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Apache's "combined" LogFormat.
 COMBINED_FORMAT = '%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"'
@@ -128,6 +128,9 @@ class ListenAddress:
     host: str  # "" never appears: wildcards are spelled 0.0.0.0 or ::
     port: int
     family: int
+    # Marked `ssl` in the file (nginx's spelling). Not part of equality: the same address
+    # cannot be both, and a reload that turns a listener to TLS keeps its socket.
+    tls: bool = field(default=False, compare=False)
 
     @property
     def is_loopback(self) -> bool:
@@ -169,8 +172,22 @@ def parse_listen(raw: str) -> ListenAddress:
     return ListenAddress(host, int(port_text), family)
 
 
+TLS_MARK = "ssl"  # follows an address that speaks TLS: "0.0.0.0:8443 ssl"
+
+
 def listen_list(raw: str) -> tuple[ListenAddress, ...]:
-    addresses = tuple(parse_listen(word) for word in words(raw))
+    """Addresses separated by spaces or commas; `ssl` after one marks it as a TLS listener."""
+    found: list[ListenAddress] = []
+    for word in words(raw):
+        if word.lower() == TLS_MARK:
+            if not found or found[-1].tls:
+                raise ValueError(f"{TLS_MARK!r} must follow a listen address, as in "
+                                 f"0.0.0.0:8443 ssl")
+            last = found[-1]
+            found[-1] = ListenAddress(last.host, last.port, last.family, tls=True)
+        else:
+            found.append(parse_listen(word))
+    addresses = tuple(found)
     if not addresses:
         raise ValueError("at least one listen address is required")
     if len(set(addresses)) != len(addresses):
@@ -376,6 +393,35 @@ def realm_value(raw: str) -> str:
                              "carry it (RFC 7617 gives the realm no encoding)")
         if (ord(char) < 0x20 and char != "\t") or 0x7F <= ord(char) < 0xA0:
             raise ValueError(f"control character {char!r} in the realm")
+    return value
+
+
+TLS_PROTOCOLS = ("TLSv1.2", "TLSv1.3")  # older ones are refused: RFC 8996 deprecates them
+
+
+def tls_protocols(raw: str) -> tuple[str, ...]:
+    """TLS versions to offer, among TLSv1.2 and TLSv1.3 (contiguous by construction)."""
+    known = {name.lower(): name for name in TLS_PROTOCOLS}
+    chosen = []
+    for word in words(raw):
+        name = known.get(word.lower())
+        if name is None:
+            raise ValueError(f"unsupported protocol {word!r}: expected TLSv1.2 and/or TLSv1.3 "
+                             f"(TLS 1.0 and 1.1 are deprecated, RFC 8996)")
+        if name not in chosen:
+            chosen.append(name)
+    if not chosen:
+        raise ValueError("at least one protocol is required")
+    return tuple(sorted(chosen, key=TLS_PROTOCOLS.index))
+
+
+def cipher_list(raw: str) -> str:
+    """An OpenSSL cipher string for TLS 1.2 (checked against OpenSSL when contexts are
+    built: configtest names a string OpenSSL cannot use)."""
+    value = raw.strip()
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"expected an OpenSSL cipher list such as "
+                         f"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384, got {raw!r}")
     return value
 
 

@@ -126,6 +126,7 @@ class Request:
     host: str = ""
     user: str | None = None
     local: tuple[str, int] = ("", 0)  # the server's address the client connected to
+    scheme: str = "http"  # "https" when it came over TLS
 
     @property
     def request_line(self) -> str:

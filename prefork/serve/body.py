@@ -98,7 +98,9 @@ class BodyReader:
                     if wait <= 0:
                         raise RequestTimeout("the client sent its request body too slowly") \
                             from None
-                if not wait_ready(conn.fd, select.POLLIN, wait):
+                # A TLS read may wait for the socket to take a record first (inverted).
+                events = select.POLLOUT if conn.transport.inverted else select.POLLIN
+                if not wait_ready(conn.fd, events, wait):
                     raise RequestTimeout("timed out reading the request body") from None
                 continue
             except OSError as exc:

@@ -365,7 +365,7 @@ class Connection:
         request = Request(head.method, head.target, head.path, head.query, head.version,
                           head.headers, self.client, head.keep_alive, head.has_body,
                           head.content_length, body if body is not None else EMPTY_BODY,
-                          host=head.host, local=self.local)
+                          host=head.host, local=self.local, scheme=self.transport.scheme)
         try:
             return self.ctx.router.handle(request, self.local)
         except HTTPError as exc:

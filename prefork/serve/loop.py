@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 from prefork.errors import OutOfDescriptors
 from prefork.serve.connection import Action, Connection, ServerContext
 from prefork.serve.pool import BlockingPool, Mailbox
-from prefork.serve.transport import PlainTransport
+from prefork.serve.tls import TLSServer, TLSTransport
+from prefork.serve.transport import PlainTransport, Transport
 
 if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
@@ -115,9 +116,11 @@ class EventLoop:
 
     def __init__(self, number: int, listeners: list[socket.socket], ctx: ServerContext,
                  slot: ThreadSlot, capacity: Capacity, pools: Mapping[str, BlockingPool],
-                 on_death: Callable[[], None] | None = None) -> None:
+                 on_death: Callable[[], None] | None = None,
+                 tls: Mapping[int, TLSServer] | None = None) -> None:
         self.number = number
         self.listeners = {sock.fileno(): sock for sock in listeners}
+        self.tls = tls or {}  # listener descriptor -> its TLS server (absent: plain)
         # For a listener bound to a specific address the local address is known already.
         self.local_of = {
             fd: (None if sock.getsockname()[0] in WILDCARD_HOSTS else sock.getsockname()[:2])
@@ -194,7 +197,7 @@ class EventLoop:
                             action = conn.on_linger_readable()
                         else:
                             continue  # lent to the pool: a stale event
-                        if action is not state:
+                        if action is not state or conn.transport.layered:
                             self._apply(conn, action)
                     except Exception as exc:
                         self._abandon(conn, exc)
@@ -227,13 +230,22 @@ class EventLoop:
     # ------------------------------------------------------------------ connection states
 
     def _apply(self, conn: Connection, action: Action) -> None:
-        """Change what the loop waits for on `conn` according to `action`."""
+        """Change what the loop waits for on `conn` according to `action`.
+
+        A transport with state of its own (TLS) may hold decrypted bytes epoll cannot see:
+        they are read before waiting. Its read may wait for the socket to be writable (and a
+        write for readable): `inverted` turns the events around."""
+        transport = conn.transport
+        while (action is WANT_READ or action is WAIT_BODY) and transport.pending():
+            action = conn.on_readable() if action is WANT_READ else conn.on_body_readable()
         if action is CLOSE:
             self._release(conn)
         elif action is HANDOFF:
             self._lend(conn)
         else:
             events = _OUT if action is WANT_WRITE else _IN
+            if transport.inverted:
+                events = _IN if events == _OUT else _OUT
             if conn.events != events:
                 if conn.events:
                     self.epoll.modify(conn.fd, events)
@@ -404,8 +416,13 @@ class EventLoop:
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             local = self.local_of[listener_fd] or sock.getsockname()[:2]
-            conn = Connection(PlainTransport(sock), address[:2], local, self.ctx, self.slot,
+            tls = self.tls.get(listener_fd)
+            transport: Transport = (PlainTransport(sock) if tls is None
+                                    else TLSTransport(sock, tls, address[:2]))
+            conn = Connection(transport, address[:2], local, self.ctx, self.slot,
                               self.draining)
+            if tls is not None:  # the handshake must end within the header timeout
+                conn.deadline = min(conn.deadline, time.monotonic() + self.ctx.header_timeout)
         except Exception:  # reset before we got to it (ENOTCONN...)
             sock.close()
             return
@@ -420,7 +437,7 @@ class EventLoop:
                     conn.client)
             # With TCP_DEFER_ACCEPT the request is usually here already: save a poll.
             action = conn.on_readable()
-            if action is not WANT_READ:
+            if action is not WANT_READ or conn.transport.layered:
                 self._apply(conn, action)
         except Exception as exc:
             self._abandon(conn, exc)

@@ -54,6 +54,12 @@ def wait_ready(fd: int, events: int, timeout: float) -> bool:
     return bool(poller.poll(max(0.0, timeout) * 1000))
 
 
+def _write_events(transport: Transport) -> int:
+    """What a blocked write waits for: the socket writable, or readable when the transport
+    must read first (a TLS write during a handshake step: `inverted`)."""
+    return select.POLLIN if transport.inverted else select.POLLOUT
+
+
 def send_all(transport: Transport, data: bytes, timeout: float) -> None:
     """Write `data` whole from a pool thread (an interim 1xx response); raises OSError,
     TimeoutError after `timeout` seconds without progress."""
@@ -62,7 +68,7 @@ def send_all(transport: Transport, data: bytes, timeout: float) -> None:
         try:
             view = view[transport.send(view):]
         except BlockingIOError:
-            if not wait_ready(transport.fd, select.POLLOUT, timeout):
+            if not wait_ready(transport.fd, _write_events(transport), timeout):
                 raise TimeoutError("timed out writing an interim response") from None
 
 
@@ -127,7 +133,7 @@ class SendQueue:
             except BlockingIOError:
                 if timeout is None:
                     return False
-                if not wait_ready(transport.fd, select.POLLOUT, timeout):
+                if not wait_ready(transport.fd, _write_events(transport), timeout):
                     raise TimeoutError("timed out writing the response") from None
                 continue
             if sent < len(item):

@@ -10,6 +10,7 @@ each new worker, to build the `WorkerService` that accepts and serves connection
 from __future__ import annotations
 
 import socket
+import sys
 import time
 from collections.abc import Callable
 
@@ -21,11 +22,30 @@ from prefork.serve.context import ServerContext
 from prefork.serve.loop import Capacity, EventLoop
 from prefork.serve.pool import BlockingPool
 from prefork.serve.quick import QuickPath
+from prefork.serve.tls import TLSServer
+from prefork.serve.tls_context import build_contexts, expiry_warnings
+from prefork.serve.tls_context import check as check_tls
 from prefork.site import hooks as site_hooks
 from prefork.site.apps import load_apps
 from prefork.site.router import Router, app_pool
 
 JOIN_STEP = 0.2  # seconds between checks while waiting for the loops to finish
+
+
+def tls_listeners(config: Config, listeners: list[socket.socket], error_log: ErrorLog
+                  ) -> dict[int, TLSServer]:
+    """{listener descriptor: its TLS server} for the listeners marked ssl. The contexts are
+    built here, after fork, from the files as they are now (a reload reads renewed
+    certificates), once per worker and shared by its loops. Listeners come in the order of
+    [server] listen (process.listeners.bind_listeners keeps it)."""
+    if not any(address.tls for address in config.server.listen):
+        return {}
+    contexts = build_contexts(config)  # checked by the master already; raises ConfigError
+    assert contexts is not None
+    server = TLSServer(contexts, error_log)
+    return {sock.fileno(): server
+            for address, sock in zip(config.server.listen, listeners, strict=False)
+            if address.tls}
 
 
 class WorkerService:
@@ -83,10 +103,12 @@ class WorkerService:
             self.pools[app_pool(app)] = BlockingPool(app.threads, workers.max_connections,
                                                      slots_from(first))
             first += app.threads
+        self.tls = tls_listeners(config, listeners, error_log)
         self.loops: list[EventLoop] = []
         for index in range(threads):
             slot = scoreboard.thread_slot(process_slot, index, generation)
-            loop = EventLoop(index, listeners, ctx, slot, capacity, self.pools, on_loop_death)
+            loop = EventLoop(index, listeners, ctx, slot, capacity, self.pools, on_loop_death,
+                             self.tls)
             capacity.loops.append(loop)
             self.loops.append(loop)
 
@@ -135,10 +157,17 @@ class ServedSite:
 
     def check(self, config: Config) -> None:
         site_hooks.check(config)
+        # Each key against its certificate (OpenSSL's load_cert_chain); ConfigError. What
+        # is only a warning (a certificate about to expire) goes to stderr: httpdctl's
+        # configtest and start show it; the master logs it too, in prepare().
+        for warning in check_tls(config):
+            print(f"httpdctl: warning: {warning}", file=sys.stderr)
 
     def prepare(self, config: Config, error_log: ErrorLog, owner: tuple[int, int] | None
                 ) -> None:
         site_hooks.prepare(config, error_log, owner)
+        for warning in expiry_warnings(config):
+            error_log.warn(warning)
 
     def worker_gone(self, config: Config, pid: int, error_log: ErrorLog) -> None:
         site_hooks.worker_gone(config, pid, error_log)

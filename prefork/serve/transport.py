@@ -9,9 +9,12 @@ The contract a transport keeps: `recv` and `send` raise BlockingIOError when the
 on now (the caller waits for the descriptor's readiness: EPOLLIN/POLLIN for recv, EPOLLOUT/
 POLLOUT for send), OSError when the connection is gone; `recv` returns b"" at the peer's end.
 `pending()` counts bytes the transport holds already decoded, which the descriptor's
-readiness cannot show (TLS records read whole); the plain transport holds none. A transport
-that cannot `sendfile` says so (`can_sendfile`), and the send queue reads the file in bounded
-pieces instead.
+readiness cannot show (TLS records read whole); the plain transport holds none. `inverted`:
+the last BlockingIOError waits for the other readiness (a TLS read that must write first);
+`layered`: the transport has state of its own beyond the socket's, so the loop asks it after
+every event (never for the plain transport). `scheme` is what requests on it were sent with.
+A transport that cannot `sendfile` says so (`can_sendfile`), and the send queue reads the
+file in bounded pieces instead.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class Transport(Protocol):
 
     fd: int
     can_sendfile: bool
+    inverted: bool
+    layered: bool
+    scheme: str
 
     def recv(self, size: int) -> bytes: ...
 
@@ -46,6 +52,10 @@ class PlainTransport:
     """TCP (or a Unix socket) as it is: the socket's own calls."""
 
     __slots__ = ("can_sendfile", "fd", "sock")
+
+    inverted = False
+    layered = False
+    scheme = "http"
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock

@@ -312,6 +312,8 @@ class WSGIHandler:
                 ) -> dict[str, Any]:
         """The PEP 3333 environ of `request` (received on the local address `local`)."""
         env = dict(self.base_environ)
+        if request.scheme != "http":  # over TLS (the base says "http" or what was configured)
+            env["wsgi.url_scheme"] = request.scheme
         path = request.path[len(self.mount):] if request.path != "*" else "*"
         env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
         env["QUERY_STRING"] = request.query
