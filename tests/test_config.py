@@ -19,6 +19,7 @@ from prefork.config.settings import (
     render_default_ini,
     server_root_for,
 )
+from prefork.config.values import Switch
 from prefork.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -180,7 +181,8 @@ def test_the_table_is_derived_from_the_typed_sections() -> None:
     assert {f.name for f in dataclasses.fields(config.http)} == {
         s.key for s in SETTINGS if s.section == "http"}
     assert isinstance(config.http.timeout, float) and isinstance(config.workers.threads, int)
-    assert isinstance(config.server.listen, tuple) and isinstance(config.uploads.enabled, bool)
+    assert isinstance(config.server.listen, tuple) and isinstance(config.uploads_enabled, bool)
+    assert isinstance(config.uploads.enabled, Switch)  # the operator's word: auto, on, off
     with pytest.raises(KeyError):
         config.get("http", "no_such_key")
     with pytest.raises(KeyError):

@@ -91,7 +91,7 @@ def render_unit(config: Config, config_path: Path) -> str:
     command = f"{_quote(interpreter)} -m prefork -f {_quote(config_path)}"
     writable = [root / "var"]
     uploads = Path(config.uploads.directory)
-    if config.uploads.enabled and not any(
+    if config.uploads_enabled and not any(
             uploads == w or w in uploads.parents for w in writable):
         writable.append(uploads)
     for log in (config.logging.access_log, config.logging.error_log):

@@ -20,8 +20,11 @@ from prefork.config.values import (
     DEFAULT_ERROR_FORMAT,
     MAX_PROCESSES,
     MAX_THREAD_SLOTS,
+    AccessRule,
     ListenAddress,
+    Switch,
     access_format,
+    access_rules,
     app_module,
     boolean,
     cipher_list,
@@ -35,6 +38,7 @@ from prefork.config.values import (
     seconds,
     size,
     string_value,
+    switch,
     tls_protocols,
     url_prefix,
     words,
@@ -64,6 +68,11 @@ class ServerSettings(Section):
     user: str = setting(string_value, "", "User the workers run as when started as root.")
     group: str = setting(string_value, "", "Group the workers run as when started as root.")
     backlog: int = setting(integer(1, 65535), "1024", "Listen queue length (listen(2)).")
+
+    @property
+    def loopback_only(self) -> bool:
+        """Every listen address is loopback: only this machine can connect (directly)."""
+        return all(address.is_loopback for address in self.listen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,10 +194,12 @@ class StaticSettings(Section):
 class UploadsSettings(Section):
     """The [uploads] section."""
 
-    enabled: bool = setting(
-        boolean, "on",
-        "Accept uploads (POST /upload, PUT/DELETE under /uploads/); off: no uploads "
-        "directory is needed and those requests are refused like any other write.")
+    enabled: Switch = setting(
+        switch, "auto",
+        "Accept uploads (POST /upload, PUT/DELETE under /uploads/): auto = on only while "
+        "every [server] listen address is loopback; on = also beyond loopback, where the "
+        "write methods must then need credentials (require_auth) or allow_anonymous = on; "
+        "off: no uploads directory is needed and every write is refused (405).")
     directory: str = setting(
         string_value, "htdocs/uploads",
         "Where POST /upload stores files and PUT/DELETE may write, served under /uploads/ "
@@ -200,6 +211,10 @@ class UploadsSettings(Section):
         words, "",
         "Users of users_file allowed the require_auth methods (empty: all of them); another "
         "authenticated user gets 403.")
+    allow_anonymous: bool = setting(
+        boolean, "off",
+        "With enabled = on and a listen address beyond loopback, let write methods that "
+        "need no credentials stay open to anyone (otherwise start and configtest refuse).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,8 +223,14 @@ class AuthSettings(Section):
 
     users_file: str = setting(
         string_value, "",
-        "Apache htpasswd file with bcrypt entries (htpasswd -B).", path=True)
+        "Apache htpasswd file: bcrypt entries (htpasswd -B); $apr1$ (MD5) and {SHA} "
+        "entries are accepted with a start-up warning naming their users.", path=True)
     realm: str = setting(realm_value, "prefork", "Realm named in WWW-Authenticate.")
+    require: tuple[AccessRule, ...] = setting(
+        access_rules, "",
+        "Path prefixes that need Basic credentials from users_file, each PREFIX (every "
+        "method) or PREFIX:METHOD,METHOD (those only; GET covers HEAD), e.g. /admin "
+        "/uploads:PUT,DELETE; the longest matching prefix decides.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +361,15 @@ class Config:
     def line_of(self, section: str, key: str) -> int | None:
         """The line that set `key` in `section`, else the section's header line."""
         return self.lines.get((section, key)) or self.lines.get((section, "")) or None
+
+    @property
+    def uploads_enabled(self) -> bool:
+        """Whether uploads are on: [uploads] enabled resolved (auto: on only while every
+        listen address is loopback)."""
+        enabled = self.uploads.enabled
+        if enabled is Switch.AUTO:
+            return self.server.loopback_only
+        return enabled is Switch.ON
 
     def get(self, section: str, key: str) -> object:
         """Generic access by name, for code that walks the settings table (typed access is

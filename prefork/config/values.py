@@ -3,6 +3,7 @@ returns its value, or raises ValueError whose text becomes the ConfigError's mes
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import re
@@ -69,6 +70,32 @@ def boolean(raw: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ValueError(f"expected on/off, yes/no or true/false, got {raw!r}")
+
+
+class Switch(enum.Enum):
+    """A setting that is on, off, or decided by the rest of the configuration (auto).
+
+    Truth-testing one raises TypeError: `auto` is neither, so code must ask what it
+    resolves to (for [uploads] enabled: Config.uploads_enabled), and a call site that
+    forgot to would fail in the tests rather than treat `auto` as on."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+    def __bool__(self) -> bool:
+        raise TypeError(f"{self.value!r} is a tri-state switch: resolve it, do not "
+                        "truth-test it")
+
+
+def switch(raw: str) -> Switch:
+    """auto, or any on/off spelling boolean() takes."""
+    if raw.strip().lower() == "auto":
+        return Switch.AUTO
+    try:
+        return Switch.ON if boolean(raw) else Switch.OFF
+    except ValueError:
+        raise ValueError(f"expected auto, on or off, got {raw!r}") from None
 
 
 def string_value(raw: str) -> str:
@@ -467,3 +494,54 @@ def app_module(raw: str) -> str:
     if not re.fullmatch(dotted, module) or (attribute and not re.fullmatch(dotted, attribute)):
         raise ValueError(f"expected package.module:callable, got {raw!r}")
     return value
+
+
+# Methods an [auth] require rule may name (RFC 9110 §9 plus PATCH; TRACE is always refused).
+RULE_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"})
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    """One word of [auth] require: requests under `prefix` (on a segment boundary) need
+    credentials, for the methods in `methods`, or for every method when it is empty."""
+
+    prefix: str
+    methods: frozenset[str] = frozenset()
+
+    def covers(self, method: str) -> bool:
+        return not self.methods or method in self.methods
+
+    def __str__(self) -> str:
+        return f"{self.prefix}:{','.join(sorted(self.methods))}" if self.methods \
+            else self.prefix
+
+
+def access_rules(raw: str) -> tuple[AccessRule, ...]:
+    """[auth] require: space-separated PREFIX or PREFIX:METHOD,METHOD... words.
+
+    A prefix is a URL path as a mount is written (url_prefix); naming GET covers HEAD too,
+    as Apache's <Limit GET> does. A prefix may appear once: the longest one that matches
+    a request decides, as nginx picks a prefix location.
+    """
+    rules: list[AccessRule] = []
+    for word in raw.split():
+        path, sep, listed = word.partition(":")
+        try:
+            prefix = url_prefix(path)
+        except ValueError:
+            raise ValueError(f"{word!r}: expected a path prefix such as /admin, optionally "
+                             "followed by :METHOD,METHOD (e.g. /uploads:PUT,POST,DELETE)") \
+                from None
+        methods = frozenset(m.upper() for m in listed.split(",") if m)
+        if sep and not methods:
+            raise ValueError(f"{word!r}: no method after ':' (leave out ':' for all methods)")
+        unknown = sorted(methods - RULE_METHODS)
+        if unknown:
+            raise ValueError(f"{word!r}: {', '.join(unknown)} is not one of "
+                             f"{', '.join(sorted(RULE_METHODS))}")
+        if "GET" in methods:
+            methods |= {"HEAD"}
+        if any(rule.prefix == prefix for rule in rules):
+            raise ValueError(f"{prefix} is listed twice")
+        rules.append(AccessRule(prefix, methods))
+    return tuple(rules)

@@ -1,8 +1,12 @@
-"""HTTP Basic authentication (RFC 7617) against an Apache htpasswd file of bcrypt entries.
+"""HTTP Basic authentication (RFC 7617) against an Apache htpasswd file.
 
-Only bcrypt entries (`$2y$`, `$2b$`, `$2a$`, as `htpasswd -B` writes them) are accepted:
-MD5-crypt (`$apr1$`), SHA-1 (`{SHA}`), crypt(3) and plain-text entries are refused when the
-file is loaded, with an error naming the file and line, because they are cheap to brute-force.
+Entries may be bcrypt (`$2y$`, `$2b$`, `$2a$`, as `htpasswd -B` writes them), Apache's MD5
+(`$apr1$`, htpasswd's old default) or SHA-1 (`{SHA}`, `htpasswd -s`), the schemes Apache
+reads. The last two are cheap to brute-force: they are accepted so that an existing file
+keeps working, and the start log warns naming their users (weak_entries_warning). They are
+verified by libpass (the maintained fork of passlib), bcrypt by the bcrypt package: no
+crypto of our own. crypt(3), `$1$`/`$5$`/`$6$` and plain-text entries are refused when the
+file is loaded, with an error naming the file and line.
 
 bcrypt costs ~100 ms per check at cost 10, so a worker remembers the credentials it has
 verified (a bounded LRU keyed by sha256 of user, password and stored hash: changing the hash
@@ -15,11 +19,13 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import bcrypt
+from passlib.hash import apr_md5_crypt, ldap_sha1
 
 from prefork.errors import ConfigError, InternalServerError, Unauthorized
 from prefork.http.message import FieldNames, Request
@@ -30,7 +36,13 @@ BCRYPT_PREFIXES = (b"$2y$", b"$2b$", b"$2a$")
 BCRYPT_MAX_PASSWORD = 72
 VERIFIED_CACHE_SIZE = 1024  # distinct verified credentials remembered per worker
 DUMMY_COST = 10  # htpasswd -B's default cost, for unknown users when the file is empty
-_OTHER_SCHEMES = (("$apr1$", "Apache MD5 ($apr1$)"), ("{SHA}", "SHA-1 ({SHA})"),
+BCRYPT = "bcrypt"
+APR1 = "Apache MD5 ($apr1$)"
+SHA1 = "SHA-1 ({SHA})"
+# The weak schemes htpasswd writes, read for compatibility, and the shape of an entry.
+_WEAK_SCHEMES = {APR1: re.compile(rb"\$apr1\$[./0-9A-Za-z]{0,8}\$[./0-9A-Za-z]{22}"),
+                 SHA1: re.compile(rb"\{SHA\}[+/0-9A-Za-z]{27}=")}
+_OTHER_SCHEMES = (("$apr1$", APR1), ("{SHA}", SHA1),
                   ("$1$", "MD5-crypt ($1$)"), ("$5$", "SHA-256-crypt ($5$)"),
                   ("$6$", "SHA-512-crypt ($6$)"))
 
@@ -38,18 +50,62 @@ _OTHER_SCHEMES = (("$apr1$", "Apache MD5 ($apr1$)"), ("{SHA}", "SHA-1 ({SHA})"),
 def _describe(hashed: str) -> str:
     for prefix, name in _OTHER_SCHEMES:
         if hashed.startswith(prefix):
-            return name
+            return f"a malformed {name} entry" if name in _WEAK_SCHEMES else name
     if len(hashed) == 13:
         return "crypt(3) or plain text"
     return "plain text or an unknown scheme"
 
 
+def scheme_of(hashed: bytes) -> str | None:
+    """The scheme of a stored entry: BCRYPT, APR1, SHA1, or None (not accepted)."""
+    if hashed.startswith(BCRYPT_PREFIXES) and len(hashed) == 60:
+        return BCRYPT
+    for name, shape in _WEAK_SCHEMES.items():
+        if shape.fullmatch(hashed):
+            return name
+    return None
+
+
+def verify(password: bytes, hashed: bytes) -> bool:
+    """Check a password against an entry load_htpasswd accepted (each library compares in
+    constant time)."""
+    scheme = scheme_of(hashed)
+    if scheme == BCRYPT:
+        return bcrypt.checkpw(password[:BCRYPT_MAX_PASSWORD], hashed)
+    if scheme == APR1:
+        return bool(apr_md5_crypt.verify(password, hashed.decode("ascii")))
+    if scheme == SHA1:
+        return bool(ldap_sha1.verify(password, hashed.decode("ascii")))
+    return False
+
+
+def weak_entries(users: dict[str, bytes]) -> dict[str, list[str]]:
+    """{scheme: its users, sorted} for the entries that are not bcrypt."""
+    found: dict[str, list[str]] = {}
+    for user, hashed in sorted(users.items()):
+        scheme = scheme_of(hashed)
+        if scheme is not None and scheme != BCRYPT:
+            found.setdefault(scheme, []).append(user)
+    return found
+
+
+def weak_entries_warning(users_file: str) -> str | None:
+    """The start-log warning naming the users whose entries are $apr1$ or {SHA}, or None;
+    raises ConfigError as load_htpasswd does."""
+    weak = weak_entries(load_htpasswd(users_file))
+    if not weak:
+        return None
+    listed = "; ".join(f"{scheme} for {', '.join(users)}" for scheme, users in weak.items())
+    return (f"auth: {users_file} holds entries that are cheap to brute-force: {listed}; "
+            f"replace them with bcrypt (htpasswd -B {users_file} USER)")
+
+
 def load_htpasswd(path: str) -> dict[str, bytes]:
-    """Read an htpasswd file into {user: bcrypt hash}.
+    """Read an htpasswd file into {user: stored entry}.
 
     Blank lines and lines starting with "#" are skipped. Returns the table; raises
     ConfigError naming the file and line for an unreadable file, a malformed line, a
-    duplicate user, or any entry that is not bcrypt.
+    duplicate user, or an entry that is not bcrypt, $apr1$ or {SHA}.
     """
     try:
         with open(path, "rb") as handle:
@@ -72,10 +128,11 @@ def load_htpasswd(path: str) -> dict[str, bytes]:
             raise ConfigError("expected 'user:hash'", file=path, line=number,
                               key="auth.users_file")
         encoded = hashed.encode("ascii", "replace")
-        if not encoded.startswith(BCRYPT_PREFIXES) or len(encoded) != 60:
+        if scheme_of(encoded) is None:
             raise ConfigError(
-                f"user {user!r}: only bcrypt entries are accepted (htpasswd -B), "
-                f"found {_describe(hashed)}", file=path, line=number, key="auth.users_file")
+                f"user {user!r}: only bcrypt (htpasswd -B), $apr1$ and {{SHA}} entries are "
+                f"accepted, found {_describe(hashed)}", file=path, line=number,
+                key="auth.users_file")
         if user in users:
             raise ConfigError(f"user {user!r} is listed twice", file=path, line=number,
                               key="auth.users_file")
@@ -170,18 +227,19 @@ class BasicAuth:
         user, password = credentials
         users = self._users()
         hashed = users.get(user)
-        password = password[:BCRYPT_MAX_PASSWORD]
         if hashed is None:
             # Spend the same time as for a known user, so timing does not reveal names.
-            bcrypt.checkpw(password, self._dummy_hash())
+            verify(password, self._dummy_hash())
             raise self.challenge("unknown user or wrong password")
+        if scheme_of(hashed) == BCRYPT:
+            password = password[:BCRYPT_MAX_PASSWORD]  # what bcrypt reads (and the key)
         key = hashlib.sha256(b"\0".join((user.encode(), password, hashed))).digest()
         with self._lock:
             known = key in self._verified
             if known:
                 self._verified.move_to_end(key)
         if not known:
-            if not bcrypt.checkpw(password, hashed):  # constant-time comparison inside
+            if not verify(password, hashed):  # constant-time comparison inside
                 raise self.challenge("unknown user or wrong password")
             with self._lock:
                 self._verified[key] = user
@@ -191,12 +249,19 @@ class BasicAuth:
         return user
 
     def _dummy_hash(self) -> bytes:
-        """A hash at the cost the file uses (so a miss costs what a hit costs)."""
+        """An entry in the scheme (and at the cost) of the file's first one, so a miss
+        costs what a hit costs."""
         if self._dummy is None:
             cost = DUMMY_COST
+            dummy = None
             for hashed in self._loaded.users.values():
-                if hashed[4:6].isdigit():
+                scheme = scheme_of(hashed)
+                if scheme == APR1:
+                    dummy = apr_md5_crypt.hash(b"dummy").encode("ascii")
+                elif scheme == SHA1:
+                    dummy = ldap_sha1.hash(b"dummy").encode("ascii")
+                elif hashed[4:6].isdigit():
                     cost = max(4, min(31, int(hashed[4:6])))
                 break
-            self._dummy = bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=cost))
+            self._dummy = dummy or bcrypt.hashpw(b"dummy", bcrypt.gensalt(rounds=cost))
         return self._dummy

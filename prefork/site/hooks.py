@@ -8,12 +8,14 @@ from prefork.config.settings import Config
 from prefork.errors import ConfigError
 from prefork.log import ErrorLog
 from prefork.site.appcheck import check_apps
+from prefork.site.auth import weak_entries_warning
 from prefork.site.uploads.put import (
     check_upload_config,
     open_writes_warning,
     prepare_upload_directory,
     remove_temporaries,
     upload_directory_problem,
+    uploads_off_notice,
 )
 
 
@@ -27,8 +29,15 @@ def check(config: Config) -> None:
 def prepare(config: Config, error_log: ErrorLog, owner: tuple[int, int] | None) -> None:
     """In the master, before forking: create the uploads directory (handed to `owner`, the
     workers' uid and gid, when the master runs as root), remove temporaries a previous run
-    left, and warn when anyone who can reach the server may write. Raises ConfigError."""
-    if not config.uploads.enabled:
+    left, and warn when anyone who can reach the server may write, or when the users file
+    holds weak ($apr1$, {SHA}) entries. Raises ConfigError."""
+    weak = weak_entries_warning(config.auth.users_file) if config.auth.users_file else None
+    if weak:
+        error_log.warn(weak)
+    if not config.uploads_enabled:
+        notice = uploads_off_notice(config)
+        if notice:
+            error_log.notice(notice)
         return
     problem = upload_directory_problem(config)
     if problem:
@@ -51,6 +60,6 @@ def worker_gone(config: Config, pid: int, error_log: ErrorLog) -> None:
     """A worker was reaped: a worker killed mid-upload leaves its temporary (only that
     pid's are removed)."""
     uploads = config.uploads
-    removed = remove_temporaries(uploads.directory, pid) if uploads.enabled else 0
+    removed = remove_temporaries(uploads.directory, pid) if config.uploads_enabled else 0
     if removed:
         error_log.info(f"uploads: removed {removed} temporary file(s) of pid {pid}")

@@ -8,10 +8,16 @@ nginx's prefix locations do: the document root is the mount `/`, the uploads dir
 `/uploads`, and exact mounts serve one path (`/upload`, `/server-status`). A prefix matches
 on a segment boundary only: `/uploads` serves `/uploads` and `/uploads/x`, never
 `/uploadsx`. Hosted applications are mounts too.
+
+Before dispatch, [auth] require (site/access.py) decides whether the request needs
+credentials, for every mount alike; the authenticated user is recorded on the request (%u,
+REMOTE_USER). A bcrypt check takes ~100 ms, so such requests are served by a pool thread,
+never on the event loop (pool_for).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,11 +26,13 @@ from prefork.config.sections import AppSettings
 from prefork.config.settings import Config
 from prefork.errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
 from prefork.http.message import FieldNames, Request, Response
+from prefork.site.access import AccessRules
+from prefork.site.auth import BasicAuth
 from prefork.site.static import StaticFiles
 from prefork.site.status import ServerStatus
-from prefork.site.uploads.forms import UPLOAD_PATH, PostHandler
+from prefork.site.uploads.forms import PostHandler
 from prefork.site.uploads.put import PREFIX as UPLOADS_PREFIX
-from prefork.site.uploads.put import UploadHandler
+from prefork.site.uploads.put import UPLOAD_PATH, UploadHandler
 
 # Methods this server knows (RFC 9110 §9 plus PATCH); anything else is 501 (RFC 9110 §9.1).
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE",
@@ -118,14 +126,24 @@ class Router:
         self.static = StaticFiles(server.document_root, config.static.index_files,
                                   config.static.download_extensions,
                                   mount=config.static.mount)
-        # /uploads/...; raises ConfigError (auth). None with [uploads] enabled = off: then
-        # /upload and /uploads/ are plain static paths (writes answered 405).
-        self.uploads = UploadHandler(config) if config.uploads.enabled else None
+        # One credentials checker for [auth] require and [uploads] require_auth, so a
+        # client pays one bcrypt check per worker whichever asks first.
+        auth = BasicAuth(config.auth.users_file, config.auth.realm) if (
+            config.auth.users_file and (config.auth.require or config.uploads.require_auth)
+        ) else None
+        self.access = AccessRules(config, auth)  # raises ConfigError
+        self.reads_fields = Router.reads_fields | (
+            AccessRules.reads_fields if config.auth.require else frozenset())
+        # /uploads/...; raises ConfigError (auth). None with uploads off ([uploads] enabled):
+        # then /upload is a plain static path (writes answered 405).
+        self.uploads = UploadHandler(config, auth) if config.uploads_enabled else None
         self.post: PostHandler | None = None
+        # The uploads directory (htdocs/uploads by default) is served under /uploads/ only,
+        # with its own rules (uploaded content never acts as a page of the site): not
+        # through aliases such as //uploads/ or /%75ploads/, and, while uploads are off,
+        # not at all.
+        self.static.excluded = (os.path.realpath(config.uploads.directory),)
         if self.uploads is not None:
-            # The uploads directory (htdocs/uploads by default) is served under /uploads/
-            # only, with its own rules: not through aliases such as //uploads/ or /%75ploads/.
-            self.static.excluded = (self.uploads.directory,)
             self.post = PostHandler(self.uploads)  # POST /upload
         self.status = ServerStatus(config) if config.status.enabled else None
         mounts = [Mount(config.static.mount, self.static)]
@@ -148,8 +166,11 @@ class Router:
 
     def may_block(self, method: str, path: str) -> bool:
         """True when a request without a body may still take long to serve (a bcrypt
-        check for a method that needs credentials), so it is better handed to a blocking
-        thread than served inside the event loop."""
+        check for a method that needs credentials: [auth] require, or [uploads]
+        require_auth), so it is better handed to a blocking thread than served inside the
+        event loop."""
+        if self.access.protects(method, path):
+            return True
         return self.uploads is not None and (
             path == UPLOAD_PATH or self.uploads.handles(path)) \
             and self.uploads.may_block(method)
@@ -191,6 +212,7 @@ class Router:
             return Response(204, [("Allow", ", ".join(SERVER_METHODS))])
         if method == "TRACE":
             raise MethodNotAllowed(READ_METHODS, "TRACE is disabled")
+        self.access.check(request)  # before any handler reads a byte of the body
         return self.handler_for(request.path).serve(request)
 
     def handler_for(self, path: str) -> Handler:

@@ -161,6 +161,8 @@ class StaticFiles:
     """Serves GET/HEAD/OPTIONS for files under `root`."""
 
     reads_fields: FieldNames = preconditions.READS_FIELDS | {"range"}
+    # Fields every answer of a file carries (200, 206; a 304 carries the validators only).
+    extra_fields: tuple[tuple[str, str], ...] = ()
 
     def __init__(self, root: str, index_files: tuple[str, ...],
                  download_extensions: tuple[str, ...], cache_size: int = CACHE_ENTRIES,
@@ -339,6 +341,7 @@ class StaticFiles:
                    ("ETag", validators.etag), ("Content-Type", content_type)]
         if disposition:
             headers.append(("Content-Disposition", disposition))
+        headers += self.extra_fields
         headers.append(("Accept-Ranges", "bytes"))
         body = None
         if info.st_size <= CACHE_FILE_BYTES and self.cache_bytes < CACHE_TOTAL_BYTES:
@@ -445,10 +448,11 @@ class StaticFiles:
             raise refusal(exc) from None
 
     def _type_for(self, path: str) -> tuple[str, str | None]:
+        """(Content-Type, Content-Disposition or None) of the file at `path`."""
         name = os.path.basename(path)
         extension = os.path.splitext(name)[1].lower()
         if extension in self.download_extensions:
-            return "application/octet-stream", _attachment(name)
+            return "application/octet-stream", attachment(name)
         guessed, _encoding = self._types.guess_type(name, strict=False)
         if guessed is None:
             return "application/octet-stream", None
@@ -462,7 +466,7 @@ class StaticFiles:
 _UNQUOTABLE = re.compile(r'[\x00-\x1f\x7f"\\]')
 
 
-def _attachment(name: str) -> str:
+def attachment(name: str) -> str:
     """Content-Disposition for a download (RFC 6266), with an RFC 8187 UTF-8 form if needed."""
     ascii_name = _UNQUOTABLE.sub("_", name.encode("ascii", "replace").decode())
     value = f'attachment; filename="{ascii_name}"'

@@ -44,7 +44,6 @@ from prefork.site.uploads.put import (
     storage_errors,
 )
 
-UPLOAD_PATH = "/upload"
 POST_ALLOW = ("POST", "OPTIONS")
 ACCEPT_POST = "application/json, multipart/form-data, application/x-www-form-urlencoded"
 # json.loads builds every value in memory: a 1 MiB document of nested empty arrays costs

@@ -39,6 +39,7 @@ from itertools import islice
 from typing import Any
 
 from prefork.config.settings import Config
+from prefork.config.values import Switch
 from prefork.errors import (
     OUT_OF_DESCRIPTORS,
     ConfigError,
@@ -52,18 +53,21 @@ from prefork.errors import (
 )
 from prefork.http.message import FieldNames, Request, Response
 from prefork.site import preconditions
+from prefork.site.access import covering_rule
 from prefork.site.auth import BasicAuth, load_htpasswd
 from prefork.site.preconditions import validators_for
 from prefork.site.static import (
     STATIC_METHODS,
     Located,
     StaticFiles,
+    attachment,
     refusal,
     url_path,
 )
 
 CHUNK = 64 * 1024  # bytes per body read and per write(2)
 PREFIX = "/uploads"  # URL prefix mapped onto [uploads] directory
+UPLOAD_PATH = "/upload"  # POST here (forms.py), for JSON and forms
 FILE_ALLOW = ("GET", "HEAD", "OPTIONS", "PUT", "DELETE")
 WRITE_METHODS = ("POST", "PUT", "DELETE")
 AUTH_METHODS = frozenset({*FILE_ALLOW, "POST"})  # what [uploads] require_auth may name
@@ -115,35 +119,55 @@ def _remove_temporaries(directory: str, pid: int | None) -> int:
     return removed
 
 
+# Where each write method writes: a path of its own, to match [auth] require against.
+_WRITE_PATHS = {"POST": UPLOAD_PATH, "PUT": PREFIX + "/", "DELETE": PREFIX + "/"}
+
+
 def open_write_methods(config: Config) -> tuple[str, ...]:
-    """Return the write methods (POST, PUT, DELETE) that need no credentials."""
+    """The write methods (POST, PUT, DELETE) that need no credentials: neither [uploads]
+    require_auth nor an [auth] require rule covering the uploads URLs names them."""
     required = {m.upper() for m in config.uploads.require_auth}
-    return tuple(m for m in WRITE_METHODS if m not in required)
+    rules = config.auth.require
+    return tuple(m for m in WRITE_METHODS if m not in required and not (
+        (rule := covering_rule(rules, _WRITE_PATHS[m])) is not None and rule.covers(m)))
 
 
 def writes_are_open(config: Config) -> bool:
-    """True when some write method needs no credentials and a listen address is not
-    loopback: the start log should then warn (see open_writes_warning)."""
-    return bool(open_write_methods(config)) and any(
-        not a.is_loopback for a in config.server.listen)
+    """True when uploads are on, some write method needs no credentials and a listen
+    address is not loopback: start refuses that unless [uploads] allow_anonymous = on,
+    and then warns (open_writes_warning)."""
+    return config.uploads_enabled and bool(open_write_methods(config)) \
+        and not config.server.loopback_only
+
+
+def _exposed(config: Config) -> str:
+    return ", ".join(str(a) for a in config.server.listen if not a.is_loopback)
 
 
 def open_writes_warning(config: Config) -> str | None:
     """Return the start-log warning text when writes are open beyond loopback, else None."""
     if not writes_are_open(config):
         return None
-    exposed = ", ".join(str(a) for a in config.server.listen if not a.is_loopback)
     return (f"uploads: {' '.join(open_write_methods(config))} need no credentials and the "
-            f"server listens beyond loopback ({exposed}): anyone who can reach it can write "
-            f"to {config.uploads.directory}; set [uploads] require_auth = POST PUT DELETE "
-            f"and [auth] users_file")
+            f"server listens beyond loopback ({_exposed(config)}): anyone who can reach it "
+            f"can write to {config.uploads.directory} ([uploads] allow_anonymous = on)")
+
+
+def uploads_off_notice(config: Config) -> str | None:
+    """The start-log notice when [uploads] enabled = auto turned uploads off, else None."""
+    if config.uploads.enabled is not Switch.AUTO or config.uploads_enabled:
+        return None
+    return (f"uploads: off: [uploads] enabled = auto and the server listens beyond loopback "
+            f"({_exposed(config)}); set enabled = on, with require_auth, to accept writes")
 
 
 def check_upload_config(config: Config) -> None:
-    """Cross-check [uploads] and [auth] (for configtest and start-up).
+    """Cross-check [uploads] and [auth] (for configtest, start-up and reload).
 
-    Raises ConfigError: require_auth names an unknown method, or names methods while
-    users_file is empty, or the users file is unreadable or holds non-bcrypt entries.
+    Raises ConfigError: require_auth names an unknown method, or names methods (or [auth]
+    require names paths) while users_file is empty, or the users file is unreadable or
+    holds entries of a refused scheme, or writes are open beyond loopback without
+    allow_anonymous, or the uploads directory cannot be used.
     """
     required = config.uploads.require_auth
     for method in required:
@@ -153,8 +177,17 @@ def check_upload_config(config: Config) -> None:
     if required and not config.auth.users_file:
         raise ConfigError("methods need credentials but [auth] users_file is not set",
                           key="uploads.require_auth")
+    if config.auth.require and not config.auth.users_file:
+        raise ConfigError("paths need credentials but [auth] users_file is not set",
+                          file=config.source, key="auth.require")
     if config.auth.users_file:
         load_htpasswd(config.auth.users_file)
+    if writes_are_open(config) and not config.uploads.allow_anonymous:
+        raise ConfigError(
+            f"{', '.join(open_write_methods(config))} would need no credentials and the "
+            f"server listens beyond loopback ({_exposed(config)}): list them in [uploads] "
+            f"require_auth (with [auth] users_file), or set [uploads] allow_anonymous = on",
+            file=config.source, key="uploads.require_auth")
     problem = upload_directory_problem(config)
     if problem:
         raise ConfigError(problem, file=config.source, key="uploads.directory")
@@ -164,10 +197,16 @@ def upload_directory_problem(config: Config) -> str | None:
     """Why [uploads] directory cannot be used by this process, or None (also when uploads
     are off). The master creates it at start, so it must exist or be creatable; a server
     that is not root must also be able to write to it."""
-    if not config.uploads.enabled:
+    if not config.uploads_enabled:
         return None
     directory = config.uploads.directory
     advice = "set [uploads] directory to a writable place, or [uploads] enabled = off"
+    real, root = os.path.realpath(directory), os.path.realpath(config.server.document_root)
+    if root == real or root.startswith(real + os.sep):
+        # Every uploaded file would be a page of the site, index files included.
+        return (f"{directory} holds the document root: uploaded files would be served as "
+                f"the site's own pages; give uploads a directory of their own (the default "
+                f"htdocs/uploads, or one outside the document root)")
     if os.path.isdir(directory):
         if os.geteuid() != 0 and not os.access(directory, os.W_OK | os.X_OK):
             return f"{directory} is not writable by this user ({advice})"
@@ -320,8 +359,40 @@ def json_error(status: int, message: str, headers: list[tuple[str, str]] | None 
     return json_response(status, {"status": "error", "message": message}, headers, close)
 
 
+# Media types a browser may run script in when it renders them (HTML, XHTML, SVG, any XML
+# and XSLT, JavaScript and ECMAScript), by their essence (type/subtype, lower case).
+_ACTIVE_TYPES = frozenset({"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml",
+                           "application/xml", "text/xsl", "application/xslt+xml",
+                           "application/x-shockwave-flash"})
+
+
+def can_run_script(content_type: str) -> bool:
+    """Whether a browser rendering `content_type` (a Content-Type value) may run script."""
+    essence = content_type.partition(";")[0].strip().lower()
+    return (essence in _ACTIVE_TYPES or essence.endswith("+xml")
+            or "javascript" in essence or "ecmascript" in essence)
+
+
 class UploadFiles(StaticFiles):
-    """StaticFiles rooted at the uploads directory, for URLs under PREFIX."""
+    """StaticFiles rooted at the uploads directory, for URLs under PREFIX.
+
+    What clients uploaded is served so that it can never act as a page of this origin
+    (stored cross-site scripting): every file with `X-Content-Type-Options: nosniff` (a
+    browser uses the type we send, never one it guesses) and `Content-Security-Policy:
+    sandbox` (rendered, it gets a unique origin with script disabled); a type that can run
+    script (can_run_script) also as an attachment, which browsers download rather than
+    render. No index file is taken from here: `PUT /uploads/index.html` is a file, never
+    the page for `GET /uploads/`.
+    """
+
+    extra_fields = (("X-Content-Type-Options", "nosniff"),
+                    ("Content-Security-Policy", "sandbox"))
+
+    def _type_for(self, path: str) -> tuple[str, str | None]:
+        content_type, disposition = super()._type_for(path)
+        if disposition is None and can_run_script(content_type):
+            disposition = attachment(os.path.basename(path))
+        return content_type, disposition
 
     def locate(self, raw_path: str) -> Located:
         """Strip PREFIX, then resolve exactly as StaticFiles does (same refusals)."""
@@ -339,14 +410,15 @@ class UploadHandler:
     # GET and HEAD are the static handler's; writes check the same preconditions.
     reads_fields: FieldNames = StaticFiles.reads_fields | BasicAuth.reads_fields
 
-    def __init__(self, config: Config) -> None:
-        """Raises ConfigError when require_auth is set without a valid users file."""
+    def __init__(self, config: Config, auth: BasicAuth | None = None) -> None:
+        """Raises ConfigError when require_auth is set without a valid users file. `auth`:
+        the checker to share with the router's [auth] require (one verified-credentials
+        cache)."""
         uploads = config.uploads
         self.directory = os.path.realpath(uploads.directory)
         with contextlib.suppress(OSError):  # the master normally made it already
             os.makedirs(self.directory, mode=0o755, exist_ok=True)
-        self.files = UploadFiles(self.directory, config.static.index_files,
-                                 config.static.download_extensions)
+        self.files = UploadFiles(self.directory, (), config.static.download_extensions)
         self.require_auth = frozenset(m.upper() for m in uploads.require_auth)
         self.writers = frozenset(uploads.writers)
         self.auth: BasicAuth | None = None
@@ -354,7 +426,7 @@ class UploadHandler:
             if not config.auth.users_file:
                 raise ConfigError("methods need credentials but [auth] users_file is not set",
                                   key="uploads.require_auth")
-            self.auth = BasicAuth(config.auth.users_file, config.auth.realm)
+            self.auth = auth or BasicAuth(config.auth.users_file, config.auth.realm)
 
     @staticmethod
     def handles(path: str) -> bool:
@@ -386,7 +458,8 @@ class UploadHandler:
         raises Unauthorized."""
         if self.auth is None or request.method not in self.require_auth:
             return None
-        user = self.auth.authenticate(request)
+        # Already authenticated by the router ([auth] require covers this path)?
+        user = request.user or self.auth.authenticate(request)
         if self.writers and user not in self.writers:
             raise Forbidden(f"user {user!r} is not in [uploads] writers")
         return user
