@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,8 +184,7 @@ def test_a_reload_imports_the_new_code(project: Path, tmp_path: Path,
     (project / "hello.py").write_text("def application(:\n")
     os.kill(run.proc.pid, signal.SIGHUP)
     wait_for(lambda: "cannot import hello:application" in run.stderr, timeout=20)
-    assert "SyntaxError" in run.stderr
-    time.sleep(0.2)
+    assert "SyntaxError" in run.stderr  # the reload failed: the old generation serves on
     assert b'"greeting": "reloaded"' in run.request("GET", "/")[1]
     assert run.interrupt() == 0, run.stderr
 
