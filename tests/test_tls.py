@@ -411,3 +411,28 @@ def test_an_encrypted_key_with_its_password_file(cold: tuple[Server, trustme.CA,
     assert result.returncode == 1 and "tls.key_password_file: cannot decrypt" in result.stderr
     (directory / "password").write_text("s3cret\n")
     server.ctl("configtest")
+
+
+def test_a_send_during_a_stalled_handshake_waits_for_the_client_to_write() -> None:
+    """A 408 sent while the handshake still waits for the client's bytes must wait for the
+    socket to be readable (inverted), not writable: writable is always true, which would
+    make the loop spin until the write timeout."""
+    from prefork.log import ErrorLog
+    from prefork.serve.tls import TLSServer, TLSTransport
+    from prefork.serve.tls_context import TLSContexts
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(context)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        transport = TLSTransport(ours, TLSServer(TLSContexts(context), ErrorLog(None)),
+                                 ("127.0.0.1", 40000))
+        theirs.sendall(b"\x16\x03\x01\x00\x40")  # a handshake record begins, then stalls
+        with pytest.raises(BlockingIOError):
+            transport.recv(65536)
+        assert transport.inverted is False  # a read waiting to read: plain readiness
+        with pytest.raises(BlockingIOError):
+            transport.send(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        assert transport.inverted is True  # a write waiting for the client to write

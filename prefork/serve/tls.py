@@ -97,9 +97,17 @@ class TLSTransport:
 
     # ------------------------------------------------------------------ the handshake
 
-    def _handshake(self) -> bool:
-        """Advance the handshake; True once done, False at the peer's end before it began.
-        Raises BlockingIOError (setting `inverted`), ConnectionAbortedError when it fails."""
+    def _blocked(self, exc: ssl.SSLWantReadError | ssl.SSLWantWriteError, writing: bool
+                 ) -> BlockingIOError:
+        """What a caller that was `writing` (else reading) must wait for: `inverted` when
+        OpenSSL wants the other direction (a read that needs to write, or the reverse)."""
+        self.inverted = isinstance(exc, ssl.SSLWantWriteError) != writing
+        return BlockingIOError()
+
+    def _handshake(self, writing: bool) -> bool:
+        """Advance the handshake on behalf of a recv (or a send, `writing`); True once done,
+        False at the peer's end before it began. Raises BlockingIOError (setting
+        `inverted` for that caller), ConnectionAbortedError when it fails."""
         if self.tls is None:
             raw = self.raw
             assert raw is not None
@@ -113,12 +121,8 @@ class TLSTransport:
             self.raw = None  # wrap_socket detached it: the SSLSocket owns the descriptor
         try:
             self.tls.do_handshake()
-        except ssl.SSLWantReadError:
-            self.inverted = False
-            raise BlockingIOError from None
-        except ssl.SSLWantWriteError:
-            self.inverted = True
-            raise BlockingIOError from None
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            raise self._blocked(exc, writing) from None
         except ssl.SSLError as exc:
             reason = exc.reason or type(exc).__name__
             self.server.log_failure(reason, self.client, f"handshake failed: {reason}"
@@ -152,7 +156,7 @@ class TLSTransport:
     def recv(self, size: int) -> bytes:
         tls = self.tls
         if not self.established:
-            if not self._handshake():
+            if not self._handshake(writing=False):
                 return b""
             tls = self.tls
         assert tls is not None
@@ -161,12 +165,8 @@ class TLSTransport:
             # Decrypted bytes OpenSSL holds are invisible to epoll: hand them over now.
             while data and len(data) < size and tls.pending():
                 data += tls.recv(min(tls.pending(), size - len(data)))
-        except ssl.SSLWantReadError:
-            self.inverted = False
-            raise BlockingIOError from None
-        except ssl.SSLWantWriteError:
-            self.inverted = True
-            raise BlockingIOError from None
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            raise self._blocked(exc, writing=False) from None
         except ssl.SSLZeroReturnError:
             return b""  # the peer's close_notify
         except ssl.SSLError as exc:
@@ -178,18 +178,14 @@ class TLSTransport:
 
     def send(self, data: bytes | memoryview, more: bool = False) -> int:
         # `more` is not passed on: an SSLSocket takes no flags. Records are written whole.
-        if not self.established and not self._handshake():
+        if not self.established and not self._handshake(writing=True):
             raise BrokenPipeError("the client left during the TLS handshake")
         tls = self.tls
         assert tls is not None
         try:
             sent = tls.send(data)
-        except ssl.SSLWantWriteError:
-            self.inverted = False
-            raise BlockingIOError from None
-        except ssl.SSLWantReadError:
-            self.inverted = True
-            raise BlockingIOError from None
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
+            raise self._blocked(exc, writing=True) from None
         except ssl.SSLError as exc:
             raise BrokenPipeError(f"TLS: {exc.reason or exc}") from None
         self.inverted = False
