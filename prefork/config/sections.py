@@ -353,14 +353,17 @@ class Config:
     logging: LoggingSettings
     apps: tuple[AppSettings, ...] = ()  # [app] / [app:NAME] sections, in file order
     tls: tuple[TLSSettings, ...] = ()  # [tls] / [tls:NAME] sections, in file order
-    # Where each value was written, (section, key) -> line number, and each section's
-    # header line under (section, ""): checks made after loading (the files a setting
-    # names) report the line too.
-    lines: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # Where each given value was written, (section, key) -> (file, line) — ("--set", None)
+    # for an override — and each section's header under (section, ""): checks made after
+    # loading (the files a setting names, an application that does not import) report
+    # file and line too.
+    origins: Mapping[tuple[str, str], tuple[str, int | None]] = field(default_factory=dict)
 
-    def line_of(self, section: str, key: str) -> int | None:
-        """The line that set `key` in `section`, else the section's header line."""
-        return self.lines.get((section, key)) or self.lines.get((section, "")) or None
+    def where(self, section: str, key: str) -> tuple[str, int | None]:
+        """(file, line) of the value of `key` in `section`: its own line, else (left at its
+        default) the section's header line, else the file alone."""
+        return (self.origins.get((section, key)) or self.origins.get((section, ""))
+                or (self.source, None))
 
     @property
     def uploads_enabled(self) -> bool:

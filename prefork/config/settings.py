@@ -37,7 +37,7 @@ from prefork.errors import ConfigError
 __all__ = [
     "ACCESS_FORMAT_DIRECTIVE", "COMBINED_FORMAT", "LOG_LEVELS", "MAX_PROCESSES",
     "MAX_THREAD_SLOTS", "SECTIONS", "SETTINGS", "SETTINGS_BY_NAME", "Config", "ListenAddress",
-    "Setting", "config_file", "load_config", "locate", "parse_listen", "render_default_ini",
+    "Setting", "config_file", "load_config", "parse_listen", "render_default_ini",
     "server_root_for",
 ]
 
@@ -120,36 +120,21 @@ def load_config(path: str | os.PathLike[str] | None = None,
     config = build(Config, {"source": str(config_path.resolve()), "server_root": root,
                             "raw": texts, **sections,
                             "apps": tuple(repeated["app"]), "tls": tuple(repeated["tls"]),
-                            "lines": _lines_of(raw, found)})
+                            "origins": _origins_of(raw, found, str(config_path.resolve()))})
     if not lenient:
-        _check_consistency(config, raw, found)
+        _check_consistency(config, raw)
     return config
 
 
-def locate(config: Config, section: str, key: str) -> tuple[str, int | None]:
-    """Where the value of `section.key` in `config` was written: (file, line) of its line in
-    the configuration file, ("--set", None) when an override gave it, or the section's
-    header line when the file leaves the key at its default. For checks made after loading
-    (an application that does not import) that must still name file and line."""
-    try:
-        text = read_ini(Path(config.source), _KNOWN, lenient=True)
-    except ConfigError:
-        return config.source, None
-    given = text.values.get((section, key))
-    if given is not None and given.text == config.raw.get((section, key)):
-        return given.file, given.line
-    if given is not None or section not in text.sections:
-        return "--set", None  # an override changed the file's value, or made the section
-    return config.source, text.sections.get(section)
-
-
-def _lines_of(raw: Mapping[tuple[str, str], RawValue], headers: Mapping[str, int]
-              ) -> dict[tuple[str, str], int]:
-    """(section, key) -> the line that set it (in the file, not --set); (section, "") ->
-    the section's header line."""
-    lines = {(section, ""): line for section, line in headers.items() if line}
-    lines.update({name: value.line for name, value in raw.items() if value.line})
-    return lines
+def _origins_of(raw: Mapping[tuple[str, str], RawValue], headers: Mapping[str, int],
+                source: str) -> dict[tuple[str, str], tuple[str, int | None]]:
+    """(section, key) -> (file, line) of each given value ("--set", None for an override);
+    (section, "") -> the file and line of each section's header."""
+    origins: dict[tuple[str, str], tuple[str, int | None]] = {
+        (section, ""): (source, line) for section, line in headers.items() if line}
+    origins.update({name: (source if value.line is not None else value.file, value.line)
+                    for name, value in raw.items()})
+    return origins
 
 
 def _normalise(setting: Setting, value: object, root: Path) -> object:
@@ -177,15 +162,12 @@ def _convert(setting: Setting, given: RawValue | None, lenient: bool) -> tuple[s
                           key=f"{setting.section}.{setting.key}") from None
 
 
-def _check_consistency(config: Config, raw: Mapping[tuple[str, str], RawValue],
-                       headers: Mapping[str, int]) -> None:
+def _check_consistency(config: Config, raw: Mapping[tuple[str, str], RawValue]) -> None:
     """Cross-setting checks that a single converter cannot make. A key the file does not
-    set is blamed on its section's header line (`headers`), when the section has one."""
+    set is blamed on its section's header line, when the section has one (Config.where)."""
     def fail(section: str, key: str, message: str) -> None:
-        where = raw.get((section, key))
-        line = where.line if where else headers.get(section) or None
-        raise ConfigError(message, file=where.file if where else config.source,
-                          line=line, key=f"{section}.{key}")
+        file, line = config.where(section, key)
+        raise ConfigError(message, file=file, line=line, key=f"{section}.{key}")
 
     root = config.server.document_root
     if not os.path.isdir(root):

@@ -92,8 +92,8 @@ def build_context(config: Config, tls: TLSSettings) -> ssl.SSLContext:
     section = section_id(tls)
 
     def fail(key: str, message: str) -> ConfigError:
-        return ConfigError(message, file=config.source, line=config.line_of(section, key),
-                           key=f"{section}.{key}")
+        file, line = config.where(section, key)
+        return ConfigError(message, file=file, line=line, key=f"{section}.{key}")
 
     for key in ("certificate", "certificate_key", "key_password_file"):
         path = getattr(tls, key)

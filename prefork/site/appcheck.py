@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import Any
 
-from prefork.config.settings import Config, locate
+from prefork.config.settings import Config
 from prefork.errors import ConfigError
 
 _CHILD = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
@@ -66,7 +66,7 @@ def check_apps(config: Config) -> None:
                   + (f": {last[-1].strip()}" if last else ""))
     app = config.apps[index]
     section = f"app:{app.name}" if app.name else "app"
-    file, line = locate(config, section, "module")
+    file, line = config.where(section, "module")
     raise ConfigError(f"cannot import {app.module}: {reason}", file=file, line=line,
                       key=f"{section}.module")
 
