@@ -14,7 +14,7 @@ import mmap
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prefork.config.settings import MAX_PROCESSES, MAX_THREAD_SLOTS
@@ -38,12 +38,13 @@ _HEARTBEAT = struct.Struct("<d")
 _U32 = struct.Struct("<I")
 _LOG_SEQ_OFFSET = 28  # within the header
 _P_REASON, _P_HEARTBEAT, _P_LOG_SEQ, _P_LOG_FAILED = 13, 24, 32, 36  # within a process slot
-_THREAD = struct.Struct("<cxxxIQQIIdd112s32sdII")
+_THREAD = struct.Struct("<cxxxIQQIIdd112s32sdII32s")
 # state letter, generation, requests, bytes, open connections, of them idle in keep-alive,
 # request start, last update, request line, client address, seconds spent serving requests
 # (summed), connections being written to while the loop waits for the socket, connections
 # in a lingering close (the last three: mod_status's Total Duration and event MPM's
-# ConnsAsyncWriting / ConnsAsyncClosing; keep-alive is its ConnsAsyncKeepAlive)
+# ConnsAsyncWriting / ConnsAsyncClosing; keep-alive is its ConnsAsyncKeepAlive), and the
+# mount serving the request (mod_status's VHost column has that place)
 
 HEADER_SIZE = 64
 PROCESS_SLOT = 64
@@ -101,6 +102,7 @@ class ThreadInfo:
     duration: float = 0.0  # seconds spent serving this thread's requests, summed
     writing: int = 0  # connections waiting for the socket to take more of a response
     closing: int = 0  # connections in a lingering close
+    mount: str = ""  # what serves the request: "static /", "app:api /api", ...
 
 
 class Scoreboard:
@@ -222,13 +224,13 @@ class Scoreboard:
             if self.buffer[offset] in (0, OPEN[0]):
                 continue
             (state, generation, requests, nbytes, connections, keepalive, start, updated,
-             line, client, duration, writing, closing) = _THREAD.unpack_from(self.buffer,
-                                                                               offset)
+             line, client, duration, writing, closing, mount) = _THREAD.unpack_from(
+                self.buffer, offset)
             yield ThreadInfo(process_slot, thread, state.decode("latin-1"), generation,
                              requests, nbytes, connections, start, updated,
                              line.rstrip(b"\0").decode("latin-1"),
                              client.rstrip(b"\0").decode("latin-1"), keepalive, duration,
-                             writing, closing)
+                             writing, closing, mount.rstrip(b"\0").decode("latin-1"))
 
     def close(self) -> None:
         self.buffer.close()
@@ -258,6 +260,7 @@ class ThreadSlot:
     scoreboard therefore see figures at most a second old."""
 
     __slots__ = (
+        "_mount_line",
         "buffer",
         "bytes",
         "client",
@@ -268,6 +271,8 @@ class ThreadSlot:
         "ident",
         "keepalive",
         "line",
+        "mount",
+        "mount_of",
         "native_id",
         "offset",
         "reported",
@@ -297,6 +302,11 @@ class ThreadSlot:
         self.ident = 0  # threading.get_ident() of the thread using the slot (for stack dumps)
         self.native_id = 0  # its kernel thread id, as the error log's [tid N] shows it
         self.reported = 0.0  # started_mono of the request the watchdog already reported
+        # Names the mount of a request line (the serving layer sets it). It runs when the
+        # slot is published (twice a second), never per request: the hot path pays nothing.
+        self.mount_of: Callable[[str], str] | None = None
+        self.mount = ""
+        self._mount_line = ""  # the request line self.mount was found for
         self.update(WAITING)
 
     def update(self, state: bytes) -> None:
@@ -305,11 +315,15 @@ class ThreadSlot:
 
     def publish(self) -> None:
         """Copy the slot into shared memory."""
+        if self.mount_of is not None and self.line != self._mount_line:
+            self._mount_line = self.line
+            self.mount = self.mount_of(self.line)
         _THREAD.pack_into(self.buffer, self.offset, self.state, self.generation, self.requests,
                           self.bytes, self.connections, self.keepalive, self.start, time.time(),
                           self.line.encode("latin-1", "replace")[:112],
                           self.client.encode("latin-1", "replace")[:32], self.duration,
-                          self.writing, self.closing)
+                          self.writing, self.closing,
+                          self.mount.encode("latin-1", "replace")[:32])
 
     def begin_request(self, line: str, client: str, now: float) -> None:
         self.line = line

@@ -240,6 +240,25 @@ def test_a_client_gone_mid_download_closes_the_iterable_with_one_log_line(apps: 
     assert len(lines) == 1
 
 
+def test_status_shows_an_application_request_with_its_mount(apps: Server) -> None:
+    """httpdctl status (and /server-status) name what serves a busy thread's request."""
+    with socket.create_connection(("127.0.0.1", apps.port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /plain/slow?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+        def busy_threads() -> list[dict[str, object]] | None:
+            threads = [thread for worker in apps.status()["workers"]
+                       for thread in worker["threads"]
+                       if thread["request"] == "GET /plain/slow?x=1 HTTP/1.1"]
+            return threads if threads and all(t["mount"] for t in threads) else None
+        busy = wait_for(busy_threads)
+        assert [thread["mount"] for thread in busy] == ["app:plain /plain"]
+        text = apps.ctl("status").stdout
+        assert "[app:plain /plain] GET /plain/slow?x=1 HTTP/1.1" in text, text
+    wait_for(lambda: "closed slow" in events(apps), timeout=30)
+
+
 def test_a_client_gone_mid_upload_is_logged_once_and_serving_goes_on(apps: Server) -> None:
     with socket.create_connection(("127.0.0.1", apps.port), timeout=10) as sock:
         sock.sendall(b"POST /plain/upload HTTP/1.1\r\nHost: localhost\r\n"

@@ -71,6 +71,7 @@ def collect(config: Config) -> dict[str, Any]:
                     "bytes": t.bytes, "connections": t.connections,
                     "request": t.request_line if t.state not in "_." else "",
                     "client": t.client if t.state not in "_." else "",
+                    "mount": t.mount if t.state not in "_." else "",
                     "seconds": round(now - t.request_start, 3)
                     if t.state not in "_." and t.request_start else 0.0,
                 } for t in threads],
@@ -146,7 +147,9 @@ def render(status: dict[str, Any]) -> str:
         for thread in worker["threads"]:
             if thread["request"]:
                 lines.append(f"{'':>12}thread {thread['thread']} [{thread['state']}] "
-                             f"{thread['seconds']:.1f}s {thread['client']} {thread['request']}")
+                             f"{thread['seconds']:.1f}s {thread['client']} "
+                             + (f"[{thread['mount']}] " if thread['mount'] else "")
+                             + thread['request'])
     totals = status["totals"]
     lines.append("")
     lines.append(f"totals: {totals['workers']} workers, {totals['connections']} connections, "

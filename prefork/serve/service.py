@@ -111,6 +111,8 @@ class WorkerService:
                              self.tls)
             capacity.loops.append(loop)
             self.loops.append(loop)
+        for any_slot in self.slots():
+            any_slot.mount_of = ctx.router.mount_label
 
     def start(self) -> None:
         for pool in self.pools.values():

@@ -60,6 +60,7 @@ class Mount:
     # Requests here run in a pool thread of this name ("" the worker's blocking pool, else
     # an application's own); None: on the loop thread, unless the handler says otherwise.
     pool: str | None = None
+    name: str = ""  # what it is, for the status page: "static", "app:api", "uploads", ...
 
     def matches(self, path: str) -> bool:
         prefix = self.prefix
@@ -146,14 +147,15 @@ class Router:
         if self.uploads is not None:
             self.post = PostHandler(self.uploads)  # POST /upload
         self.status = ServerStatus(config) if config.status.enabled else None
-        mounts = [Mount(config.static.mount, self.static)]
+        mounts = [Mount(config.static.mount, self.static, name="static")]
         # Applications: each runs in its own pool, named after its section.
-        mounts += [Mount(app.mount, handler, pool=app_pool(app)) for app, handler in apps]
+        mounts += [Mount(app.mount, handler, pool=app_pool(app), name=app_pool(app))
+                   for app, handler in apps]
         if self.uploads is not None and self.post is not None:
-            mounts += [Mount(UPLOADS_PREFIX, self.uploads),
-                       Mount(UPLOAD_PATH, self.post, exact=True)]
+            mounts += [Mount(UPLOADS_PREFIX, self.uploads, name="uploads"),
+                       Mount(UPLOAD_PATH, self.post, exact=True, name="upload")]
         if self.status is not None:
-            mounts.append(Mount(config.status.path, self.status, exact=True))
+            mounts.append(Mount(config.status.path, self.status, exact=True, name="status"))
         self.mounts = MountTable(mounts)
 
     def pool_for(self, method: str, path: str) -> str | None:
@@ -214,6 +216,18 @@ class Router:
             raise MethodNotAllowed(READ_METHODS, "TRACE is disabled")
         self.access.check(request)  # before any handler reads a byte of the body
         return self.handler_for(request.path).serve(request)
+
+    def mount_label(self, request_line: str) -> str:
+        """What serves a request line, for the status page: "app:api /api", "static /";
+        "" when the line names no mount (an asterisk or malformed target)."""
+        parts = request_line.split(" ")
+        if len(parts) != 3:
+            return ""
+        target = parts[1].partition("?")[0]
+        if "://" in target:  # absolute form: the path after the authority
+            target = "/" + target.partition("://")[2].partition("/")[2]
+        mount = self.mounts.find(target) if target.startswith("/") else None
+        return f"{mount.name} {mount.prefix}" if mount is not None else ""
 
     def handler_for(self, path: str) -> Handler:
         """The handler for a (non-asterisk) request path: its mount's."""

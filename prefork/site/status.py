@@ -199,7 +199,8 @@ class ServerStatus:
                         PROCESS_STATE_NAMES.get(info.state, "?"), thread.thread, thread.state,
                         thread.requests, thread.bytes, thread.connections,
                         f"{now - thread.request_start:.1f}" if busy else "",
-                        thread.client if busy else "", thread.request_line if busy else "",
+                        thread.client if busy else "", thread.mount if busy else "",
+                        thread.request_line if busy else "",
                     )) + "</tr>")
         state = snap["state"]
         uptime = int(now - snap["started"])
@@ -217,6 +218,6 @@ class ServerStatus:
             f"{sum(t.connections for t in threads)} open connections</p>"
             "<table><tr><th>PID</th><th>Gen</th><th>Worker</th><th>Process</th><th>Thread</th>"
             "<th>State</th><th>Requests</th><th>Bytes</th><th>Conns</th><th>Seconds</th>"
-            "<th>Client</th><th>Request</th></tr>" + "".join(rows) + "</table>"
+            "<th>Client</th><th>Mount</th><th>Request</th></tr>" + "".join(rows) + "</table>"
             "<p>States: _ waiting, R reading, W writing, G finishing (graceful), "
             ". open slot</p></body></html>\n")
