@@ -16,6 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from prefork.config.settings import ACCESS_FORMAT_DIRECTIVE, COMBINED_FORMAT, LOG_LEVELS
 from prefork.config.values import (
@@ -116,6 +117,16 @@ def escape_text(value: str) -> str:
 
 # ------------------------------------------------------------------ access log
 
+class TLSSession(Protocol):
+    """What %{SSL_PROTOCOL}x and %{SSL_CIPHER}x read of a connection (serve/tls.py's
+    TLSTransport): asked only when a format names them, so a format without them costs no
+    call into OpenSSL."""
+
+    def version(self) -> str | None: ...
+
+    def cipher(self) -> str | None: ...
+
+
 @dataclass(slots=True)
 class AccessRecord:
     """Everything a LogFormat directive may ask for about one request."""
@@ -139,6 +150,7 @@ class AccessRecord:
     # (status line, fields, body as framed); None when the caller did not count them.
     bytes_received: int | None = None
     bytes_sent: int | None = None
+    tls: TLSSession | None = None  # the connection's TLS session; None: plain
 
 
 class ClfClock:
@@ -252,6 +264,16 @@ def _time_field(arg: str = "") -> Field:
     return render
 
 
+def _tls_field(name: str) -> Field:
+    """%{SSL_PROTOCOL}x (TLSv1.3...) or %{SSL_CIPHER}x (OpenSSL's name of the suite), as
+    mod_ssl logs them; "-" on a plain connection."""
+    if name == "SSL_PROTOCOL":
+        return lambda r: (r.tls.version() if r.tls is not None else None) or "-"
+    if name == "SSL_CIPHER":
+        return lambda r: (r.tls.cipher() if r.tls is not None else None) or "-"
+    raise ValueError(f"%{{{name}}}x: expected %{{SSL_PROTOCOL}}x or %{{SSL_CIPHER}}x")
+
+
 def _header_field(letter: str, name: str) -> Field:
     """%{name}i (a request field) or %{name}o (a response field)."""
     if letter == "i":
@@ -282,6 +304,8 @@ def compile_access_format(fmt: str, specialise: bool = True
             if not arg:  # the config refuses it first (values.access_format)
                 raise ValueError(f"%{letter} needs a header name, as in %{{Referer}}{letter}")
             parts.append(_header_field(letter, arg))
+        elif letter == "x":
+            parts.append(_tls_field(arg or ""))
         elif letter in _FIELDS:
             parts.append(_FIELDS[letter])
         else:

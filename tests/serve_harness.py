@@ -28,7 +28,7 @@ class StubRouter:
     (a bug, not a field framing could refuse): framing raises after the handler returned,
     outside the handler's own barrier. Anything else: 200 "ok"."""
 
-    def pool_for(self, method: str, path: str) -> str | None:
+    def pool_for(self, method: str, path: str, scheme: str = "http") -> str | None:
         return None
 
 

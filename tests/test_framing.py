@@ -123,7 +123,7 @@ class _Router:
     def __init__(self, answer: Callable[[Request], Response]) -> None:
         self.answer = answer
 
-    def pool_for(self, method: str, path: str) -> str | None:
+    def pool_for(self, method: str, path: str, scheme: str = "http") -> str | None:
         return None  # every request on the loop thread
 
     def handle(self, request: Request, local: tuple[str, int]) -> Response:

@@ -31,6 +31,7 @@ from prefork.config.values import (
     environment,
     error_format,
     extensions,
+    hsts_value,
     integer,
     listen_list,
     path_or_off,
@@ -68,6 +69,15 @@ class ServerSettings(Section):
     user: str = setting(string_value, "", "User the workers run as when started as root.")
     group: str = setting(string_value, "", "Group the workers run as when started as root.")
     backlog: int = setting(integer(1, 65535), "1024", "Listen queue length (listen(2)).")
+    https_redirect: bool = setting(
+        boolean, "off",
+        "Answer every request on a plain (not ssl) listener with a redirect to the same URL "
+        "over https on the first ssl listener (301 for GET/HEAD, 308 otherwise), except "
+        "under /.well-known/acme-challenge/ (certbot's webroot).")
+    hsts: str = setting(
+        hsts_value, "",
+        "Strict-Transport-Security sent on every response over TLS (never over plain "
+        "HTTP), e.g. max-age=63072000; includeSubDomains; empty: none.")
 
     @property
     def loopback_only(self) -> bool:

@@ -206,6 +206,14 @@ def _check_tls(config: Config, fail: Callable[[str, str, str], None]) -> None:
     if tls_listeners and not config.tls:
         fail("server", "listen", f"{', '.join(tls_listeners)} is marked ssl but there is no "
                                  f"[tls] section with a certificate and its key")
+    if not tls_listeners:
+        # Both would be silently useless: nothing to redirect to, nothing to send it over.
+        if config.server.https_redirect:
+            fail("server", "https_redirect", "is on but no [server] listen address is "
+                                             "marked ssl: there is no https to redirect to")
+        if config.server.hsts:
+            fail("server", "hsts", "is sent only over TLS, and no [server] listen address "
+                                   "is marked ssl")
     names: dict[str, str] = {}
     default = default_tls(config)
     for tls in config.tls:

@@ -224,7 +224,9 @@ def listen_list(raw: str) -> tuple[ListenAddress, ...]:
 
 # One Apache LogFormat directive: %h, %>s, %{Referer}i, %% ... (mod_log_config).
 ACCESS_FORMAT_DIRECTIVE = re.compile(r"%(?:\{([^}]*)\})?([<>]?)([a-zA-Z%])")
-ACCESS_FORMAT_LETTERS = frozenset("%abBDhHiIlmOpPqrsTtuUv") | {"o"}
+ACCESS_FORMAT_LETTERS = frozenset("%abBDhHiIlmOpPqrsTtuUvx") | {"o"}
+# %{NAME}x: mod_ssl's variables of the connection's TLS session ("-" on a plain connection).
+TLS_LOG_VARIABLES = ("SSL_PROTOCOL", "SSL_CIPHER")
 # %{...}t: mod_log_config's named forms (an optional begin:/end: prefix, then sec, msec,
 # usec, msec_frac, usec_frac or a strftime(3) format).
 TIME_UNITS = ("sec", "msec", "usec", "msec_frac", "usec_frac")
@@ -248,6 +250,9 @@ def access_format(raw: str) -> str:
             raise ValueError(f"%{{{arg}}}{letter}: {arg!r} is not a header field name")
         if letter == "t" and arg:
             time_format(arg)
+        if letter == "x" and arg not in TLS_LOG_VARIABLES:
+            raise ValueError(f"%{{{arg or ''}}}x: expected %{{SSL_PROTOCOL}}x or "
+                             f"%{{SSL_CIPHER}}x")
     stray = ACCESS_FORMAT_DIRECTIVE.sub("", text)
     if "%" in stray:
         raise ValueError("a % is not followed by a known directive (write %% for a literal %)")
@@ -449,6 +454,38 @@ def cipher_list(raw: str) -> str:
     if not value or any(c.isspace() for c in value):
         raise ValueError(f"expected an OpenSSL cipher list such as "
                          f"ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384, got {raw!r}")
+    return value
+
+
+# Strict-Transport-Security (RFC 6797 §6.1): directives separated by ";", each a token
+# name with an optional token or quoted-string value; max-age first here, as every
+# browser's and nginx's examples write it, so that a value is never sent without one.
+_HSTS_TOKEN = _FIELD_NAME.pattern
+_HSTS_DIRECTIVE = re.compile(
+    rf'{_HSTS_TOKEN}(?:=(?:{_HSTS_TOKEN}|"[\t\x20\x21\x23-\x5b\x5d-\x7e]*"))?')
+_HSTS_MAX_AGE = re.compile(r"max-age=[0-9]{1,10}", re.IGNORECASE)
+
+
+def hsts_value(raw: str) -> str:
+    """A Strict-Transport-Security value sent as written, or "" (none sent): it must start
+    with max-age=SECONDS, e.g. max-age=63072000; includeSubDomains."""
+    value = raw.strip()
+    if not value:
+        return ""
+    directives = [part.strip() for part in value.split(";")]
+    if not _HSTS_MAX_AGE.fullmatch(directives[0]):
+        raise ValueError(f"must start with max-age=SECONDS, as in max-age=63072000; "
+                         f"includeSubDomains, got {raw!r}")
+    seen: set[str] = set()
+    for directive in directives:
+        if not directive:
+            continue  # RFC 6797 allows empty directives (";;")
+        if not _HSTS_DIRECTIVE.fullmatch(directive):
+            raise ValueError(f"not a Strict-Transport-Security directive: {directive!r}")
+        name = directive.partition("=")[0].lower()
+        if name in seen:
+            raise ValueError(f"the directive {name} appears twice (RFC 6797 §6.1)")
+        seen.add(name)
     return value
 
 

@@ -11,6 +11,11 @@ answers 500), and a streamed body is held to it — at most the declared bytes g
 ResponseLengthError is raised when the body proves longer or ends short, so the connection
 closes rather than let the next response start inside this one. Transfer-Encoding is
 refused from a handler.
+
+A connection may add fields of its own to every response (`AddedFields`: the
+Strict-Transport-Security of [server] hsts, over TLS only): after Server, on prepared heads
+and framed ones alike, unless the handler's response has a field of the same name (the
+handler's wins).
 """
 
 from __future__ import annotations
@@ -31,6 +36,34 @@ STATUS_LINES = {status: f"HTTP/1.1 {status} {REASONS[status]}\r\n".encode()
 _LENGTH_RE = re.compile(r"[0-9]{1,18}")  # Content-Length = 1*DIGIT (RFC 9110 §8.6)
 
 
+@dataclass(frozen=True, slots=True)
+class AddedFields:
+    """Fields a connection adds to every response it sends unless the handler set a field
+    of the same name; `lines` are `fields` serialised, ready for a prepared head."""
+
+    fields: tuple[tuple[str, str], ...] = ()
+    lines: bytes = b""
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, fields: tuple[tuple[str, str], ...]) -> AddedFields:
+        """Raises ValueError for a field that cannot be sent (format_response_head's)."""
+        head = format_response_head("HTTP/1.1", 200, "OK", list(fields))
+        return cls(fields, head[head.index(b"\r\n") + 2:-2],
+                   frozenset(name.lower() for name, _value in fields))
+
+    def beside(self, headers: list[tuple[str, str]]) -> AddedFields:
+        """What is added to a response with `headers`: those the handler did not set."""
+        names = self.names
+        if not any(name.lower() in names for name, _value in headers):
+            return self
+        taken = {name.lower() for name, _value in headers}
+        return AddedFields.of(tuple(f for f in self.fields if f[0].lower() not in taken))
+
+
+NO_FIELDS = AddedFields()
+
+
 @dataclass(slots=True)
 class Output:
     items: list[bytes | BodyPart] = field(default_factory=list)
@@ -46,22 +79,27 @@ class Output:
     unsent: Body | None = None
 
 
-def frame(response: Response, method: str, version: str, keep_alive: bool) -> Output:
+def frame(response: Response, method: str, version: str, keep_alive: bool,
+          added: AddedFields = NO_FIELDS) -> Output:
     """Return the Output for `response` to a `method` request of HTTP `version`.
 
     `keep_alive` is the connection's wish; the result may turn it off (an HTTP/1.0 body of
-    unknown length is delimited by closing). Raises ValueError if a header would inject, or
-    the handler's framing fields are invalid or disagree with its body (see the module
-    comment). Never changes `response`, except to close the files of a body not sent.
+    unknown length is delimited by closing). `added`: the connection's own fields (see the
+    module comment). Raises ValueError if a header would inject, or the handler's framing
+    fields are invalid or disagree with its body (see the module comment). Never changes
+    `response`, except to close the files of a body not sent.
     """
     body = response.body
+    if added.fields:
+        added = added.beside(response.headers)
     if response.raw_headers and (method == "HEAD" or isinstance(body, (bytes, FileBody))):
-        return _prepared(response, method, version, keep_alive)
+        return _prepared(response, method, version, keep_alive, added)
     status = response.status
     no_body = method == "HEAD" or status < 200 or status in (204, 304)
     length = response.body_length()
     declared = _declared_length(response.headers, length, no_body)
-    headers = [*response.headers, ("Date", http_date()), ("Server", SERVER_SOFTWARE)]
+    headers = [*response.headers, ("Date", http_date()), ("Server", SERVER_SOFTWARE),
+               *added.fields]
     out = Output(headers=headers)
     if length is not None and declared is None and status >= 200 \
             and status not in (204, 304) and (length or not no_body):
@@ -161,13 +199,16 @@ def connection_tail(keep_alive: bool, version: str) -> bytes:
     return b"\r\n"
 
 
-def _prepared(response: Response, method: str, version: str, keep_alive: bool) -> Output:
+def _prepared(response: Response, method: str, version: str, keep_alive: bool,
+              added: AddedFields) -> Output:
     """The fast path for fields a handler serialised once (a cached static file): the head
     is a few byte concatenations, and a small body joins it in one send()."""
     head = b"".join((prepared_head_start(response.status, response.raw_headers),
-                     http_date().encode(), SERVER_LINE, connection_tail(keep_alive, version)))
+                     http_date().encode(), SERVER_LINE, added.lines,
+                     connection_tail(keep_alive, version)))
     body = response.body
-    out = Output(keep_alive=keep_alive, headers=response.headers)
+    out = Output(keep_alive=keep_alive, headers=[*response.headers, *added.fields]
+                 if added.fields else response.headers)
     if method == "HEAD":
         out.unsent = body
         out.items.append(head)

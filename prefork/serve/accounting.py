@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Protocol
 
 from prefork.http.parser import request_line_parts
-from prefork.log import AccessRecord
+from prefork.log import AccessRecord, TLSSession
 
 if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
@@ -52,7 +52,7 @@ def finish(ctx: ServerContext, slot: ThreadSlot, client: tuple[str, int],
            sent: int, wall: float, started: float,
            response_fields: list[tuple[str, str]] | None, user: str | None = None,
            aborted: bool = False, keep_alive: bool = False, received: int | None = None,
-           wire_sent: int | None = None) -> None:
+           wire_sent: int | None = None, session: TLSSession | None = None) -> None:
     """A request is over: write its access-log line (when the log is on), end its scoreboard
     slot, note it at debug level. `asked` is None when no head was parsed (the parser
     refused it); `status` None when the client went away before any response (logged as
@@ -61,7 +61,9 @@ def finish(ctx: ServerContext, slot: ThreadSlot, client: tuple[str, int],
     `aborted`: the response was not sent whole; `keep_alive`: the connection stays open
     (both only for the debug note: the quick path, off at level debug, leaves them out);
     `received` (the parser's count: request-line, fields, body as framed) and `wire_sent`
-    (status line, fields and body as framed) are %I and %O, "-" when not given."""
+    (status line, fields and body as framed) are %I and %O, "-" when not given; `session`
+    is the connection's transport, which %{SSL_PROTOCOL}x and %{SSL_CIPHER}x ask (only
+    those: a format without them never calls it)."""
     if status is None:
         status = CLIENT_CLOSED
     duration = time.monotonic() - started
@@ -77,7 +79,8 @@ def finish(ctx: ServerContext, slot: ThreadSlot, client: tuple[str, int],
             version, fields = asked.version, asked.headers
         log.log(AccessRecord(client[0], local[1], request_line, method, path, query, version,
                              status, sent, wall, duration, fields, response_fields,
-                             user or "-", bytes_received=received, bytes_sent=wire_sent))
+                             user or "-", bytes_received=received, bytes_sent=wire_sent,
+                             tls=session))
     slot.end_request(sent, duration)
     if ctx.debug:
         ctx.error_log.debug(f"response {status}, {sent} body bytes"

@@ -43,7 +43,7 @@ from prefork.errors import (
     RequestTimeout,
     ServiceUnavailable,
 )
-from prefork.http.framing import Output, frame
+from prefork.http.framing import NO_FIELDS, Output, frame
 from prefork.http.message import EMPTY_BODY, Request, Response
 from prefork.http.message import BodyReader as Body
 from prefork.http.parser import NEED_DATA, REASONS, RequestHead, RequestParser
@@ -68,6 +68,7 @@ LINGER_READ_LIMIT = 1 << 20  # stop lingering after discarding this much
 RETRY_AFTER = "1"  # seconds, on 503 answers when no blocking thread is free
 INTERNAL_ERROR = (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\n"
                   b"Content-Length: 22\r\nConnection: close\r\n\r\nInternal Server Error\n")
+_INTERNAL_ERROR_HEAD_END = INTERNAL_ERROR.index(b"\r\n\r\n") + 2  # where added fields go
 
 
 def error_page(status: int, reason: str, detail: str) -> bytes:
@@ -86,6 +87,11 @@ class Connection:
         self.fd = transport.fd
         self.client = client
         self.local = local
+        # What an answer may depend on besides the request: where it came in, and whether
+        # over TLS (the quick path's key; the redirect to https; hsts). Derived from the
+        # transport, never from a list of addresses.
+        self.listener = (local, transport.scheme)
+        self.added = ctx.tls_fields if transport.scheme == "https" else NO_FIELDS
         self.ctx = ctx
         self.slot = slot
         self.parser = RequestParser(ctx.limits, ctx.host_memo)
@@ -133,7 +139,7 @@ class Connection:
             return self.advance()
         quick = self.ctx.quick
         if quick is not None and self.parser.idle:
-            hit = quick.answer(data, self.local)
+            hit = quick.answer(data, self.listener)
             if hit is not None:
                 return self._answer_quickly(hit, len(data))
         self.parser.feed(data)
@@ -236,7 +242,8 @@ class Connection:
                 # A body can take long to arrive, and some bodiless requests can take long
                 # to serve (a bcrypt check, an application): those go to a pool thread —
                 # an application's own pool, else the worker's blocking pool ("").
-                pool = self.ctx.router.pool_for(event.method, event.path)
+                pool = self.ctx.router.pool_for(event.method, event.path,
+                                                self.transport.scheme)
                 blocking = event.has_body or pool is not None
                 self.pool_name = pool or ""
                 self._begin(event, blocking)
@@ -249,7 +256,8 @@ class Connection:
                     return self._lend(event)
                 response = self._dispatch(event)
                 if response.repeatable is not None and self.ctx.quick is not None:
-                    self.ctx.quick.remember(event, self.request_line, self.local, response)
+                    self.ctx.quick.remember(event, self.request_line, self.listener, response,
+                                            self.added)
                 action = self._send(response, blocking=False)
                 if action is not None:
                     return action
@@ -341,7 +349,11 @@ class Connection:
             self.response = Response(500, [("Content-Type", "text/plain")])
             self.out.clear()
             try:
-                self.transport.send(INTERNAL_ERROR)  # non-blocking: what fits, best effort
+                answer = INTERNAL_ERROR
+                if self.added.lines:  # hsts over TLS, on this answer too
+                    cut = _INTERNAL_ERROR_HEAD_END
+                    answer = answer[:cut] + self.added.lines + answer[cut:]
+                self.transport.send(answer)  # non-blocking: what fits, best effort
             except OSError:
                 pass
         return self.close()
@@ -422,14 +434,14 @@ class Connection:
         method = head.method if head else self.parser.method or "GET"
         version = head.version if head else "HTTP/1.1"
         try:
-            output = frame(response, method, version, keep_alive)
+            output = frame(response, method, version, keep_alive, self.added)
         except ValueError as exc:  # the handler's fields cannot be sent: a server fault
             self.ctx.error_log.error(
                 f"cannot send the {response.status} response to "
                 f"{escape((self.request_line or '')[:LOGGED_TARGET])}: {exc}", self.client)
             release_body(response.body)
             response = self._error_response(InternalServerError("unframable response"))
-            output = frame(response, method, version, False)
+            output = frame(response, method, version, False, self.added)
         except BaseException:
             release_body(response.body)  # nothing was sent: fail() can still answer 500
             raise
@@ -477,7 +489,7 @@ class Connection:
         if sent == len(payload):
             accounting.finish(self.ctx, self.slot, self.client, self.local, hit.request_line,
                               hit, 200, hit.body_bytes, wall, started, hit.response_fields,
-                              received=received, wire_sent=sent)
+                              received=received, wire_sent=sent, session=self.transport)
             if not keep_alive:
                 return self.close()
             self.deadline = started + self.ctx.keepalive_timeout
@@ -527,7 +539,7 @@ class Connection:
                           self.request_line or self.parser.request_line or "", head, status,
                           sent, self.request_wall, self.request_start, fields, self.user,
                           aborted, self.keep_alive, received=received,
-                          wire_sent=self.out.wire_sent)
+                          wire_sent=self.out.wire_sent, session=self.transport)
         self.quick_received = 0
         self.user = self.sent_headers = None
         self.head, self.request_line, self.request_start = None, "", 0.0

@@ -7,6 +7,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from prefork.http.framing import NO_FIELDS, AddedFields
 from prefork.http.parser import Limits
 from prefork.log import AccessLog, ErrorLog
 
@@ -42,3 +43,6 @@ class ServerContext:
     host_memo: dict[str, str] = field(default_factory=dict)  # shared by the worker's parsers
     quick: QuickPath | None = None  # repeats answers of the static file cache (quick.py)
     discard_body_limit: int = 1 << 20  # [http] discard_body_limit
+    # Fields every response over TLS carries (Strict-Transport-Security: [server] hsts);
+    # a connection takes them when its transport's scheme is https.
+    tls_fields: AddedFields = NO_FIELDS

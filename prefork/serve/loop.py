@@ -26,6 +26,8 @@ waiting after SATURATION_GRACE (every worker is full), it gets a fast 503 with R
 Out of descriptors (EMFILE/ENFILE) a loop closes its reserved descriptor, accepts with it,
 answers 503 and closes, then reserves again (nginx's and libev's trick), so queued clients
 are told rather than left waiting; the error log says so at most every FD_LOG_INTERVAL.
+On a TLS listener both refusals are a bare close instead: a plaintext 503 is garbage to a
+client that waits for a handshake, and a handshake is the work the server has no room for.
 """
 
 from __future__ import annotations
@@ -98,11 +100,13 @@ def reserve_descriptor() -> int:
 
 
 def answer_and_close(sock: socket.socket, response: bytes) -> None:
-    """Send a short final answer on a socket we never serve, then close it. What the client
-    sent already is read first: closing with unread input would reset the connection."""
+    """Send a short final answer (b"": none) on a socket we never serve, then close it. What
+    the client sent already is read first: closing with unread input would reset the
+    connection."""
     try:
         sock.setblocking(False)
-        sock.send(response)
+        if response:
+            sock.send(response)
         sock.shutdown(socket.SHUT_WR)
         sock.recv(REFUSED_READ_LIMIT)
     except OSError:
@@ -121,6 +125,10 @@ class EventLoop:
         self.number = number
         self.listeners = {sock.fileno(): sock for sock in listeners}
         self.tls = tls or {}  # listener descriptor -> its TLS server (absent: plain)
+        # What a client refused for want of room gets, by listener: the 503, or on a TLS
+        # listener nothing but the close (see the module comment).
+        self.refusal = {fd: b"" if fd in self.tls else OVERLOAD_RESPONSE
+                        for fd in self.listeners}
         # For a listener bound to a specific address the local address is known already.
         self.local_of = {
             fd: (None if sock.getsockname()[0] in WILDCARD_HOSTS else sock.getsockname()[:2])
@@ -362,15 +370,18 @@ class EventLoop:
             except OSError as exc:
                 if exc.errno == errno.ECONNABORTED:
                     continue  # the client gave up while queued
-                if exc.errno in _OUT_OF_FILES and self._refuse_with_reserve(listener, exc):
+                if exc.errno in _OUT_OF_FILES and self._refuse_with_reserve(
+                        listener, self.refusal[listener_fd], exc):
                     continue
                 self._back_off(exc)
                 return
             self._adopt_new(sock, address, listener_fd)
 
-    def _refuse_with_reserve(self, listener: socket.socket, exc: OSError) -> bool:
+    def _refuse_with_reserve(self, listener: socket.socket, refusal: bytes, exc: OSError
+                             ) -> bool:
         """Out of descriptors: close the reserved one, accept a client in its place, answer
-        it 503 and close, then reserve again. False if there was no reserve to use."""
+        it `refusal` (the 503, or nothing on a TLS listener) and close, then reserve again.
+        False if there was no reserve to use."""
         self._log_out_of_files(exc)
         if self.reserve_fd < 0:
             return False
@@ -381,7 +392,7 @@ class EventLoop:
                 sock, _address = listener.accept()
             except OSError:
                 return False
-            answer_and_close(sock, OVERLOAD_RESPONSE)
+            answer_and_close(sock, refusal)
             return True
         finally:
             self.reserve_fd = reserve_descriptor()
@@ -396,8 +407,9 @@ class EventLoop:
         self.ctx.error_log.error(
             f"accept(): out of file descriptors ({errno.errorcode.get(exc.errno or 0)}: "
             f"{exc.strerror}) with {self.capacity.used()} connections in this worker; new "
-            f"clients get 503 through the reserved one. Raise the limit (ulimit -n, "
-            f"systemd LimitNOFILE) or lower [workers] max_connections{more}")
+            f"clients get 503 (on a TLS listener, a close) through the reserved one. Raise "
+            f"the limit (ulimit -n, systemd LimitNOFILE) or lower [workers] "
+            f"max_connections{more}")
 
     def _back_off(self, exc: OSError) -> None:
         """accept() failed for want of memory or descriptors with no reserve left: stop
@@ -453,10 +465,12 @@ class EventLoop:
             self.ctx.error_log.warn(
                 f"worker pool saturated: {capacity.used()} connections reached "
                 f"[workers] max_connections = {capacity.limit}; new connections wait for "
-                f"another worker or get 503 (consider more processes or max_connections)")
+                f"another worker or get 503 (on a TLS listener, a close; consider more "
+                f"processes or max_connections)")
 
     def _reject_waiting(self) -> None:
-        """Every worker is full and a client has waited SATURATION_GRACE: answer it 503."""
+        """Every worker is full and a client has waited SATURATION_GRACE: answer it 503
+        (close it, on a TLS listener)."""
         for fd, listener in self.listeners.items():
             readable, _, _ = select.select([fd], [], [], 0)
             if not readable:
@@ -465,7 +479,7 @@ class EventLoop:
                 sock, _address = listener.accept()
             except OSError:
                 continue
-            answer_and_close(sock, OVERLOAD_RESPONSE)
+            answer_and_close(sock, self.refusal[fd])
 
     # ------------------------------------------------------------------ timers and draining
 

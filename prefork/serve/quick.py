@@ -4,9 +4,12 @@ How this works (the idea of Apache's CacheQuickHandler, without ever serving sta
 when the full pipeline (parser, router, static handler, framing) has answered a GET or HEAD
 with a 200 its handler marked repeatable (message.Repeatable: built whole from the static
 file cache), remember() keeps that answer under the request's exact request-line, Host value
-and local address, provided the request carried none of the fields below. answer() matches
-a later request's bytes to it and returns a QuickHit, which the connection sends, counts and
-logs (accounting.py) with no parser, router, handler or framing, only when
+and listener — the local address and the transport's scheme, both of which the answer may
+depend on (the router redirects plain-HTTP requests when [server] https_redirect is on, and
+a response over TLS carries the connection's added fields, [server] hsts) — provided the
+request carried none of the fields below. answer() matches a later request's bytes to it
+and returns a QuickHit, which the connection sends, counts and logs (accounting.py) with no
+parser, router, handler or framing, only when
   * the received bytes are exactly one complete head matching _HEAD_RE: GET or HEAD, an
     origin-form target, HTTP/1.0 or 1.1, field lines of token names and visible-ASCII
     values, nothing after the empty line (pipelined bytes are the parser's business).
@@ -37,7 +40,13 @@ from collections.abc import Container
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prefork.http.framing import SERVER_LINE, Output, connection_tail, prepared_head_start
+from prefork.http.framing import (
+    SERVER_LINE,
+    AddedFields,
+    Output,
+    connection_tail,
+    prepared_head_start,
+)
 from prefork.http.message import EVERY_FIELD, FieldNames, Headers, Repeatable, Response
 from prefork.http.parser import READS_FIELDS, Limits, RequestHead, http_date
 
@@ -59,7 +68,9 @@ _HEAD_RE = re.compile(rb"((GET|HEAD) /[\x21-\x7e]* HTTP/1\.([01]))\r\n"
 _FIELD_RE = re.compile(rb"(" + _TOKEN + rb"):[ \t]*"
                        rb"((?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?)[ \t]*\r\n")
 
-Key = tuple[bytes, "bytes | None", tuple[str, int]]  # request-line, Host value, local address
+# Where a connection came in: its local address and its transport's scheme (http, https).
+Listener = tuple[tuple[str, int], str]
+Key = tuple[bytes, "bytes | None", Listener]  # request-line, Host value, listener
 
 
 def forcing_fields(router: Router) -> FieldNames:
@@ -81,6 +92,7 @@ class QuickEntry:
 
     source: Repeatable  # what the answer was made from; it says when it no longer holds
     head_start: bytes  # the status line and the file's fields, up to "Date: "
+    server_tail: bytes  # the Server field and the connection's added fields (hsts)
     body: bytes  # b"" for HEAD
     response_headers: list[tuple[str, str]]  # as the full path logs them (%{Name}o)
 
@@ -102,9 +114,10 @@ class QuickPath:
         self.forcing_bytes: Container[bytes] = (
             _EveryName() if every else frozenset(name.encode("latin-1") for name in forcing))
 
-    def remember(self, head: RequestHead, request_line: str, local: tuple[str, int],
-                 response: Response) -> None:
-        """After the full path answered `head`: keep the answer if it may be repeated."""
+    def remember(self, head: RequestHead, request_line: str, listener: Listener,
+                 response: Response, added: AddedFields) -> None:
+        """After the full path answered `head` on a connection from `listener`, which adds
+        `added` to its responses: keep the answer if it may be repeated."""
         source = response.repeatable
         if (source is None or response.status != 200
                 or head.method not in ("GET", "HEAD") or not head.target.startswith("/")
@@ -115,7 +128,7 @@ class QuickPath:
             return  # a large file: sendfile() from the full path
         host = head.headers.get("Host")
         key = (request_line.encode("latin-1"),
-               host.encode("latin-1") if host is not None else None, local)
+               host.encode("latin-1") if host is not None else None, listener)
         if len(key[0]) + len(key[1] or b"") > min(self.max_head, QUICK_KEY_BYTES):
             return
         known = self.entries.get(key)
@@ -126,17 +139,19 @@ class QuickPath:
             name = name.lower()
             if name in forcing and name != "host" and name != "connection":
                 return  # the answer may depend on it: only ever repeat field-free answers
+        added = added.beside(response.headers)  # as framing adds them
         quick = QuickEntry(source, prepared_head_start(200, source.raw_headers),
+                           SERVER_LINE + added.lines,
                            b"" if head.method == "HEAD" else body or b"",
-                           list(response.headers))
+                           [*response.headers, *added.fields])
         with self.lock:
             if key not in self.entries and len(self.entries) >= QUICK_ENTRIES:
                 del self.entries[next(iter(self.entries))]  # oldest first
             self.entries[key] = quick
 
-    def answer(self, data: bytes, local: tuple[str, int]) -> QuickHit | None:
-        """The remembered answer to `data` (all a connection on `local` has received, its
-        parser idle) if it is a request the quick path may repeat; None: give it to the
+    def answer(self, data: bytes, listener: Listener) -> QuickHit | None:
+        """The remembered answer to `data` (all a connection from `listener` has received,
+        its parser idle) if it is a request the quick path may repeat; None: give it to the
         parser."""
         # Cheap refusals first, so the regex only ever sees one bounded, complete head: its
         # lines are the request-line, the fields and the empty line.
@@ -162,7 +177,7 @@ class QuickPath:
                     return None
             else:
                 return None
-        key = (line, host, local)
+        key = (line, host, listener)
         entry = self.entries.get(key)
         if entry is None:
             return None
@@ -220,7 +235,7 @@ class QuickHit:
     def payload(self, keep_alive: bool) -> bytes:
         """The whole response: what the full path's framing (framing._prepared) sends."""
         entry = self.entry
-        return b"".join((entry.head_start, http_date().encode(), SERVER_LINE,
+        return b"".join((entry.head_start, http_date().encode(), entry.server_tail,
                          connection_tail(keep_alive, self.version), entry.body))
 
     def unsent(self, payload: bytes, sent: int, keep_alive: bool) -> Output:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from prefork.config.settings import Config
+from prefork.http.framing import AddedFields
 from prefork.http.parser import Limits
 from prefork.log import AccessLog, ErrorLog
 from prefork.scoreboard import THREAD_LIMIT, Scoreboard, ThreadSlot
@@ -58,7 +59,12 @@ class WorkerService:
         # Applications are imported here, after fork: each generation runs the code as it
         # is on disk now (a reload picks up new code); an import error fails the boot.
         apps = load_apps(config.apps, error_log, config.workers.processes)
-        router = Router(config, apps)
+        # The first ssl listener's port as bound (port 0 in the file: the kernel's choice),
+        # where [server] https_redirect sends plain-HTTP requests.
+        https_port = next((sock.getsockname()[1] for address, sock
+                           in zip(config.server.listen, listeners, strict=False)
+                           if address.tls and sock.family != socket.AF_UNIX), None)
+        router = Router(config, apps, https_port)
         limits = Limits(http.limit_request_line, http.limit_request_fields,
                         http.limit_request_field_size, http.limit_request_body)
         debug = error_log.enabled_for("debug")
@@ -78,6 +84,9 @@ class WorkerService:
             debug=debug,
             quick=quick,
             discard_body_limit=http.discard_body_limit,
+            tls_fields=AddedFields.of(
+                (("Strict-Transport-Security", config.server.hsts),) if config.server.hsts
+                else ()),
         )
         workers = config.workers
         capacity = Capacity(workers.max_connections)

@@ -14,7 +14,8 @@ the last BlockingIOError waits for the other readiness (a TLS read that must wri
 `layered`: the transport has state of its own beyond the socket's, so the loop asks it after
 every event (never for the plain transport). `scheme` is what requests on it were sent with.
 A transport that cannot `sendfile` says so (`can_sendfile`), and the send queue reads the
-file in bounded pieces instead.
+file in bounded pieces instead. `version()` and `cipher()` name the TLS session (None when
+plain), for the access log.
 """
 
 from __future__ import annotations
@@ -46,6 +47,14 @@ class Transport(Protocol):
     def shutdown_write(self) -> None: ...
 
     def close(self) -> None: ...
+
+    def version(self) -> str | None:
+        """The TLS protocol in use (TLSv1.3...), None on a plain connection."""
+        ...
+
+    def cipher(self) -> str | None:
+        """The TLS cipher suite in use (OpenSSL's name), None on a plain connection."""
+        ...
 
 
 class PlainTransport:
@@ -79,3 +88,9 @@ class PlainTransport:
 
     def close(self) -> None:
         self.sock.close()
+
+    def version(self) -> str | None:
+        return None
+
+    def cipher(self) -> str | None:
+        return None

@@ -9,6 +9,9 @@ nginx's prefix locations do: the document root is the mount `/`, the uploads dir
 on a segment boundary only: `/uploads` serves `/uploads` and `/uploads/x`, never
 `/uploadsx`. Hosted applications are mounts too.
 
+On a plain listener with [server] https_redirect on, a request for a host that passed the
+check is answered with a redirect to https (site/redirect.py) before anything else.
+
 Before dispatch, [auth] require (site/access.py) decides whether the request needs
 credentials, for every mount alike; the authenticated user is recorded on the request (%u,
 REMOTE_USER). A bcrypt check takes ~100 ms, so such requests are served by a pool thread,
@@ -28,6 +31,7 @@ from prefork.errors import BadRequest, Forbidden, MethodNotAllowed, NotImplement
 from prefork.http.message import FieldNames, Request, Response
 from prefork.site.access import AccessRules
 from prefork.site.auth import BasicAuth
+from prefork.site.redirect import HttpsRedirect
 from prefork.site.static import StaticFiles
 from prefork.site.status import ServerStatus
 from prefork.site.uploads.forms import PostHandler
@@ -115,8 +119,10 @@ class Router:
 
     reads_fields: FieldNames = frozenset({"host"})  # request.host, in check_host()
 
-    def __init__(self, config: Config, apps: Sequence[tuple[AppSettings, Handler]] = ()
-                 ) -> None:
+    def __init__(self, config: Config, apps: Sequence[tuple[AppSettings, Handler]] = (),
+                 https_port: int | None = None) -> None:
+        """`https_port`: the first ssl listener's bound port (its configured one, when not
+        given), where [server] https_redirect sends plain-HTTP requests."""
         server = config.server
         self.any_host = "*" in server.server_name
         self.accepted_hosts: dict[str, tuple[str, int]] = {}  # Host value -> local address
@@ -124,6 +130,11 @@ class Router:
         listen = server.listen
         self.listen_hosts = frozenset(a.host for a in listen if a.host not in WILDCARDS)
         self.listen_ports = frozenset(a.port for a in listen)
+        self.redirect: HttpsRedirect | None = None
+        if server.https_redirect:
+            if https_port is None:
+                https_port = next(a.port for a in listen if a.tls)  # configtest checked
+            self.redirect = HttpsRedirect(https_port, server.server_name)
         self.static = StaticFiles(server.document_root, config.static.index_files,
                                   config.static.download_extensions,
                                   mount=config.static.mount)
@@ -158,9 +169,12 @@ class Router:
             mounts.append(Mount(config.status.path, self.status, exact=True, name="status"))
         self.mounts = MountTable(mounts)
 
-    def pool_for(self, method: str, path: str) -> str | None:
+    def pool_for(self, method: str, path: str, scheme: str = "http") -> str | None:
         """The pool a request without a body runs in: an application's, the worker's
-        blocking pool ("") for one that may take long, or None: on the loop thread."""
+        blocking pool ("") for one that may take long, or None: on the loop thread (a
+        request that will be redirected to https is answered there)."""
+        if self.redirect is not None and scheme == "http" and self.redirect.applies(path):
+            return None
         mount = self.mounts.find(path)
         if mount is not None and mount.pool is not None:
             return mount.pool
@@ -208,6 +222,10 @@ class Router:
         if method not in KNOWN_METHODS:
             raise NotImplementedMethod(f"method {method[:32]!r} is not implemented")
         self.check_host(request, local)
+        redirect = self.redirect
+        if (redirect is not None and request.scheme == "http" and request.path != "*"
+                and redirect.applies(request.path)):
+            return redirect.response(request)  # before credentials: none asked over http
         if request.path == "*":
             if method != "OPTIONS":
                 raise BadRequest("the asterisk target is only valid with OPTIONS", close=False)
