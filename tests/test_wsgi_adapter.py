@@ -338,3 +338,67 @@ def test_load_application_names_module_and_callable(tmp_path: Path,
         load_application("mysite_wsgi:missing")
     with pytest.raises(ImportError):
         load_application("no_such_module_here:app")
+
+
+def test_an_iterator_that_gave_its_whole_declared_length_becomes_one_prepared_body() -> None:
+    """A framework's usual answer (one piece from an iterator, Content-Length declared) is
+    taken whole: one bytes body and a prepared head, the iterable closed once. A piece past
+    the declared length, or a failure after it, still streams and is refused as before."""
+    def answer(result: Closing, length: str, status: str = "200 OK") -> Any:
+        def app(environ: dict[str, Any], start_response: Any) -> Closing:
+            start_response(status, [("Content-Type", "text/plain"),
+                                    ("Content-Length", length)])
+            return result
+        return app
+
+    whole = Closing([b"", b"hello", b""])
+    response = handler(answer(whole, "5")).serve(request())
+    assert (response.body, whole.closed) == (b"hello", 1)
+    assert response.raw_headers == b"Content-Type: text/plain\r\nContent-Length: 5\r\n"
+
+    longer = Closing([b"hello", b"", b"more"])
+    response = handler(answer(longer, "5")).serve(request())
+    assert isinstance(response.body, StreamedBody) and body_of(response) == b"hellomore"
+    assert longer.closed == 1  # framing cuts it at 5 bytes and closes the connection
+
+    failing = Closing([b"hello", b""], fail_at=1)
+    response = handler(answer(failing, "5")).serve(request())
+    with pytest.raises(ApplicationAborted):
+        body_of(response)
+    assert failing.closed == 1
+
+    custom = Closing([b"hello"])  # a reason of its own: the general path keeps it
+    response = handler(answer(custom, "5", "200 Fine")).serve(request())
+    assert (response.body, response.reason, response.raw_headers) == (b"hello", "Fine", b"")
+
+
+def test_a_prepared_head_gets_the_length_and_checked_fields_are_checked_each_time() -> None:
+    def plain(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("201 Created", [("Content-Type", "text/plain"), ("X-Thing", " spaced")])
+        return [b"made"]
+
+    bare = WSGIHandler(plain, "/app", Log(), multithread=True, multiprocess=True)
+    for _ in range(2):  # the second time from the memo: the same answer
+        response = bare.serve(request())
+        assert response.raw_headers == (b"Content-Type: text/plain\r\nX-Thing: spaced\r\n"
+                                        b"Content-Length: 4\r\n")
+        assert response.headers == [("Content-Type", "text/plain"), ("X-Thing", "spaced"),
+                                    ("Content-Length", "4")]
+    assert bare.serve(request(method="HEAD")).raw_headers == b""
+
+    def wrong(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Length", "9")])
+        return [b"short"]
+
+    response = WSGIHandler(wrong, "/app", Log(), multithread=True, multiprocess=True
+                           ).serve(request())
+    assert response.raw_headers == b""  # left to framing, which refuses the wrong length
+
+    def hop(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Connection", "close")])
+        return [b""]
+
+    for _ in range(2):  # refused every time, never remembered as good
+        with pytest.raises(InternalServerError):
+            WSGIHandler(hop, "/app", Log(), multithread=True, multiprocess=True
+                        ).serve(request())

@@ -24,6 +24,7 @@ import re
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
@@ -44,6 +45,7 @@ from prefork.http.message import (
     Request,
     Response,
 )
+from prefork.http.parser import REASONS
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
@@ -58,6 +60,14 @@ TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 FIELD_VALUE_RE = re.compile(r"[\t\x20-\x7e\x80-\xff]*\Z")
 READLINE_CHUNK = 8192
 MAX_LATE_WRITE = 1 << 20  # bytes write() may buffer before the first piece of the body
+# What was checked once need not be checked again: start_response's statuses and fields,
+# the environ keys of request field names and the SERVER_NAME/PORT of Host values repeat
+# from request to request. Each memo forgets everything when it reaches MEMO_LIMIT entries
+# (varying values, such as cookies, only cost the check they would have cost anyway).
+MEMO_LIMIT = 4096
+_checked_status: dict[str, tuple[int, str]] = {}
+_checked_fields: dict[tuple[str, str], tuple[str, str, bool]] = {}  # -> name, value, is C-L
+_NO_KEY = ""  # a field name the environ leaves out (it holds "_")
 
 
 class ErrorSink(Protocol):
@@ -244,6 +254,7 @@ class _StartResponse:
         self.head_sent = False
         self.written: list[bytes] = []
         self.written_size = 0
+        self.length: str | None = None  # the one Content-Length the application declared
 
     def __call__(self, status: str, headers: list[tuple[str, str]],
                  exc_info: ExcInfo | None = None) -> Callable[[bytes], None]:
@@ -255,21 +266,26 @@ class _StartResponse:
                 exc_info = None  # PEP 3333: avoid a reference cycle through the traceback
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        if not isinstance(status, str) or not STATUS_RE.match(status):
-            raise ValueError(f"malformed status {status!r}")
+        parsed = _checked_status.get(status) if type(status) is str else None
+        if parsed is None:
+            if not isinstance(status, str) or not STATUS_RE.match(status):
+                raise ValueError(f"malformed status {status!r}")
+            parsed = int(status[:3]), status[4:]
+            _remember(_checked_status, status, parsed)
         checked: list[tuple[str, str]] = []
+        length: str | None = None
+        lengths = 0
         for item in headers:
-            if not (isinstance(item, tuple) and len(item) == 2
-                    and isinstance(item[0], str) and isinstance(item[1], str)):
-                raise TypeError(f"response header {item!r} is not a (str, str) tuple")
-            name, value = item
-            if not TOKEN_RE.match(name) or not FIELD_VALUE_RE.match(value):
-                raise ValueError(f"malformed response header {name!r}: {value!r}")
-            if name.lower() in HOP_BY_HOP:
-                raise ValueError(f"hop-by-hop header {name!r} from the application")
-            checked.append((name, value.strip(" \t")))
-        self.status, self.reason = int(status[:3]), status[4:]
+            field = _checked_fields.get(item) if type(item) is tuple else None
+            if field is None:
+                field = _check_field(item)
+            checked.append(field[:2])
+            if field[2]:
+                length = field[1]
+                lengths += 1
+        self.status, self.reason = parsed
         self.headers = checked
+        self.length = length if lengths == 1 else None
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -284,6 +300,54 @@ class _StartResponse:
             raise ValueError(f"write() buffered over {MAX_LATE_WRITE} bytes: return an "
                              f"iterable instead")
         self.written.append(data)
+
+
+def _check_field(item: object) -> tuple[str, str, bool]:
+    """A response field from the application, checked: (name, value without surrounding
+    whitespace, whether it is Content-Length); raises TypeError/ValueError."""
+    if not (isinstance(item, tuple) and len(item) == 2
+            and isinstance(item[0], str) and isinstance(item[1], str)):
+        raise TypeError(f"response header {item!r} is not a (str, str) tuple")
+    name, value = item
+    if not TOKEN_RE.match(name) or not FIELD_VALUE_RE.match(value):
+        raise ValueError(f"malformed response header {name!r}: {value!r}")
+    lowered = name.lower()
+    if lowered in HOP_BY_HOP:
+        raise ValueError(f"hop-by-hop header {name!r} from the application")
+    field = (name, value.strip(" \t"), lowered == "content-length")
+    if type(name) is str and type(value) is str:  # not a subclass that could change
+        _remember(_checked_fields, (name, value), field)
+    return field
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+
+
+def _environ_key(name: str) -> str:
+    """The environ key of request field `name` (_NO_KEY: left out)."""
+    key = name.upper()
+    if "_" in key:
+        return _NO_KEY  # X_Forwarded_For would pass for X-Forwarded-For (nginx drops them too)
+    key = key.replace("-", "_")
+    return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+
+def _prepared_fields(status: int, reason: str, headers: list[tuple[str, str]],
+                     length: str | None, body: bytes) -> bytes:
+    """The application's checked fields serialised once for framing's prepared path (a
+    whole bytes body, the usual reason phrase), Content-Length added when it declared none;
+    b"" to leave the answer to the general path (which refuses a wrong length)."""
+    if reason != REASONS.get(status) or status < 200 or status in (204, 304):
+        return b""
+    if length is None:
+        headers.append(("Content-Length", str(len(body))))
+    elif length != str(len(body)):
+        return b""
+    # Checked by start_response: token names, values without CR/LF/NUL, within latin-1.
+    return "".join([f"{name}: {value}\r\n" for name, value in headers]).encode("latin-1")
 
 
 class WSGIHandler:
@@ -307,6 +371,8 @@ class WSGIHandler:
             "SCRIPT_NAME": self.mount,
             "SERVER_SOFTWARE": "prefork",
         }
+        self._keys: dict[str, str] = {}  # request field name -> environ key (_environ_key)
+        self._servers: dict[tuple[str, tuple[str, int]], tuple[str, str]] = {}  # Host, local
 
     def environ(self, request: Request, local: tuple[str, int], user: str | None = None
                 ) -> dict[str, Any]:
@@ -315,34 +381,33 @@ class WSGIHandler:
         if request.scheme != "http":  # over TLS (the base says "http" or what was configured)
             env["wsgi.url_scheme"] = request.scheme
         path = request.path[len(self.mount):] if request.path != "*" else "*"
-        env["PATH_INFO"] = unquote_to_bytes(path).decode("latin-1")
+        env["PATH_INFO"] = path if "%" not in path and path.isascii() else \
+            unquote_to_bytes(path).decode("latin-1")
         env["QUERY_STRING"] = request.query
         env["REQUEST_METHOD"] = request.method
         env["REQUEST_URI"] = env["RAW_URI"] = request.target
         env["SERVER_PROTOCOL"] = request.version
-        env["REMOTE_ADDR"] = request.client[0]
-        env["REMOTE_PORT"] = str(request.client[1])
-        host = request.headers.get("Host")
-        if host:
-            name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
-            if not name or not port.isdigit():
-                name, port = host, str(local[1])
-            env["SERVER_NAME"], env["SERVER_PORT"] = name.strip("[]"), port
-        else:
-            env["SERVER_NAME"], env["SERVER_PORT"] = local[0], str(local[1])
+        client = request.client
+        env["REMOTE_ADDR"] = client[0]
+        env["REMOTE_PORT"] = str(client[1])
+        host = request.headers.get("Host") or ""
+        server = self._servers.get((host, local))
+        if server is None:
+            server = _server_of(host, local)
+            _remember(self._servers, (host, local), server)
+        env["SERVER_NAME"], env["SERVER_PORT"] = server
         if user is not None:
             env["REMOTE_USER"] = user
             env["AUTH_TYPE"] = "Basic"
+        keys = self._keys
         for name, value in request.headers:
-            key = name.upper()
-            if "_" in key:
-                continue  # X_Forwarded_For would pass for X-Forwarded-For (nginx drops them too)
-            key = key.replace("-", "_")
-            if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-                env[key] = value
+            key = keys.get(name)
+            if key is None:
+                key = _environ_key(name)
+                _remember(keys, name, key)
+            if not key:  # _NO_KEY
                 continue
-            key = "HTTP_" + key
-            if key in env:  # RFC 9110 §5.3: repeated fields combine into one list
+            if key in env and key[0] == "H":  # §5.3: repeated fields combine into one list
                 env[key] += ("; " if key == "HTTP_COOKIE" else ", ") + value
             else:
                 env[key] = value
@@ -378,18 +443,35 @@ class WSGIHandler:
             env["wsgi.errors"].flush()
         start.head_sent = True
         pieces = start.written + pieces
-        declared = _declared_length(start.headers)
+        if rest is not None and start.length is not None and \
+                not isinstance(result, FileWrapper) and \
+                start.length == str(sum(len(piece) for piece in pieces)):
+            rest = _rest_of_declared(rest)
         body: Body
+        raw = b""
         if rest is None:  # finite and fully taken: one bytes body
             _close_result(result, self.error_log, request.client, what)
             body = b"".join(pieces)
+            if request.method != "HEAD":
+                raw = _prepared_fields(start.status, start.reason, start.headers,
+                                       start.length, body)
         elif isinstance(result, FileWrapper) and not pieces and \
-                (region := result.file_region(declared)) is not None:
+                (region := result.file_region(_declared_length(start.headers))) is not None:
             _close_result(result, self.error_log, request.client, what)
             body = region
         else:
             body = StreamedBody(pieces, rest, result, self.error_log, request.client, what)
-        return Response(start.status, start.headers, body, start.reason)
+        return Response(start.status, start.headers, body, start.reason, raw_headers=raw)
+
+
+def _server_of(host: str, local: tuple[str, int]) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT from the Host field (else the local address)."""
+    if not host:
+        return local[0], str(local[1])
+    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name or not port.isdigit():
+        name, port = host, str(local[1])
+    return name.strip("[]"), port
 
 
 def _declared_length(headers: list[tuple[str, str]]) -> int | None:
@@ -397,6 +479,28 @@ def _declared_length(headers: list[tuple[str, str]]) -> int | None:
         if name.lower() == "content-length":
             return int(value) if value.isdigit() else None
     return None
+
+
+def _rest_of_declared(rest: Iterator[bytes]) -> Iterator[bytes] | None:
+    """The pieces taken so far hold the whole declared Content-Length (a framework's usual
+    answer: one piece from an iterator): take the rest now, which can only be empty pieces,
+    so the answer goes out as one bytes body with a prepared head. None when nothing
+    followed; else an iterator that gives what did (a piece too many, not bytes, or the
+    application's exception), for StreamedBody to refuse as it always does. PEP 3333's
+    "no delay" holds: with its length declared and given, the response has no block left
+    to wait for."""
+    try:
+        for piece in rest:
+            if type(piece) is not bytes or piece:
+                return chain((piece,), rest)
+    except Exception as exc:
+        return _raising(exc)
+    return None
+
+
+def _raising(exc: Exception) -> Iterator[bytes]:
+    raise exc
+    yield b""  # a generator: the exception comes with the first next()
 
 
 def _first_pieces(result: Iterable[bytes]) -> tuple[list[bytes], Iterator[bytes] | None]:
