@@ -8,8 +8,10 @@ match" is OpenSSL's verdict, not ours.
 
 Defaults and why (docs/tls.md): TLS 1.2 and 1.3 only (RFC 8996 retired 1.0 and 1.1); for
 TLS 1.2 Mozilla's "intermediate" suites, ECDHE key exchange with AEAD ciphers only (TLS 1.3
-suites are all of that kind and OpenSSL's defaults are kept); the client's preference among
-them, as Mozilla recommends when every offered suite is strong; ALPN `http/1.1`; no
+suites are all of that kind and OpenSSL's defaults are kept); the server's order among them
+(Python's default OP_CIPHER_SERVER_PREFERENCE), except that a client which puts ChaCha20 first
+gets it (OpenSSL's SSL_OP_PRIORITIZE_CHACHA): such a client has no AES hardware, and
+testssl.sh rates a server without an order of its own as a weakness; ALPN `http/1.1`; no
 renegotiation (OP_NO_RENEGOTIATION: a client-initiated renegotiation costs the server a full
 handshake and is a known DoS lever); session tickets on (OpenSSL's defaults: TLS 1.3 sends
 two tickets after the handshake).
@@ -35,6 +37,9 @@ from prefork.errors import ConfigError
 
 EXPIRY_WARNING = datetime.timedelta(days=14)
 ALPN_PROTOCOLS = ["http/1.1"]
+# SSL_OP_PRIORITIZE_CHACHA (OpenSSL 1.1.1 and later), which Python's ssl does not name: with
+# the server's cipher order, ChaCha20 goes first when the client put it first.
+OP_PRIORITIZE_CHACHA = 0x00200000
 _VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 
@@ -112,6 +117,7 @@ def build_context(config: Config, tls: TLSSettings) -> ssl.SSLContext:
     context.minimum_version = _VERSIONS[tls.protocols[0]]
     context.maximum_version = _VERSIONS[tls.protocols[-1]]
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | OP_PRIORITIZE_CHACHA
     if not tls.session_tickets:
         context.options |= ssl.OP_NO_TICKET
         context.num_tickets = 0
