@@ -4,10 +4,8 @@ certificates from a throwaway CA (trustme), clients from Python's ssl, curl and 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import http.client
 import json
-import os
 import re
 import shutil
 import socket
@@ -97,7 +95,6 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
     ca_file = base / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     root = make_root(base)
-    (root / "htdocs" / "ten.bin").write_bytes(os.urandom(10 << 20))
     server = Server(root, write_config(root, tls_settings(base, ca)))
     try:
         plain, secure = ports_of(server.start().stdout)
@@ -185,31 +182,6 @@ def test_keep_alive_and_pipelining(tls: TLSServer) -> None:
         answer = read_all(sock)
     assert answer.count(b"HTTP/1.1 200 OK\r\n") == 3
     assert answer.index(b"sub index") < answer.index(b"page\n") < answer.rindex(b"sub index")
-
-
-def test_download_10_mib_keeps_its_sha256(tls: TLSServer) -> None:
-    expected = hashlib.sha256((tls.server.root / "htdocs" / "ten.bin").read_bytes())
-    conn = tls.https()
-    conn.request("GET", "/ten.bin", headers={"Host": "localhost"})
-    response = conn.getresponse()
-    digest = hashlib.sha256()
-    while chunk := response.read(1 << 16):
-        digest.update(chunk)
-    conn.close()
-    assert response.status == 200 and digest.hexdigest() == expected.hexdigest()
-
-
-def test_put_upload_10_mib_keeps_its_sha256(tls: TLSServer) -> None:
-    data = os.urandom(10 << 20)
-    conn = tls.https()
-    conn.request("PUT", "/uploads/tls-ten.bin", body=data,
-                 headers={"Host": "localhost", "Expect": "100-continue"})
-    response = conn.getresponse()
-    response.read()
-    conn.close()
-    assert response.status in (200, 201, 204), response.status
-    stored = tls.server.root / "htdocs" / "uploads" / "tls-ten.bin"
-    assert hashlib.sha256(stored.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def test_application_sees_https(tls: TLSServer) -> None:
