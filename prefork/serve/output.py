@@ -75,7 +75,8 @@ def send_all(transport: Transport, data: bytes, timeout: float) -> None:
 class SendQueue:
     """What remains to be sent of the current response."""
 
-    __slots__ = ("body_sent", "chunked", "items", "length_fault", "stream", "wire_sent")
+    __slots__ = ("body_sent", "chunked", "items", "length_fault", "piece", "stream",
+                 "wire_sent")
 
     def __init__(self) -> None:
         self.items: deque[bytes | memoryview | FileBody] = deque()
@@ -86,6 +87,10 @@ class SendQueue:
         # Why a streamed body stopped at its declared Content-Length (framing.exactly): the
         # response is complete on the wire, but the connection must close after it.
         self.length_fault: str | None = None
+        # What was read of the first FileBody (from its offset) and not yet taken by a
+        # transport that cannot sendfile: a TLS write that could not finish is retried with
+        # these same bytes (OpenSSL has already encrypted part of them), never re-read.
+        self.piece: bytes | memoryview | None = None
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -97,6 +102,7 @@ class SendQueue:
         self.chunked = output.chunked
         self.stream = output.stream
         self.length_fault = None
+        self.piece = None
         self.body_sent = output.body_bytes
         self.items.extend(output.items)
 
@@ -119,8 +125,14 @@ class SendQueue:
                         sent = transport.sendfile(item.fd, item.offset,
                                                   min(item.length, SENDFILE_CHUNK))
                     else:  # read and send in bounded pieces (memory flat for any size)
-                        piece = os.pread(item.fd, min(item.length, READ_CHUNK), item.offset)
+                        piece = self.piece
+                        if piece is None:
+                            piece = os.pread(item.fd, min(item.length, READ_CHUNK),
+                                             item.offset)
+                            self.piece = piece
                         sent = transport.send(piece, more=True) if piece else 0
+                        self.piece = memoryview(piece)[sent:] if 0 < sent < len(piece) \
+                            else None
                     if sent == 0:
                         raise OSError("file shrank while it was being sent")
                     item.offset += sent
@@ -169,6 +181,7 @@ class SendQueue:
             if isinstance(item, FileBody):
                 release(item)
         self.items.clear()
+        self.piece = None
         if self.stream is not None:
             close = getattr(self.stream, "close", None)
             if close:
