@@ -70,6 +70,7 @@ class StallingTransport:
     OpenSSL's want-write; the others take at most `take` bytes. Writes to memory."""
 
     can_sendfile = False
+    corks = False
     inverted = False
     layered = True
     scheme = "https"
@@ -115,3 +116,34 @@ def test_a_file_piece_a_write_could_not_take_is_retried_not_read_again(tmp_path:
         assert body == content and queue.body_sent == len(content)
         assert transport.retried_with_same > 3  # the file pieces: the same object, no pread
         assert queue.piece is None
+
+
+class RecordingTransport:
+    """A transport that cannot cork (TLS: each write is a record); records every write."""
+
+    can_sendfile = False
+    corks = False
+    inverted = False
+    layered = True
+    scheme = "https"
+    fd = -1
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def send(self, data: bytes | memoryview, more: bool = False) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_small_pieces_go_out_in_one_write_when_the_transport_cannot_cork() -> None:
+    small = [b"hello ", b"world"]
+    big = [b"x" * 10_000, b"y" * 10_000]  # together over a TLS record's 16 KiB
+    for body, writes in ((small, 1), (big, 2)):
+        transport = RecordingTransport()
+        queue = SendQueue()
+        queue.load(frame(Response(200, [], body), "GET", "HTTP/1.1", True))
+        assert queue.flush(transport, timeout=None)  # type: ignore[arg-type]
+        assert len(transport.writes) == writes
+        _, _, sent = b"".join(transport.writes).partition(b"\r\n\r\n")
+        assert sent == b"".join(body)

@@ -22,6 +22,10 @@ from prefork.serve.transport import Transport
 
 READ_CHUNK = 1 << 16  # bytes read per step when the transport cannot sendfile (TLS)
 SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
+# Consecutive bytes items up to this many in all are joined into one write when the transport
+# cannot cork (TLS): a head and a small body in one record and one syscall, not two. 16 KiB
+# is a TLS record's largest plaintext.
+JOIN_LIMIT = 1 << 14
 
 
 def release(part: FileBody) -> None:
@@ -140,6 +144,8 @@ class SendQueue:
                     self.body_sent += sent
                     self.wire_sent += sent
                     continue
+                if len(out) > 1 and not transport.corks:
+                    item = self._join_small(item)
                 sent = transport.send(item, len(out) > 1)
                 self.wire_sent += sent
             except BlockingIOError:
@@ -152,6 +158,26 @@ class SendQueue:
                 out[0] = memoryview(item)[sent:]
             else:
                 out.popleft()
+
+    def _join_small(self, item: bytes | memoryview) -> bytes | memoryview:
+        """The first item joined with the bytes items after it while they fit JOIN_LIMIT
+        together (the queue's head becomes the joined item)."""
+        out = self.items
+        joined = [item]
+        size = len(item)
+        while len(out) > len(joined):
+            nxt = out[len(joined)]
+            if isinstance(nxt, FileBody) or size + len(nxt) > JOIN_LIMIT:
+                break
+            joined.append(nxt)
+            size += len(nxt)
+        if len(joined) == 1:
+            return item
+        for _ in joined:
+            out.popleft()
+        item = b"".join(joined)
+        out.appendleft(item)
+        return item
 
     def _pull_stream(self) -> bool:
         """Move the next piece of a streamed body into the queue; False once it is done."""

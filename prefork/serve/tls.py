@@ -105,6 +105,7 @@ class TLSTransport:
     __slots__ = ("client", "established", "fd", "inverted", "raw", "server", "ssl_io", "tls")
 
     can_sendfile = False
+    corks = False  # an SSLSocket takes no MSG_MORE: the send queue joins small pieces
     layered = True  # its readiness is not the socket's: the loop asks after every event
     scheme = "https"
 
