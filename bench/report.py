@@ -26,6 +26,10 @@ RATIOS = {
     "cpu_x_gunicorn_gthread": ("cpu_us_per_req", "gunicorn-gthread"),
     "rps_x_prefork_noapp": ("rps", "prefork-noapp"),
     "p99_x_prefork_noapp": ("p99_ms", "prefork-noapp"),
+    # --prefork-base: the same prefork configuration from another checkout (before/after)
+    "rps_x_prefork_base": ("rps", "prefork-base"),
+    "cpu_x_prefork_base": ("cpu_us_per_req", "prefork-base"),
+    "cpu_per_gb_x_prefork_base": ("cpu_s_per_gb", "prefork-base"),
 }
 
 
@@ -211,11 +215,20 @@ TLS_COLUMNS: list[tuple[str, Any]] = [
     ("wrk CPU %", lambda r: _f(_pct(r), 0)),
     ("errors", lambda r: _f(r["errors"], 0)),
 ]
+BASE_COLUMNS: list[tuple[str, Any]] = [  # with --prefork-base
+    ("x base", lambda r: _x(r["rps_x_prefork_base"])),
+    ("CPU x base", lambda r: _x(r["cpu_x_prefork_base"])),
+]
+BIG_BASE_COLUMNS: list[tuple[str, Any]] = [
+    ("CPU/GB x base", lambda r: _x(r["cpu_per_gb_x_prefork_base"])),
+]
 
 
-def _columns(workload: str) -> list[tuple[str, Any]]:
+def _columns(workload: str, with_base: bool = False) -> list[tuple[str, Any]]:
     if workload in ("tls_ka_1k", "tls_close_1k", "tls_resume_1k"):
-        return TLS_COLUMNS
+        return TLS_COLUMNS + (BASE_COLUMNS if with_base else [])
+    if workload == "tls_big_10m" and with_base:
+        return BIG_COLUMNS + BIG_BASE_COLUMNS
     workload = workload.removeprefix("tls_")  # the idle and big workloads: as over plain TCP
     if workload in APP_WORKLOADS:
         return APP_COLUMNS
@@ -235,7 +248,7 @@ def _columns(workload: str) -> list[tuple[str, Any]]:
 
 
 def workload_table(workload: str, rows: dict[str, dict[str, Any]], idle_target: int) -> str:
-    cols = _columns(workload)
+    cols = _columns(workload, "prefork-base" in rows)
     lines = ["| server | " + " | ".join(c for c, _ in cols) + " | rounds |",
              "|---|" + "---:|" * len(cols) + "---:|"]
     for srv, row in rows.items():

@@ -59,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a smoke run: 1 round of 2 s, 1 s warm-up")
     ap.add_argument("--prefork-python", default=None,
                     help="interpreter for bin/httpdctl (needs click, psutil, setproctitle)")
+    ap.add_argument("--prefork-base", type=Path, default=None,
+                    help="another checkout of prefork (e.g. `git archive` of the commit before "
+                         "a change) run as server prefork-base beside prefork, configured the "
+                         "same, in the same rotated rounds; added to --servers")
     ap.add_argument("--prefork-threads", type=int, default=1, help="[workers] threads")
     ap.add_argument("--apache-threads", type=int, default=25, help="ThreadsPerChild")
     ap.add_argument("--app-threads", type=int, default=4,
@@ -74,6 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a = ap.parse_args(argv)
     if a.servers is None:
         a.servers = ",".join(DEFAULT_SERVERS[a.suite])
+    if a.prefork_base is not None and "prefork-base" not in a.servers.split(","):
+        a.servers += ",prefork-base"
     if a.workloads is None:
         a.workloads = ",".join(SUITES[a.suite])
     if a.out is None:
@@ -213,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(repo=REPO, bench_dir=BENCH_DIR, venv=args.venv,
                    prefork_python=args.prefork_python, prefork_threads=args.prefork_threads,
                    apache_threads=args.apache_threads, nofile=nofile,
-                   app_threads=args.app_threads)
+                   app_threads=args.app_threads,
+                   prefork_base=args.prefork_base.resolve() if args.prefork_base else None)
     workloads = [WORKLOADS[n] for n in _names(args.workloads, WORKLOADS)]
     if nofile < 12000 and any(w.idle >= 10000 for w in workloads):
         print(f"warning: RLIMIT_NOFILE hard limit is {nofile}; idle_10k_pss needs ~12000 "

@@ -41,6 +41,7 @@ class Options:
     apache_threads: int = 25
     nofile: int = 1024
     app_threads: int = 4  # threads per process running the WSGI application (Python peers)
+    prefork_base: Path | None = None  # another checkout run as "prefork-base" (before/after)
     tls_cert: Path | None = None  # the TLS suite's throwaway certificate and key (PEM)
     tls_key: Path | None = None
 
@@ -447,10 +448,14 @@ class Prefork(Server):
     def concurrency(self, opts: Options) -> int:
         return 2 * opts.app_threads
 
+    def repo(self, opts: Options) -> Path:
+        """The checkout whose bin/httpdctl runs."""
+        return opts.repo
+
     def unavailable(self, opts: Options) -> str | None:
-        ctl = opts.repo / "bin" / "httpdctl"
+        ctl = self.repo(opts) / "bin" / "httpdctl"
         if not ctl.exists():
-            return f"{ctl} not found: prefork skipped"
+            return f"{ctl} not found: {self.name} skipped"
         py, why = find_prefork_python(opts.repo, opts.prefork_python)
         if py is None:
             return why
@@ -458,7 +463,8 @@ class Prefork(Server):
         return None
 
     def version(self, opts: Options) -> str:
-        return f"prefork from {opts.repo} ({_git_head(opts.repo)}), python {opts.prefork_python}"
+        repo = self.repo(opts)
+        return f"prefork from {repo} ({_git_head(repo)}), python {opts.prefork_python}"
 
     def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
                opts: Options) -> Launch:
@@ -496,7 +502,7 @@ class Prefork(Server):
                   "level = warn", ""]
         (workdir / "etc" / "httpd.ini").write_text("\n".join(lines))
         assert opts.prefork_python is not None
-        argv = [opts.prefork_python, str(opts.repo / "bin" / "httpdctl"),
+        argv = [opts.prefork_python, str(self.repo(opts) / "bin" / "httpdctl"),
                 "-f", str(workdir / "etc" / "httpd.ini"), "start", "--foreground"]
         return Launch(argv, stop_signal=signal.SIGINT)  # SIGINT: fast stop
 
@@ -513,6 +519,22 @@ class PreforkNoApp(Prefork):
     def config_note(self, opts: Options) -> str:
         return (f"processes = 2, threads = {opts.prefork_threads}, access_log = off, "
                 "[static] mount = /static, no [app]")
+
+
+class PreforkBase(Prefork):
+    """prefork from another checkout (--prefork-base PATH), configured exactly as `prefork`:
+    a change measured before and after in the same rotated rounds."""
+
+    name = "prefork-base"
+
+    def repo(self, opts: Options) -> Path:
+        assert opts.prefork_base is not None
+        return opts.prefork_base
+
+    def unavailable(self, opts: Options) -> str | None:
+        if opts.prefork_base is None:
+            return "no --prefork-base checkout given"
+        return super().unavailable(opts)
 
 
 def _git_head(repo: Path) -> str:
@@ -536,7 +558,7 @@ def _link_tree(src: Path, dst: Path) -> None:
 ALL_SERVERS: list[Server] = [
     Prefork(), Nginx(), NginxTuned(), Apache(), Gunicorn("gunicorn-sync", "sync"),
     Gunicorn("gunicorn-gthread", "gthread", threads=4), Waitress(), HttpServer(),
-    Uwsgi(), Granian(), PreforkNoApp(),
+    Uwsgi(), Granian(), PreforkNoApp(), PreforkBase(),
 ]
 # The servers each suite runs when --servers is not given.
 DEFAULT_SERVERS = {
@@ -547,7 +569,7 @@ DEFAULT_SERVERS = {
     "tls": ["prefork", "nginx"],
 }
 # The servers that can terminate TLS themselves (the TLS workloads run only these).
-TLS_SERVERS = frozenset({"prefork", "nginx", "nginx-tuned"})
+TLS_SERVERS = frozenset({"prefork", "prefork-base", "nginx", "nginx-tuned"})
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -556,7 +578,7 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
                     "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)],
                    check=True, capture_output=True, timeout=60)
