@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -22,9 +23,11 @@ class StartError(RuntimeError):
 class Running:
     """One started server process (and its tree) with its log file."""
 
-    def __init__(self, server: Server, launch: Launch, workdir: Path, port: int) -> None:
+    def __init__(self, server: Server, launch: Launch, workdir: Path, port: int,
+                 tls: bool = False) -> None:
         self.server = server
         self.port = port
+        self.tls = tls  # readiness is probed over https
         self.workdir = workdir
         self.log_path = workdir / "server.out"
         env = {**os.environ, **launch.env}
@@ -57,7 +60,7 @@ class Running:
                 raise StartError(f"{self.server.name} exited with {self.proc.returncode}:\n"
                                  f"{self.log_tail()}")
             try:
-                status, body = http_get(self.port, path)
+                status, body = http_get(self.port, path, tls=self.tls)
                 if status == 200 and (size is None or len(body) == size):
                     return
                 last = f"HTTP {status}, {len(body)} bytes"
@@ -99,8 +102,14 @@ def stop_all() -> None:
         r.stop(grace=3.0)
 
 
-def http_get(port: int, path: str, timeout: float = 2.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+def http_get(port: int, path: str, timeout: float = 2.0, tls: bool = False
+             ) -> tuple[int, bytes]:
+    conn: http.client.HTTPConnection
+    if tls:  # the bench's throwaway self-signed certificate: no verification
+        conn = http.client.HTTPSConnection(HOST, port, timeout=timeout,
+                                           context=ssl._create_unverified_context())
+    else:
+        conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": f"{HOST}:{port}"})
         resp = conn.getresponse()

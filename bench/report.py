@@ -26,6 +26,10 @@ RATIOS = {
     "cpu_x_gunicorn_gthread": ("cpu_us_per_req", "gunicorn-gthread"),
     "rps_x_prefork_noapp": ("rps", "prefork-noapp"),
     "p99_x_prefork_noapp": ("p99_ms", "prefork-noapp"),
+    # --prefork-base: the same prefork configuration from another checkout (before/after)
+    "rps_x_prefork_base": ("rps", "prefork-base"),
+    "cpu_x_prefork_base": ("cpu_us_per_req", "prefork-base"),
+    "cpu_per_gb_x_prefork_base": ("cpu_s_per_gb", "prefork-base"),
 }
 
 
@@ -199,7 +203,33 @@ def _pct(r: dict[str, Any]) -> float | None:
     return 100.0 * r["client_cpu_s"] / r["duration_s"]
 
 
-def _columns(workload: str) -> list[tuple[str, Any]]:
+TLS_COLUMNS: list[tuple[str, Any]] = [
+    ("req/s", lambda r: _f(r["rps"], 0)),
+    ("x nginx", lambda r: _x(r["rps_x_nginx"])),
+    ("p50 ms", lambda r: _f(r["p50_ms"], 2)),
+    ("p99 ms", lambda r: _f(r["p99_ms"], 2)),
+    ("p99 x nginx", lambda r: _x(r["p99_x_nginx"])),
+    ("CPU µs/req", lambda r: _f(r["cpu_us_per_req"], 1)),
+    ("CPU x nginx", lambda r: _x(r["cpu_x_nginx"])),
+    ("PSS MB", lambda r: _f(r["pss_mb"], 1)),
+    ("wrk CPU %", lambda r: _f(_pct(r), 0)),
+    ("errors", lambda r: _f(r["errors"], 0)),
+]
+BASE_COLUMNS: list[tuple[str, Any]] = [  # with --prefork-base
+    ("x base", lambda r: _x(r["rps_x_prefork_base"])),
+    ("CPU x base", lambda r: _x(r["cpu_x_prefork_base"])),
+]
+BIG_BASE_COLUMNS: list[tuple[str, Any]] = [
+    ("CPU/GB x base", lambda r: _x(r["cpu_per_gb_x_prefork_base"])),
+]
+
+
+def _columns(workload: str, with_base: bool = False) -> list[tuple[str, Any]]:
+    if workload in ("tls_ka_1k", "tls_close_1k", "tls_resume_1k"):
+        return TLS_COLUMNS + (BASE_COLUMNS if with_base else [])
+    if workload == "tls_big_10m" and with_base:
+        return BIG_COLUMNS + BIG_BASE_COLUMNS
+    workload = workload.removeprefix("tls_")  # the idle and big workloads: as over plain TCP
     if workload in APP_WORKLOADS:
         return APP_COLUMNS
     if workload == "sleep_10ms":
@@ -218,7 +248,7 @@ def _columns(workload: str) -> list[tuple[str, Any]]:
 
 
 def workload_table(workload: str, rows: dict[str, dict[str, Any]], idle_target: int) -> str:
-    cols = _columns(workload)
+    cols = _columns(workload, "prefork-base" in rows)
     lines = ["| server | " + " | ".join(c for c, _ in cols) + " | rounds |",
              "|---|" + "---:|" * len(cols) + "---:|"]
     for srv, row in rows.items():
@@ -250,13 +280,20 @@ def markdown(meta: dict[str, Any], summary: dict[str, dict[str, dict[str, Any]]]
         na = meta.get("not_applicable", {}).get(wl, {})
         if na:
             out += ["Not run: " + "; ".join(f"{k} ({v})" for k, v in na.items()), ""]
-    targets = app_targets(summary)
-    if targets:
-        out += ["## Issue 14's targets (prefork hosting the application)", "",
-                "| target | measured | |", "|---|---|---|"]
-        out += [f"| {t} | {m} | {'met' if ok else ('**not met**' if ok is False else '-')} |"
-                for t, m, ok in targets]
-        out += [""]
+    for title, targets in (("Issue 14's targets (prefork hosting the application)",
+                            app_targets(summary)),
+                           ("Issue 15's targets (prefork terminating TLS)",
+                            tls_targets(summary))):
+        if targets:
+            out += [f"## {title}", "", "| target | measured | |", "|---|---|---|"]
+            out += [f"| {t} | {m} | "
+                    f"{'met' if ok else ('**not met**' if ok is False else '-')} |"
+                    for t, m, ok in targets]
+            out += [""]
+    if meta.get("tls_certificate"):
+        out += [f"TLS: {meta['tls_certificate']}; every server: TLSv1.2 and TLSv1.3, prefork's "
+                "default TLS 1.2 cipher list, OpenSSL's TLS 1.3 suites, session tickets as "
+                "each server's default.", ""]
     out += ["## Servers", "", "| server | configuration | version |", "|---|---|---|"]
     for name, info in meta["servers"].items():
         out.append(f"| {name} | {info['config']} | {info['version']} |")
@@ -318,6 +355,46 @@ def app_targets(summary: dict[str, dict[str, dict[str, Any]]]
         rows.append(("`static_app` no slower than without the application",
                      f"{_f(row.get('rps'), 0)} vs {_f(ref, 0)} req/s: **{_x(v)}** "
                      "(≥ 0.95× counted as level)", None if v is None else v >= 0.95))
+    return rows
+
+
+def tls_targets(summary: dict[str, dict[str, dict[str, Any]]]
+                ) -> list[tuple[str, str, bool | None]]:
+    """Issue 15's targets for prefork: (target, what was measured, met / not / unknown)."""
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def pf(wl: str) -> dict[str, Any]:
+        return summary.get(wl, {}).get("prefork", {})
+
+    def ng(wl: str) -> dict[str, Any]:
+        return summary.get(wl, {}).get("nginx", {})
+
+    for wl, want in (("tls_ka_1k", 0.6), ("tls_close_1k", 0.7)):
+        row = pf(wl)
+        if row.get("rounds_ok"):
+            v = row.get("rps_x_nginx")
+            rows.append((f"`{wl}` ≥ {want}× nginx",
+                         f"{_f(row.get('rps'), 0)} vs {_f(ng(wl).get('rps'), 0)} req/s: "
+                         f"**{_x(v)}** (CPU {_f(row.get('cpu_us_per_req'), 1)} vs "
+                         f"{_f(ng(wl).get('cpu_us_per_req'), 1)} µs/req)",
+                         None if v is None else v >= want))
+    row = pf("tls_big_10m")
+    if row.get("rounds_ok"):
+        v = row.get("cpu_per_gb_x_nginx")
+        rows.append(("`tls_big_10m` CPU per GB ≤ 2.5× nginx's",
+                     f"{_f(row.get('cpu_s_per_gb'), 2)} vs "
+                     f"{_f(ng('tls_big_10m').get('cpu_s_per_gb'), 2)} CPU s/GB: **{_x(v)}**",
+                     None if v is None else v <= 2.5))
+    row = pf("tls_idle_1k_probe")
+    if row.get("rounds_ok"):
+        v = row.get("p99_ms")
+        held = row.get("idle_held")
+        rows.append(("`tls_idle_1k_probe` probe p99 ≤ 5 ms with 1,000 idle TLS connections "
+                     "held (worker memory reported)",
+                     f"p99 **{_f(v, 2)} ms**, {_f(held, 0)} held; PSS "
+                     f"{_f(row.get('pss_base_mb'), 1)} → {_f(row.get('pss_mb'), 1)} MB "
+                     f"({_f(row.get('pss_kib_per_conn'), 1)} KiB/connection)",
+                     None if v is None else (v <= 5.0 and (held or 0) >= 1000)))
     return rows
 
 

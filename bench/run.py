@@ -28,7 +28,8 @@ from typing import Any
 
 from procs import Running, StartError, stop_all
 from report import summarize, write_results
-from servers import DEFAULT_SERVERS, Options, Server, by_name, free_port
+from servers import (DEFAULT_SERVERS, TLS_SERVERS, Options, Server, by_name, free_port,
+                     make_certificate)
 from workloads import SUITES, WORKLOADS, Workload, measure, write_docroot
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -43,12 +44,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds per run (0: none)")
     ap.add_argument("--suite", choices=sorted(SUITES), default="static",
                     help="static: the static-file workloads (default); apps: the WSGI "
-                         "application workloads of issue 14. Sets the default --servers, "
+                         "application workloads of issue 14; tls: the static files over "
+                         "https against nginx (issue 15). Sets the default --servers, "
                          "--workloads and --out")
     ap.add_argument("--servers", default=None,
                     help="comma-separated; default for --suite static: "
                          f"{','.join(DEFAULT_SERVERS['static'])}; for --suite apps: "
-                         f"{','.join(DEFAULT_SERVERS['apps'])}; also uwsgi, granian")
+                         f"{','.join(DEFAULT_SERVERS['apps'])}; for --suite tls: "
+                         f"{','.join(DEFAULT_SERVERS['tls'])}; also uwsgi, granian")
     ap.add_argument("--workloads", default=None,
                     help="comma-separated; default: the suite's, from "
                          f"{','.join(WORKLOADS)}")
@@ -56,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a smoke run: 1 round of 2 s, 1 s warm-up")
     ap.add_argument("--prefork-python", default=None,
                     help="interpreter for bin/httpdctl (needs click, psutil, setproctitle)")
+    ap.add_argument("--prefork-base", type=Path, default=None,
+                    help="another checkout of prefork (e.g. `git archive` of the commit before "
+                         "a change) run as server prefork-base beside prefork, configured the "
+                         "same, in the same rotated rounds; added to --servers")
     ap.add_argument("--prefork-threads", type=int, default=1, help="[workers] threads")
     ap.add_argument("--apache-threads", type=int, default=25, help="ThreadsPerChild")
     ap.add_argument("--app-threads", type=int, default=4,
@@ -66,14 +73,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="venv with gunicorn and waitress (bench/setup.sh makes it)")
     ap.add_argument("--out", type=Path, default=None,
                     help="where latest.md, latest.json and raw/ go (default bench/results, "
-                         "bench/results/apps for --suite apps)")
+                         "bench/results/apps for --suite apps, bench/results/tls for --suite "
+                         "tls)")
     a = ap.parse_args(argv)
     if a.servers is None:
         a.servers = ",".join(DEFAULT_SERVERS[a.suite])
+    if a.prefork_base is not None and "prefork-base" not in a.servers.split(","):
+        a.servers += ",prefork-base"
     if a.workloads is None:
         a.workloads = ",".join(SUITES[a.suite])
     if a.out is None:
-        a.out = BENCH_DIR / "results" / ("apps" if a.suite == "apps" else "")
+        a.out = BENCH_DIR / "results" / ("" if a.suite == "static" else a.suite)
     if a.quick:
         a.rounds, a.duration, a.warmup = 1, 2.0, 1.0
     return a
@@ -110,7 +120,7 @@ def run_one(server: Server, wl: Workload, rnd: int, base: Path, docroot: Path, r
     workdir.chmod(0o755)
     port = free_port()
     srv = Running(server, server.launch(workdir, port, docroot, wl.variant(), opts),
-                  workdir, port)
+                  workdir, port, tls=wl.tls)
     try:
         srv.wait_ready(*wl.ready)
         raw = raw_dir / f"{wl.name}.{server.name}.r{rnd}.txt"
@@ -184,6 +194,8 @@ def run_all(servers: list[Server], workloads: list[Workload], args: argparse.Nam
 
 def not_applicable(server: Server, wl: Workload) -> str:
     """Why a workload does not apply to a server ("" if it does)."""
+    if wl.tls and server.name not in TLS_SERVERS:
+        return "does not terminate TLS here"
     if wl.access_log and server.access_log_note:
         return server.access_log_note
     if wl.static_mount and not server.static_beside_app:
@@ -207,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(repo=REPO, bench_dir=BENCH_DIR, venv=args.venv,
                    prefork_python=args.prefork_python, prefork_threads=args.prefork_threads,
                    apache_threads=args.apache_threads, nofile=nofile,
-                   app_threads=args.app_threads)
+                   app_threads=args.app_threads,
+                   prefork_base=args.prefork_base.resolve() if args.prefork_base else None)
     workloads = [WORKLOADS[n] for n in _names(args.workloads, WORKLOADS)]
     if nofile < 12000 and any(w.idle >= 10000 for w in workloads):
         print(f"warning: RLIMIT_NOFILE hard limit is {nofile}; idle_10k_pss needs ~12000 "
@@ -236,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="prefork-bench-"))
     base.chmod(0o755)  # workers that drop to nobody must read the document root
     write_docroot(base / "htdocs")
+    if any(w.tls for w in workloads):  # one throwaway certificate for every server
+        opts.tls_cert, opts.tls_key = make_certificate(base / "tls")
+        meta["tls_certificate"] = "self-signed EC P-256 (openssl req), made for this run"
     old = signal.signal(signal.SIGTERM, on_sigterm)
     runs: list[dict[str, Any]] = []
     try:

@@ -21,6 +21,12 @@ from pathlib import Path
 HOST = "127.0.0.1"
 APACHE_MODULES = Path("/usr/lib/apache2/modules")
 LONG_KEEPALIVE_S = 120
+# The TLS suite: prefork's default [tls] ciphers (Mozilla "intermediate", docs/tls.md), given
+# to nginx too; TLS 1.3 suites stay OpenSSL's defaults on both sides.
+TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
+TLS_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+               "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+               "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 
 
 @dataclass
@@ -35,6 +41,9 @@ class Options:
     apache_threads: int = 25
     nofile: int = 1024
     app_threads: int = 4  # threads per process running the WSGI application (Python peers)
+    prefork_base: Path | None = None  # another checkout run as "prefork-base" (before/after)
+    tls_cert: Path | None = None  # the TLS suite's throwaway certificate and key (PEM)
+    tls_key: Path | None = None
 
 
 @dataclass
@@ -47,6 +56,8 @@ class Variant:
     app: str = ""  # a WSGI application to serve instead of the static files ("apps.hello:app")
     static_mount: str = ""  # prefork: the document root's mount when an application owns /
     close: bool = False  # every request carries Connection: close
+    tls: bool = False  # listen with TLS (opts.tls_cert / opts.tls_key)
+    session_tickets: bool = True  # False: no TLS session tickets (no resumption possible)
 
 
 @dataclass
@@ -120,6 +131,19 @@ class Nginx(Server):
         log = f"{workdir}/access.log combined" if v.access_log else "off"
         keepalive = LONG_KEEPALIVE_S if v.long_keepalive else 65
         user = "user nobody nogroup;\n" if _is_root() else ""
+        ssl, tls = "", ""
+        if v.tls:
+            # The same certificate, protocols and TLS 1.2 ciphers as prefork's defaults; the
+            # client's cipher preference (prefork's choice; nginx's default too); session
+            # tickets and the (absent) session cache left at nginx's defaults.
+            ssl = " ssl"
+            tls = (f"        ssl_certificate {opts.tls_cert};\n"
+                   f"        ssl_certificate_key {opts.tls_key};\n"
+                   f"        ssl_protocols {TLS_PROTOCOLS};\n"
+                   f"        ssl_ciphers {TLS_CIPHERS};\n"
+                   "        ssl_prefer_server_ciphers off;\n")
+            if not v.session_tickets:
+                tls += "        ssl_session_tickets off;\n"
         conf = f"""{user}worker_processes 2;
 daemon off;
 master_process on;
@@ -140,10 +164,10 @@ http {{
     uwsgi_temp_path {workdir}/uwsgi;
     scgi_temp_path {workdir}/scgi;
 {self.extra_http}    server {{
-        listen {HOST}:{port} backlog=4096;
+        listen {HOST}:{port}{ssl} backlog=4096;
         server_name localhost;
         root {docroot};
-        location / {{ }}
+{tls}        location / {{ }}
     }}
 }}
 """
@@ -424,10 +448,14 @@ class Prefork(Server):
     def concurrency(self, opts: Options) -> int:
         return 2 * opts.app_threads
 
+    def repo(self, opts: Options) -> Path:
+        """The checkout whose bin/httpdctl runs."""
+        return opts.repo
+
     def unavailable(self, opts: Options) -> str | None:
-        ctl = opts.repo / "bin" / "httpdctl"
+        ctl = self.repo(opts) / "bin" / "httpdctl"
         if not ctl.exists():
-            return f"{ctl} not found: prefork skipped"
+            return f"{ctl} not found: {self.name} skipped"
         py, why = find_prefork_python(opts.repo, opts.prefork_python)
         if py is None:
             return why
@@ -435,7 +463,8 @@ class Prefork(Server):
         return None
 
     def version(self, opts: Options) -> str:
-        return f"prefork from {opts.repo} ({_git_head(opts.repo)}), python {opts.prefork_python}"
+        repo = self.repo(opts)
+        return f"prefork from {repo} ({_git_head(repo)}), python {opts.prefork_python}"
 
     def launch(self, workdir: Path, port: int, docroot: Path, v: Variant,
                opts: Options) -> Launch:
@@ -445,7 +474,7 @@ class Prefork(Server):
         log = "var/log/access.log" if v.access_log else "off"
         lines = [
             "[server]",
-            f"listen = {HOST}:{port}",
+            f"listen = {HOST}:{port}{' ssl' if v.tls else ''}",
             "document_root = htdocs",
             "pid_file = var/run/httpd.pid",
             "server_name = localhost 127.0.0.1",
@@ -464,11 +493,16 @@ class Prefork(Server):
         if v.app and self.serves_app:
             lines += ["", "[app]", "mount = /", f"module = {v.app}",
                       f"path = {opts.bench_dir}", f"threads = {opts.app_threads}"]
+        if v.tls:  # protocols, ciphers and session tickets: prefork's defaults
+            lines += ["", "[tls]", f"certificate = {opts.tls_cert}",
+                      f"certificate_key = {opts.tls_key}"]
+            if not v.session_tickets:
+                lines.append("session_tickets = off")
         lines += ["", "[logging]", f"access_log = {log}", "error_log = var/log/error.log",
                   "level = warn", ""]
         (workdir / "etc" / "httpd.ini").write_text("\n".join(lines))
         assert opts.prefork_python is not None
-        argv = [opts.prefork_python, str(opts.repo / "bin" / "httpdctl"),
+        argv = [opts.prefork_python, str(self.repo(opts) / "bin" / "httpdctl"),
                 "-f", str(workdir / "etc" / "httpd.ini"), "start", "--foreground"]
         return Launch(argv, stop_signal=signal.SIGINT)  # SIGINT: fast stop
 
@@ -485,6 +519,22 @@ class PreforkNoApp(Prefork):
     def config_note(self, opts: Options) -> str:
         return (f"processes = 2, threads = {opts.prefork_threads}, access_log = off, "
                 "[static] mount = /static, no [app]")
+
+
+class PreforkBase(Prefork):
+    """prefork from another checkout (--prefork-base PATH), configured exactly as `prefork`:
+    a change measured before and after in the same rotated rounds."""
+
+    name = "prefork-base"
+
+    def repo(self, opts: Options) -> Path:
+        assert opts.prefork_base is not None
+        return opts.prefork_base
+
+    def unavailable(self, opts: Options) -> str | None:
+        if opts.prefork_base is None:
+            return "no --prefork-base checkout given"
+        return super().unavailable(opts)
 
 
 def _git_head(repo: Path) -> str:
@@ -508,7 +558,7 @@ def _link_tree(src: Path, dst: Path) -> None:
 ALL_SERVERS: list[Server] = [
     Prefork(), Nginx(), NginxTuned(), Apache(), Gunicorn("gunicorn-sync", "sync"),
     Gunicorn("gunicorn-gthread", "gthread", threads=4), Waitress(), HttpServer(),
-    Uwsgi(), Granian(), PreforkNoApp(),
+    Uwsgi(), Granian(), PreforkNoApp(), PreforkBase(),
 ]
 # The servers each suite runs when --servers is not given.
 DEFAULT_SERVERS = {
@@ -516,7 +566,25 @@ DEFAULT_SERVERS = {
                "gunicorn-gthread", "waitress", "http.server"],
     "apps": ["prefork", "prefork-noapp", "gunicorn-sync", "gunicorn-gthread", "uwsgi",
              "granian", "waitress"],
+    "tls": ["prefork", "nginx"],
 }
+# The servers that can terminate TLS themselves (the TLS workloads run only these).
+TLS_SERVERS = frozenset({"prefork", "prefork-base", "nginx", "nginx-tuned"})
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A throwaway self-signed EC P-256 certificate for localhost/127.0.0.1 (openssl req),
+    readable by workers that drop to nobody. Returns (certificate, key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    for path in (directory, cert, key):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return cert, key
 
 
 def by_name(names: list[str]) -> list[Server]:

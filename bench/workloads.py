@@ -36,6 +36,8 @@ class Workload:
     static_mount: str = ""  # the document root's mount beside the application
     script: str = "report.lua"  # the wrk script (bench/); post64k.lua adds a 64 KiB POST body
     sleep_s: float = 0.0  # the application's own wait per request (the ideal-rate figure)
+    tls: bool = False  # over https (--suite tls): the servers terminate TLS themselves
+    session_tickets: bool = True  # False: the servers offer no session tickets
 
     @property
     def ready(self) -> tuple[str, int | None]:
@@ -48,7 +50,8 @@ class Workload:
         return Variant(access_log=self.access_log, long_keepalive=self.idle > 0,
                        connections=max(self.connections, self.idle + 1), app=self.app,
                        static_mount=self.static_mount,
-                       close="Connection: close" in self.headers)
+                       close="Connection: close" in self.headers, tls=self.tls,
+                       session_tickets=self.session_tickets)
 
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in [
@@ -82,9 +85,28 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
              "/ (prefork) vs the same without the [app] (prefork-noapp), keep-alive, "
              "50 connections", path="/static/1k.bin", suite="apps", app="apps.hello:app",
              static_mount="/static"),
+    # TLS termination (issue 15): the same files over https, the same certificate, protocols
+    # and ciphers on every server.
+    Workload("tls_ka_1k", "https, keep-alive, 1 KiB file, 50 connections (wrk -t2 -c50)",
+             suite="tls", tls=True),
+    # wrk keeps an SSL session across its reconnects (its ssl_close() is SSL_shutdown +
+    # SSL_clear) and resumes it whenever the server issued a ticket: a full handshake per
+    # request needs the tickets off on both sides. tls_resume_1k keeps the defaults.
+    Workload("tls_close_1k", "https, Connection: close on every request, session tickets "
+             "off on both servers: a full TLS 1.3 handshake per request, 1 KiB file, "
+             "50 connections", suite="tls", tls=True, headers=("Connection: close",),
+             session_tickets=False),
+    Workload("tls_resume_1k", "as tls_close_1k with session tickets on (each server's "
+             "default): wrk resumes its session on every new connection where it can",
+             suite="tls", tls=True, headers=("Connection: close",)),
+    Workload("tls_big_10m", "https, 10 MiB file, keep-alive, 4 connections; CPU s per GB",
+             path="/10m.bin", connections=4, suite="tls", tls=True),
+    Workload("tls_idle_1k_probe", "1,000 idle TLS keep-alive connections held (full "
+             "handshakes); probe: wrk -t1 -c1 over https", connections=1, threads=1,
+             idle=1000, suite="tls", tls=True),
 ]}
 SUITES = {suite: [w.name for w in WORKLOADS.values() if w.suite == suite]
-          for suite in ("static", "apps")}
+          for suite in ("static", "apps", "tls")}
 
 
 def write_docroot(docroot: Path) -> None:
@@ -104,7 +126,7 @@ def wrk_argv(port: int, wl: Workload, seconds: float) -> list[str]:
             "-s", str(BENCH_DIR / wl.script)]
     for h in wl.headers:
         argv += ["-H", h]
-    return [*argv, f"http://{HOST}:{port}{wl.path}"]
+    return [*argv, f"{'https' if wl.tls else 'http'}://{HOST}:{port}{wl.path}"]
 
 
 def run_wrk(port: int, wl: Workload, seconds: float) -> tuple[WrkResult, str]:
@@ -162,13 +184,14 @@ def measure_load(srv: Running, wl: Workload, seconds: float, warmup: float,
 class Holders:
     """Child processes (bench/holder.py) that hold idle connections; killed by PID on exit."""
 
-    def __init__(self, port: int, path: str, count: int, timeout: float) -> None:
+    def __init__(self, port: int, path: str, count: int, timeout: float,
+                 tls: bool = False) -> None:
         n = max(1, math.ceil(count / HOLDER_CONNECTIONS))
         shares = [count // n + (1 if i < count % n else 0) for i in range(n)]
         self.timeout = timeout
         self.procs = [subprocess.Popen(
             [sys.executable, str(BENCH_DIR / "holder.py"), "--port", str(port), "--path", path,
-             "--count", str(share), "--timeout", str(timeout)],
+             "--count", str(share), "--timeout", str(timeout), *(["--tls"] if tls else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for share in shares]
 
     def _ask(self, cmd: str | None, timeout: float) -> list[dict[str, int]]:
@@ -208,7 +231,8 @@ class Holders:
 def measure_idle(srv: Running, wl: Workload, seconds: float, raw: Path) -> dict[str, Any]:
     """Hold wl.idle idle connections, then probe on one more; PSS before and while holding."""
     pss0 = tree_pss_mb(srv.pid, srv.pid)
-    holders = Holders(srv.port, wl.path, wl.idle, timeout=max(20.0, wl.idle / 250))
+    holders = Holders(srv.port, wl.path, wl.idle, timeout=max(20.0, wl.idle / 250),
+                      tls=wl.tls)
     try:
         t0 = time.monotonic()
         ready = holders.wait_ready()

@@ -63,3 +63,87 @@ def test_a_file_region_without_sendfile_goes_out_in_bounded_pieces(tmp_path: Pat
         raise AssertionError("the region's descriptor was not released")
     except OSError:
         pass
+
+
+class StallingTransport:
+    """A transport like TLS (no sendfile) whose every other write cannot finish yet, as
+    OpenSSL's want-write; the others take at most `take` bytes. Writes to memory."""
+
+    can_sendfile = False
+    corks = False
+    inverted = False
+    layered = True
+    scheme = "https"
+    fd = -1
+
+    def __init__(self, take: int) -> None:
+        self.take = take
+        self.calls = 0
+        self.received = bytearray()
+        self.blocked: bytes | memoryview | None = None
+        self.retried_with_same = 0
+
+    def send(self, data: bytes | memoryview, more: bool = False) -> int:
+        self.calls += 1
+        if self.blocked is not None:
+            # OpenSSL must be handed the same bytes again after a want-write.
+            assert bytes(data) == bytes(self.blocked)
+            self.retried_with_same += data is self.blocked
+            self.blocked = None
+        elif self.calls % 2:
+            self.blocked = data
+            raise BlockingIOError
+        sent = min(len(data), self.take)
+        self.received += data[:sent]
+        return sent
+
+
+def test_a_file_piece_a_write_could_not_take_is_retried_not_read_again(tmp_path: Path) -> None:
+    content = os.urandom(READ_CHUNK * 3 + 123)
+    (tmp_path / "big").write_bytes(content)
+    for take in (READ_CHUNK, 5000):  # whole pieces (TLS), and partial writes
+        fd = os.open(tmp_path / "big", os.O_RDONLY)
+        transport = StallingTransport(take)
+        queue = SendQueue()
+        queue.load(frame(Response(200, [], FileBody(fd, 0, len(content))), "GET",
+                         "HTTP/1.1", True))
+        for _ in range(10_000):
+            if queue.flush(transport, timeout=None):  # type: ignore[arg-type]
+                break
+        else:
+            raise AssertionError("the response never finished")
+        _, _, body = bytes(transport.received).partition(b"\r\n\r\n")
+        assert body == content and queue.body_sent == len(content)
+        assert transport.retried_with_same > 3  # the file pieces: the same object, no pread
+        assert queue.piece is None
+
+
+class RecordingTransport:
+    """A transport that cannot cork (TLS: each write is a record); records every write."""
+
+    can_sendfile = False
+    corks = False
+    inverted = False
+    layered = True
+    scheme = "https"
+    fd = -1
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def send(self, data: bytes | memoryview, more: bool = False) -> int:
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def test_small_pieces_go_out_in_one_write_when_the_transport_cannot_cork() -> None:
+    small = [b"hello ", b"world"]
+    big = [b"x" * 10_000, b"y" * 10_000]  # together over a TLS record's 16 KiB
+    for body, writes in ((small, 1), (big, 2)):
+        transport = RecordingTransport()
+        queue = SendQueue()
+        queue.load(frame(Response(200, [], body), "GET", "HTTP/1.1", True))
+        assert queue.flush(transport, timeout=None)  # type: ignore[arg-type]
+        assert len(transport.writes) == writes
+        _, _, sent = b"".join(transport.writes).partition(b"\r\n\r\n")
+        assert sent == b"".join(body)

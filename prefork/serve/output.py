@@ -22,6 +22,10 @@ from prefork.serve.transport import Transport
 
 READ_CHUNK = 1 << 16  # bytes read per step when the transport cannot sendfile (TLS)
 SENDFILE_CHUNK = 1 << 20  # bytes per sendfile(2) call: big enough to be cheap, fair to others
+# Consecutive bytes items up to this many in all are joined into one write when the transport
+# cannot cork (TLS): a head and a small body in one record and one syscall, not two. 16 KiB
+# is a TLS record's largest plaintext.
+JOIN_LIMIT = 1 << 14
 
 
 def release(part: FileBody) -> None:
@@ -75,7 +79,8 @@ def send_all(transport: Transport, data: bytes, timeout: float) -> None:
 class SendQueue:
     """What remains to be sent of the current response."""
 
-    __slots__ = ("body_sent", "chunked", "items", "length_fault", "stream", "wire_sent")
+    __slots__ = ("body_sent", "chunked", "items", "length_fault", "piece", "stream",
+                 "wire_sent")
 
     def __init__(self) -> None:
         self.items: deque[bytes | memoryview | FileBody] = deque()
@@ -86,6 +91,10 @@ class SendQueue:
         # Why a streamed body stopped at its declared Content-Length (framing.exactly): the
         # response is complete on the wire, but the connection must close after it.
         self.length_fault: str | None = None
+        # What was read of the first FileBody (from its offset) and not yet taken by a
+        # transport that cannot sendfile: a TLS write that could not finish is retried with
+        # these same bytes (OpenSSL has already encrypted part of them), never re-read.
+        self.piece: bytes | memoryview | None = None
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -97,6 +106,7 @@ class SendQueue:
         self.chunked = output.chunked
         self.stream = output.stream
         self.length_fault = None
+        self.piece = None
         self.body_sent = output.body_bytes
         self.items.extend(output.items)
 
@@ -119,8 +129,14 @@ class SendQueue:
                         sent = transport.sendfile(item.fd, item.offset,
                                                   min(item.length, SENDFILE_CHUNK))
                     else:  # read and send in bounded pieces (memory flat for any size)
-                        piece = os.pread(item.fd, min(item.length, READ_CHUNK), item.offset)
+                        piece = self.piece
+                        if piece is None:
+                            piece = os.pread(item.fd, min(item.length, READ_CHUNK),
+                                             item.offset)
+                            self.piece = piece
                         sent = transport.send(piece, more=True) if piece else 0
+                        self.piece = memoryview(piece)[sent:] if 0 < sent < len(piece) \
+                            else None
                     if sent == 0:
                         raise OSError("file shrank while it was being sent")
                     item.offset += sent
@@ -128,6 +144,8 @@ class SendQueue:
                     self.body_sent += sent
                     self.wire_sent += sent
                     continue
+                if len(out) > 1 and not transport.corks:
+                    item = self._join_small(item)
                 sent = transport.send(item, len(out) > 1)
                 self.wire_sent += sent
             except BlockingIOError:
@@ -140,6 +158,26 @@ class SendQueue:
                 out[0] = memoryview(item)[sent:]
             else:
                 out.popleft()
+
+    def _join_small(self, item: bytes | memoryview) -> bytes | memoryview:
+        """The first item joined with the bytes items after it while they fit JOIN_LIMIT
+        together (the queue's head becomes the joined item)."""
+        out = self.items
+        joined = [item]
+        size = len(item)
+        while len(out) > len(joined):
+            nxt = out[len(joined)]
+            if isinstance(nxt, FileBody) or size + len(nxt) > JOIN_LIMIT:
+                break
+            joined.append(nxt)
+            size += len(nxt)
+        if len(joined) == 1:
+            return item
+        for _ in joined:
+            out.popleft()
+        item = b"".join(joined)
+        out.appendleft(item)
+        return item
 
     def _pull_stream(self) -> bool:
         """Move the next piece of a streamed body into the queue; False once it is done."""
@@ -169,6 +207,7 @@ class SendQueue:
             if isinstance(item, FileBody):
                 release(item)
         self.items.clear()
+        self.piece = None
         if self.stream is not None:
             close = getattr(self.stream, "close", None)
             if close:

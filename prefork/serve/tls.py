@@ -27,6 +27,15 @@ server parsed: no access-log line, an info line in the error log); anything else
 and the connection is closed without a word. Handshake failures and alerts are logged at
 info with the client and OpenSSL's reason, at most one line per reason per LOG_INTERVAL.
 
+The hot calls skip ssl.py's wrappers. SSLSocket.recv/send/pending/do_handshake are Python
+layers over its `_sslobj` (CPython's `_ssl._SSLSocket`, which holds OpenSSL's SSL*): each
+checks closed-ness and flags on every call (recv goes recv -> read -> _sslobj.read), and
+do_handshake resets the socket's timeout with an ioctl in a `finally` every time it is called.
+The transport calls the object itself once the SSLSocket exists (`ssl_io`; on a Python without
+`_sslobj` it is the SSLSocket, whose read/write/pending/do_handshake take the same arguments).
+Its `read` reports a peer that closed TCP without close_notify as SSLEOFError, which the
+SSLSocket wrapper turned into b"" (suppress_ragged_eofs): recv does the same.
+
 `can_sendfile` is False: file bodies are read and encrypted in bounded pieces
 (serve/output.py). Kernel TLS needs ssl.OP_ENABLE_KTLS (Python 3.12) and SSL_sendfile, which
 Python's ssl module does not expose: `ktls_engaged()` says whether it engaged (never, here).
@@ -38,6 +47,7 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Protocol
 
 from prefork.log import ErrorLog
 from prefork.serve.connection import error_page
@@ -61,6 +71,18 @@ def ktls_engaged() -> bool:
     return False
 
 
+class _SSLIO(Protocol):
+    """What the transport calls for records: `_ssl._SSLSocket`, or an SSLSocket."""
+
+    def do_handshake(self) -> None: ...
+
+    def read(self, size: int) -> bytes: ...
+
+    def write(self, data: bytes | memoryview) -> int: ...
+
+    def pending(self) -> int: ...
+
+
 @dataclass
 class TLSServer:
     """What every TLS connection of a worker shares: the contexts and the error log."""
@@ -80,15 +102,19 @@ class TLSServer:
 class TLSTransport:
     """One TLS connection over a non-blocking socket (see the module comment)."""
 
-    __slots__ = ("client", "established", "fd", "inverted", "raw", "server", "tls")
+    __slots__ = ("client", "established", "fd", "inverted", "raw", "server", "ssl_io", "tls")
 
     can_sendfile = False
+    corks = False  # an SSLSocket takes no MSG_MORE: the send queue joins small pieces
     layered = True  # its readiness is not the socket's: the loop asks after every event
     scheme = "https"
 
     def __init__(self, sock: socket.socket, server: TLSServer, client: tuple[str, int]) -> None:
         self.raw: socket.socket | None = sock  # until the first byte says it is TLS
         self.tls: ssl.SSLSocket | None = None
+        # The object the record calls go to (see the module comment): the SSLSocket's
+        # _sslobj while TLS carries the connection, None before wrap_socket and after unwrap.
+        self.ssl_io: _SSLIO | None = None
         self.fd = sock.fileno()
         self.server = server
         self.client = client
@@ -118,9 +144,12 @@ class TLSTransport:
                 self._not_tls(raw, first[0])
             self.tls = self.server.contexts.default.wrap_socket(
                 raw, server_side=True, do_handshake_on_connect=False)
+            self.ssl_io = getattr(self.tls, "_sslobj", None) or self.tls
             self.raw = None  # wrap_socket detached it: the SSLSocket owns the descriptor
+        ssl_io = self.ssl_io
+        assert ssl_io is not None
         try:
-            self.tls.do_handshake()
+            ssl_io.do_handshake()
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
             raise self._blocked(exc, writing) from None
         except ssl.SSLError as exc:
@@ -154,21 +183,23 @@ class TLSTransport:
     # ------------------------------------------------------------------ the transport
 
     def recv(self, size: int) -> bytes:
-        tls = self.tls
+        ssl_io = self.ssl_io
         if not self.established:
             if not self._handshake(writing=False):
                 return b""
-            tls = self.tls
-        assert tls is not None
+            ssl_io = self.ssl_io
+        if ssl_io is None:  # after close_notify went out: raw bytes, which lingering discards
+            assert self.tls is not None
+            return self.tls.recv(size)
         try:
-            data = tls.recv(size)
+            data = ssl_io.read(size)
             # Decrypted bytes OpenSSL holds are invisible to epoll: hand them over now.
-            while data and len(data) < size and tls.pending():
-                data += tls.recv(min(tls.pending(), size - len(data)))
+            while data and len(data) < size and ssl_io.pending():
+                data += ssl_io.read(min(ssl_io.pending(), size - len(data)))
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
             raise self._blocked(exc, writing=False) from None
-        except ssl.SSLZeroReturnError:
-            return b""  # the peer's close_notify
+        except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+            return b""  # the peer's close_notify, or its end of TCP without one
         except ssl.SSLError as exc:
             reason = exc.reason or type(exc).__name__
             self.server.log_failure(reason, self.client, f"connection failed: {reason}")
@@ -180,10 +211,11 @@ class TLSTransport:
         # `more` is not passed on: an SSLSocket takes no flags. Records are written whole.
         if not self.established and not self._handshake(writing=True):
             raise BrokenPipeError("the client left during the TLS handshake")
-        tls = self.tls
-        assert tls is not None
+        ssl_io = self.ssl_io
+        if ssl_io is None:
+            raise BrokenPipeError("TLS: the connection's close_notify was sent")
         try:
-            sent = tls.send(data)
+            sent = ssl_io.write(data)
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError) as exc:
             raise self._blocked(exc, writing=True) from None
         except ssl.SSLError as exc:
@@ -197,8 +229,8 @@ class TLSTransport:
         return self.send(piece) if piece else 0
 
     def pending(self) -> int:
-        tls = self.tls
-        return tls.pending() if tls is not None and self.established else 0
+        ssl_io = self.ssl_io
+        return ssl_io.pending() if ssl_io is not None and self.established else 0
 
     def shutdown_write(self) -> None:
         """Send close_notify, then shut the socket's write side."""
@@ -207,6 +239,7 @@ class TLSTransport:
             if self.raw is not None:
                 self.raw.shutdown(socket.SHUT_WR)
             return
+        self.ssl_io = None  # unwrap() ends the SSL object's use: reads are raw from here
         if self.established:
             try:
                 tls.unwrap()  # sends close_notify; waiting for the peer's would block

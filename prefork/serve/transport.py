@@ -14,8 +14,10 @@ the last BlockingIOError waits for the other readiness (a TLS read that must wri
 `layered`: the transport has state of its own beyond the socket's, so the loop asks it after
 every event (never for the plain transport). `scheme` is what requests on it were sent with.
 A transport that cannot `sendfile` says so (`can_sendfile`), and the send queue reads the
-file in bounded pieces instead. `version()` and `cipher()` name the TLS session (None when
-plain), for the access log.
+file in bounded pieces instead. `corks`: the transport honours `more` (MSG_MORE: the kernel
+holds a small write back for what follows); one that does not (TLS: every write is a record
+and a syscall of its own) gets consecutive small pieces joined by the send queue.
+`version()` and `cipher()` name the TLS session (None when plain), for the access log.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Transport(Protocol):
 
     fd: int
     can_sendfile: bool
+    corks: bool
     inverted: bool
     layered: bool
     scheme: str
@@ -62,6 +65,7 @@ class PlainTransport:
 
     __slots__ = ("can_sendfile", "fd", "sock")
 
+    corks = True
     inverted = False
     layered = False
     scheme = "http"
