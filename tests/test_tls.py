@@ -6,11 +6,13 @@ from __future__ import annotations
 import datetime
 import http.client
 import json
+import os
 import re
 import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -284,6 +286,74 @@ def cold(tmp_path: Path) -> tuple[Server, trustme.CA, Path]:
     ca = trustme.CA()
     root = make_root(tmp_path)
     return Server(root, write_config(root, tls_settings(tmp_path, ca))), ca, tmp_path
+
+
+def test_a_session_ticket_resumes_on_another_worker(tmp_path: Path) -> None:
+    """The workers of a generation share their contexts, made before fork, and so one
+    ticket key: a ticket resumes whichever worker takes the client's next connection. Each
+    worker holds one connection at most, so while one is held the other takes the next."""
+    ca = trustme.CA()
+    root = make_root(tmp_path)
+    settings = tls_settings(tmp_path, ca)
+    settings["workers"]["max_connections"] = "1"
+    server = Server(root, write_config(root, settings))
+    try:
+        tls = TLSServer(server, *ports_of(server.start().stdout), ca, tmp_path / "ca.pem")
+        ca.cert_pem.write_to_path(str(tls.ca_file))
+        context = tls.context()
+
+        def connect(session: ssl.SSLSession | None) -> ssl.SSLSocket:
+            raw = socket.create_connection((TLS_HOST, tls.tls_port), timeout=10)
+            return context.wrap_socket(raw, server_hostname="localhost", session=session)
+
+        def pid_of(sock: ssl.SSLSocket, keep_alive: bool) -> int:
+            sock.sendall(request(sock, "/plain/pid", keep_alive))
+            if keep_alive:
+                return int(sock.recv(4096).partition(b"\r\n\r\n")[2])
+            return int(read_all(sock).partition(b"\r\n\r\n")[2])
+
+        resumed: list[tuple[int, int, bool]] = []
+        for _ in range(3):
+            with connect(None) as first:  # held open: its worker takes no other connection
+                issuer = pid_of(first, keep_alive=True)
+                session = first.session  # its tickets came with the answer
+                with connect(session) as other:
+                    resumed.append((issuer, pid_of(other, keep_alive=False),
+                                    other.session_reused))
+        assert all(issuer != pid and reused for issuer, pid, reused in resumed), resumed
+    finally:
+        server.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: [server] user and a root-only key")
+def test_a_key_only_root_can_read_serves_with_a_user_and_reloads() -> None:
+    """certbot leaves privkey.pem readable by root alone: the master reads it before fork,
+    so workers running as [server] user serve with it, and a reload reads it again."""
+    base = Path(tempfile.mkdtemp(prefix="prefork-tls-user-"))
+    try:
+        base.chmod(0o755)
+        ca = trustme.CA()
+        ca.cert_pem.write_to_path(str(base / "ca.pem"))
+        root = make_root(base)
+        settings = tls_settings(base, ca)
+        del settings["app:plain"]
+        settings["server"]["user"] = "nobody"
+        (base / "main.key").chmod(0o600)
+        server = Server(root, write_config(root, settings))
+        try:
+            tls = TLSServer(server, *ports_of(server.start().stdout), ca, base / "ca.pem")
+
+            def fetch() -> bytes:
+                with tls.connect() as sock:
+                    sock.sendall(request(sock, "/", keep_alive=False))
+                    return read_all(sock)
+            assert fetch().startswith(b"HTTP/1.1 200 ")
+            server.ctl("reload")
+            assert fetch().startswith(b"HTTP/1.1 200 ")
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_configtest_with_a_wrong_key_names_the_key(cold: tuple[Server, trustme.CA, Path]

@@ -59,6 +59,12 @@ class SiteHooks(Protocol):
         by `owner` = the workers' uid and gid when switching user); ConfigError."""
         ...
 
+    def before_fork(self, config: Config) -> None:
+        """In the master before forking each generation (at start and at every reload):
+        load what the generation's workers share, with the master's privileges;
+        ConfigError."""
+        ...
+
     def worker_gone(self, config: Config, pid: int, error_log: ErrorLog) -> None:
         """A worker of `config` was reaped: clean up what it may have left."""
         ...

@@ -55,6 +55,7 @@ class Reloads:
         try:
             config = load_config(master.config_path, master.overrides)
             master.site.check(config)
+            master.site.before_fork(config)
         except ConfigError as exc:
             self.done(False, f"configuration error: {exc}")
             return

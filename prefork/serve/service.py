@@ -24,7 +24,7 @@ from prefork.serve.loop import Capacity, EventLoop
 from prefork.serve.pool import BlockingPool
 from prefork.serve.quick import QuickPath
 from prefork.serve.tls import TLSServer
-from prefork.serve.tls_context import build_contexts, expiry_warnings
+from prefork.serve.tls_context import TLSContexts, build_contexts, expiry_warnings
 from prefork.serve.tls_context import check as check_tls
 from prefork.site import hooks as site_hooks
 from prefork.site.apps import load_apps
@@ -33,15 +33,16 @@ from prefork.site.router import Router, app_pool
 JOIN_STEP = 0.2  # seconds between checks while waiting for the loops to finish
 
 
-def tls_listeners(config: Config, listeners: list[socket.socket], error_log: ErrorLog
-                  ) -> dict[int, TLSServer]:
-    """{listener descriptor: its TLS server} for the listeners marked ssl. The contexts are
-    built here, after fork, from the files as they are now (a reload reads renewed
-    certificates), once per worker and shared by its loops. Listeners come in the order of
-    [server] listen (process.listeners.bind_listeners keeps it)."""
+def tls_listeners(config: Config, listeners: list[socket.socket], error_log: ErrorLog,
+                  contexts: TLSContexts | None = None) -> dict[int, TLSServer]:
+    """{listener descriptor: its TLS server} for the listeners marked ssl, with `contexts`
+    (the master's, made before fork for this generation), else contexts built here from
+    the files as they are now. Listeners come in the order of [server] listen
+    (process.listeners.bind_listeners keeps it)."""
     if not any(address.tls for address in config.server.listen):
         return {}
-    contexts = build_contexts(config)  # checked by the master already; raises ConfigError
+    if contexts is None:
+        contexts = build_contexts(config)  # checked by the master already; ConfigError
     assert contexts is not None
     server = TLSServer(contexts, error_log)
     return {sock.fileno(): server
@@ -54,7 +55,8 @@ class WorkerService:
 
     def __init__(self, config: Config, listeners: list[socket.socket], scoreboard: Scoreboard,
                  process_slot: int, generation: int, error_log: ErrorLog,
-                 access_log: AccessLog, on_loop_death: Callable[[], None]) -> None:
+                 access_log: AccessLog, on_loop_death: Callable[[], None],
+                 tls_contexts: TLSContexts | None = None) -> None:
         http = config.http
         # Applications are imported here, after fork: each generation runs the code as it
         # is on disk now (a reload picks up new code); an import error fails the boot.
@@ -112,7 +114,7 @@ class WorkerService:
             self.pools[app_pool(app)] = BlockingPool(app.threads, workers.max_connections,
                                                      slots_from(first))
             first += app.threads
-        self.tls = tls_listeners(config, listeners, error_log)
+        self.tls = tls_listeners(config, listeners, error_log, tls_contexts)
         self.loops: list[EventLoop] = []
         for index in range(threads):
             slot = scoreboard.thread_slot(process_slot, index, generation)
@@ -166,6 +168,19 @@ class WorkerService:
 class ServedSite:
     """The `process.hooks.SiteHooks` of this server: static files, uploads, status, apps."""
 
+    # Generations whose TLS contexts the master keeps for their workers: the current one and
+    # one being started by a reload (older generations start no workers).
+    KEPT_GENERATIONS = 3
+
+    def __init__(self) -> None:
+        # (a generation's Config, its contexts), newest last. The contexts are made in the
+        # master before fork, so every worker of a generation (respawns included) inherits
+        # them: one session-ticket key per generation, as OpenSSL makes one per context (a
+        # ticket resumes on any worker, like nginx's shared key), and key files are read with
+        # the master's privileges (a key readable by root alone, as certbot leaves it, works
+        # with [server] user).
+        self.shared_tls: list[tuple[Config, TLSContexts | None]] = []
+
     def check(self, config: Config) -> None:
         site_hooks.check(config)
         # Each key against its certificate (OpenSSL's load_cert_chain); ConfigError. What
@@ -180,11 +195,18 @@ class ServedSite:
         for warning in expiry_warnings(config):
             error_log.warn(warning)
 
+    def before_fork(self, config: Config) -> None:
+        contexts = build_contexts(config) if any(
+            address.tls for address in config.server.listen) else None
+        self.shared_tls = [*self.shared_tls, (config, contexts)][-self.KEPT_GENERATIONS:]
+
     def worker_gone(self, config: Config, pid: int, error_log: ErrorLog) -> None:
         site_hooks.worker_gone(config, pid, error_log)
 
     def serve(self, config: Config, listeners: list[socket.socket], scoreboard: Scoreboard,
               process_slot: int, generation: int, error_log: ErrorLog, access_log: AccessLog,
               on_loop_death: Callable[[], None]) -> WorkerService:
+        shared = next((contexts for made_for, contexts in self.shared_tls
+                       if made_for is config), None)
         return WorkerService(config, listeners, scoreboard, process_slot, generation,
-                             error_log, access_log, on_loop_death)
+                             error_log, access_log, on_loop_death, shared)

@@ -136,12 +136,19 @@ def version(environ: dict[str, Any], start: Start) -> list[bytes]:
     return [body]
 
 
+def pid(environ: dict[str, Any], start: Start) -> list[bytes]:
+    """The worker's process id: which worker served a connection."""
+    body = str(os.getpid()).encode()
+    start("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
 VERSION = "one"
 ROUTES: dict[str, Callable[[dict[str, Any], Start], Iterable[bytes]]] = {
     "/environ": environ_view, "/upload": upload, "/refuse": refuse, "/stream": stream,
     "/slow": slow_download, "/fail-before": fail_before, "/fail-after": fail_after,
     "/wrong-length": wrong_length, "/hop-by-hop": hop_by_hop, "/head": head, "/file": file,
-    "/write": legacy_write, "/version": version,
+    "/write": legacy_write, "/version": version, "/pid": pid,
 }
 
 
