@@ -192,45 +192,23 @@ class QuickPath:
 
 class QuickHit:
     """A request answer() matched to a remembered answer (`entry`): the bytes to send
-    (payload()), and what the access log reads of the request (an accounting.Asked).
-    The request-line is decoded at once (the scoreboard shows it); what only the access
-    log reads (method, path, query, fields) is decoded when it asks, so with the log off
-    a quick answer decodes nothing else."""
+    (payload()), and what the access log reads of the request (an accounting.Asked)."""
 
-    __slots__ = ("_fields", "_method", "body_bytes", "entry", "request_line",
+    __slots__ = ("body_bytes", "entry", "headers", "method", "path", "query", "request_line",
                  "response_fields", "version", "wants_keep_alive")
 
     def __init__(self, entry: QuickEntry, line: bytes, method: bytes,
                  fields: list[tuple[bytes, bytes]], version: str,
                  wants_keep_alive: bool) -> None:
         self.entry = entry
-        self.request_line = line.decode("latin-1")
-        self._method = method
-        self._fields = fields
+        self.request_line = request_line = line.decode("latin-1")
+        self.method = method.decode("latin-1")
+        self.path, _, self.query = request_line[len(method) + 1:-9].partition("?")
+        self.headers = ReceivedFields(fields)
         self.version = version
         self.wants_keep_alive = wants_keep_alive  # the client's wish; the server may refuse
         self.body_bytes = len(entry.body)
         self.response_fields = entry.response_headers  # as the full path logs them (%{X}o)
-
-    @property
-    def method(self) -> str:
-        return self._method.decode("latin-1")
-
-    @property
-    def target(self) -> str:
-        return self.request_line[len(self._method) + 1:-9]  # before " HTTP/1.x"
-
-    @property
-    def path(self) -> str:
-        return self.target.partition("?")[0]
-
-    @property
-    def query(self) -> str:
-        return self.target.partition("?")[2]
-
-    @property
-    def headers(self) -> ReceivedFields:
-        return ReceivedFields(self._fields)
 
     def payload(self, keep_alive: bool) -> bytes:
         """The whole response: what the full path's framing (framing._prepared) sends."""
@@ -248,9 +226,8 @@ class QuickHit:
         headers = Headers([(name.decode("latin-1"), value.decode("latin-1"))
                            for name, value in self.headers])
         host = headers.get("Host")
-        target = self.target
-        path, _, query = target.partition("?")
-        return RequestHead(self.method, target, path, query, self.version,
+        target = self.request_line[len(self.method) + 1:-9]  # before " HTTP/1.x"
+        return RequestHead(self.method, target, self.path, self.query, self.version,
                            headers, self.wants_keep_alive, None, False, False,
                            host.lower() if host is not None else "")
 
