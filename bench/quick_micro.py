@@ -84,6 +84,9 @@ class NoSocket:
     def send(self, data: bytes, flags: int = 0) -> int:
         return len(data)
 
+    def fileno(self) -> int:
+        return -1
+
 
 def run_no_io(conn: Connection, requests: int) -> float:
     readable = conn.on_readable
@@ -134,6 +137,8 @@ def main() -> None:
         conn.ctx.quick.answer = answer  # type: ignore[union-attr,method-assign]
         if args.no_io:
             conn.sock = NoSocket()  # type: ignore[assignment]
+            if PlainTransport is not None:  # the connection speaks through its transport
+                conn.transport = PlainTransport(NoSocket())  # type: ignore[arg-type]
             if conn.ctx.access_log.file is not None:
                 conn.ctx.access_log.file.close()
                 conn.ctx.access_log.file = type(conn.ctx.access_log.file)(os.devnull)
