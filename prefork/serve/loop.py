@@ -184,13 +184,18 @@ class EventLoop:
         epoll = self.epoll
         conns = self.conns
         listeners = self.listeners
-        mail_fd = self.mailbox.fd
+        mailbox = self.mailbox
+        mail_fd = mailbox.fd
         epoll.register(mail_fd, _IN)
         self._start_accepting()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         while not (self.draining and not conns):
-            timeout = max(0.0, next_sweep - time.monotonic())
-            for fd, _events in epoll.poll(timeout):
+            # The mailbox rings only while `asleep` (pool.Mailbox): set it, then look.
+            mailbox.asleep = True
+            timeout = 0.0 if mailbox.waiting() else max(0.0, next_sweep - time.monotonic())
+            ready = epoll.poll(timeout)
+            mailbox.asleep = False
+            for fd, _events in ready:
                 conn = conns.get(fd)
                 if conn is not None:
                     state = conn.waiting
@@ -212,7 +217,10 @@ class EventLoop:
                 elif fd in listeners:
                     self._accept(listeners[fd], fd)
                 elif fd == mail_fd:
-                    self._on_mail()
+                    mailbox.clear()
+            # Hand-backs posted while the loop was awake rang nothing: take them every turn.
+            if mailbox.waiting() or self.drain_requested:
+                self._on_mail()
             now = time.monotonic()
             self.last_tick = now
             if now >= next_sweep:
@@ -301,7 +309,8 @@ class EventLoop:
                 f"{pool.queue_limit} ([workers] blocking_queue); answering 503")
 
     def _on_mail(self) -> None:
-        """Connections handed back by pool threads, and drain requests."""
+        """Connections handed back by pool threads (a batch: all that wait, in the order
+        posted, at most one per lent connection), and drain requests."""
         for conn, action in self.mailbox.take():
             if self.conns.get(conn.fd) is not conn or not conn.lent:
                 self.ctx.error_log.error(f"loop {self.number}: a hand-back for a connection "

@@ -39,6 +39,15 @@ T = TypeVar("T")
 class Mailbox(Generic[T]):
     """Items posted by other threads to one event loop, with an eventfd to wake it.
 
+    The eventfd is written only when the loop sleeps (or is about to) in epoll: a loop that
+    is awake takes the items before it next polls, so a busy loop gets its hand-backs for
+    the price of a deque append. The handshake: the loop sets `asleep`, then looks at the
+    items (`waiting()`), then polls; a poster appends, then reads `asleep`. Each does its
+    write before its read (the GIL orders them), so either the loop sees the item and does
+    not wait, or the poster sees the flag and rings. There is no "rung already" flag to save
+    a second ring in one sleep: resetting it races with a ring under way, and a ring lost so
+    leaves a hand-back waiting for the next sweep (half a second).
+
     The eventfd is written only under the lock and only while open, so a late post after
     the loop closed the mailbox can never write to a closed (or reused) descriptor."""
 
@@ -47,31 +56,42 @@ class Mailbox(Generic[T]):
         self._items: deque[T] = deque()
         self._lock = threading.Lock()
         self._closed = False
+        self.asleep = False  # set and cleared by the loop around epoll.poll()
 
     def post(self, item: T | None) -> bool:
         """Queue `item` (None: only wake the loop); False when the mailbox is closed (the loop
         has ended: the process is exiting, and the item is dropped)."""
+        if self._closed:
+            return False
+        if item is not None:
+            self._items.append(item)  # deque.append is atomic: no lock needed
+            if not self.asleep:
+                return True  # awake: it takes the item before its next poll
         with self._lock:
             if self._closed:
                 return False
-            if item is not None:
-                self._items.append(item)
             try:
                 os.eventfd_write(self.fd, 1)
             except BlockingIOError:
                 pass  # the counter is already non-zero: the loop will wake anyway
         return True
 
-    def take(self) -> list[T]:
-        """In the loop, when `fd` is readable: every item posted so far."""
+    def waiting(self) -> bool:
+        """In the loop, after setting `asleep`: whether items wait (then it must not sleep)."""
+        return bool(self._items)
+
+    def clear(self) -> None:
+        """In the loop, when `fd` was readable: reset the eventfd before taking the items."""
         try:
             os.eventfd_read(self.fd)
         except BlockingIOError:
             pass
-        with self._lock:
-            items = list(self._items)
-            self._items.clear()
-        return items
+
+    def take(self) -> list[T]:
+        """In the loop: the items posted so far, oldest first. Only those: what pool threads
+        post meanwhile waits for the next turn, after the loop has polled its sockets."""
+        items = self._items
+        return [items.popleft() for _ in range(len(items))]
 
     def close(self) -> None:
         with self._lock:
