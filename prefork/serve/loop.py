@@ -208,8 +208,9 @@ class EventLoop:
                             action = conn.on_body_readable()
                         elif state is LINGER:
                             action = conn.on_linger_readable()
-                        else:
-                            continue  # lent to the pool: a stale event
+                        else:  # lent: the client sent more, or a body arrives
+                            self._quiet(conn)
+                            continue
                         if action is not state or conn.transport.layered:
                             self._apply(conn, action)
                     except Exception as exc:
@@ -284,10 +285,12 @@ class EventLoop:
                 conn.transport.close()
 
     def _lend(self, conn: Connection) -> None:
-        """Queue `conn` for a pool thread, or answer 503 when the queue is full."""
-        if conn.events:
-            self.epoll.unregister(conn.fd)
-            conn.events = 0
+        """Queue `conn` for a pool thread, or answer 503 when the queue is full.
+
+        It stays registered in epoll: most lent requests come back before the client sends
+        anything more, and then waiting for its next request costs no epoll_ctl at all. An
+        event while it is lent takes it out (_quiet), so a body being read by the pool
+        thread, or a pipelined request, does not wake this loop again and again."""
         conn.waiting = HANDOFF
         conn.lent = True  # before submit(): a pool thread may start on it at once
         if self.pools[conn.pool_name].submit(conn, self.mailbox):
@@ -295,6 +298,12 @@ class EventLoop:
         conn.lent = False
         self._log_busy(conn.pool_name, "the queue is full")
         self._apply(conn, conn.refuse("no blocking thread is free; retry later"))
+
+    def _quiet(self, conn: Connection) -> None:
+        """An event for a lent connection: stop watching it until it comes back."""
+        if conn.events:
+            self.epoll.unregister(conn.fd)
+            conn.events = 0
 
     def _log_busy(self, name: str, why: str) -> None:
         capacity = self.capacity
