@@ -104,7 +104,13 @@ Job = tuple["Connection", Mailbox[tuple["Connection", "Action"]]]
 
 
 class BlockingPool:
-    """`size` threads behind a FIFO admission queue of at most `queue_limit` connections."""
+    """`size` threads behind a FIFO admission queue of at most `queue_limit` connections.
+
+    The queue is a deque under one plain lock; a thread with nothing to do files its own
+    wake-up lock in `_idle` and blocks on it, and submit() releases the lock of the idle
+    thread that went idle last (its stack and caches are the warmest). That is one lock
+    release per hand-off, where a Condition builds a new lock for every wait and takes its
+    own lock again on waking."""
 
     def __init__(self, size: int, queue_limit: int,
                  slot_for: Callable[[int], ThreadSlot | None]) -> None:
@@ -113,7 +119,8 @@ class BlockingPool:
         self.size = size
         self.queue_limit = queue_limit
         self._queue: deque[Job] = deque()
-        self._ready = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._idle: list[threading.Lock] = []  # wake-up locks of the threads waiting for work
         self._stopping = False
         slots = [slot_for(index) for index in range(size)]
         self.slots: list[ThreadSlot] = [slot for slot in slots if slot is not None]
@@ -127,16 +134,18 @@ class BlockingPool:
 
     def submit(self, conn: Connection, mailbox: Mailbox[tuple[Connection, Action]]) -> bool:
         """Queue `conn` for a thread; False when the queue is full (the caller answers 503)."""
-        with self._ready:
+        with self._lock:
             if len(self._queue) >= self.queue_limit or self._stopping:
                 return False
             self._queue.append((conn, mailbox))
-            self._ready.notify()
+            wake = self._idle.pop() if self._idle else None
+        if wake is not None:
+            wake.release()
         return True
 
     def withdraw(self, conn: Connection) -> bool:
         """Take `conn` back out of the queue; False when a thread has it already."""
-        with self._ready:
+        with self._lock:
             for job in self._queue:
                 if job[0] is conn:
                     self._queue.remove(job)
@@ -149,20 +158,30 @@ class BlockingPool:
     def shutdown(self) -> None:
         """Let the threads end once the queue is empty (they are daemons: the process exit
         does not wait for one still serving)."""
-        with self._ready:
+        with self._lock:
             self._stopping = True
-            self._ready.notify_all()
+            idle, self._idle = self._idle, []
+        for wake in idle:
+            wake.release()
+
+    def _next(self, wake: threading.Lock) -> Job | None:
+        """The oldest queued job, waiting for one (None: the pool is stopping)."""
+        while True:
+            with self._lock:
+                if self._queue:
+                    return self._queue.popleft()
+                if self._stopping:
+                    return None
+                self._idle.append(wake)  # submit() or shutdown() releases it, once
+            wake.acquire()
 
     def _work(self, slot: ThreadSlot | None) -> None:
         if slot is not None:
             slot.ident, slot.native_id = threading.get_ident(), threading.get_native_id()
-        while True:
-            with self._ready:
-                while not self._queue and not self._stopping:
-                    self._ready.wait()
-                if not self._queue:
-                    return
-                conn, mailbox = self._queue.popleft()
+        wake = threading.Lock()
+        wake.acquire()  # held: acquiring it again waits for a release by submit()
+        while (job := self._next(wake)) is not None:
+            conn, mailbox = job
             # serve_blocking() is the pool's exception barrier and returns an Action; should
             # even it fail, the connection still goes back to its loop, to be closed there.
             action = CLOSE
