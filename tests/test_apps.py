@@ -403,3 +403,45 @@ def test_a_reader_too_slow_holds_an_application_thread_only_up_to_the_write_time
         wait_for(lambda: log.exists() and "closed slow" in log.read_text(), timeout=20)
         assert time.monotonic() - began < 15
     assert wait_for(lambda: '" 200 ' in server.log("access.log"))
+
+
+def read_replies(sock: socket.socket, count: int) -> list[tuple[bytes, bytes]]:
+    """`count` replies framed by Content-Length, read off one connection: (head, body)."""
+    data, replies = b"", []
+    while len(replies) < count:
+        head_end = data.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = data[:head_end]
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            end = head_end + 4 + length
+            if len(data) >= end:
+                replies.append((head, data[head_end + 4:end]))
+                data = data[end:]
+                continue
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(replies)} of {count} replies"
+        data += chunk
+    return replies
+
+
+def test_a_pipelined_burst_is_answered_completely_and_in_order(apps: Server) -> None:
+    """A pool thread that finds the next request buffered with the one it answered serves it
+    itself (pool.CONSECUTIVE_LIMIT in a row), and hands a request for another pool or for
+    the loop back: every answer comes, in order, whatever serves it."""
+    targets = [f"/plain/environ?n={n}" for n in range(20)]
+    targets[7] = "/sub/page.html"  # static: the loop's
+    targets[12] = "/raw/environ?n=12"  # another application's pool
+    burst = b"".join(f"GET {t} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode() for t in targets)
+    with socket.create_connection(("127.0.0.1", apps.port), timeout=10) as sock:
+        sock.sendall(burst)
+        replies = read_replies(sock, len(targets))
+        sock.sendall(b"GET /plain/environ?n=last HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        last = read_replies(sock, 1)  # the connection lives on after the burst
+    for target, (head, body) in zip(targets, replies, strict=True):
+        assert head.startswith(b"HTTP/1.1 200 "), (target, head)
+        if target.endswith(".html"):
+            assert b"page" in body
+        else:
+            assert json.loads(body)["QUERY_STRING"] == target.partition("?")[2], target
+    assert json.loads(last[0][1])["QUERY_STRING"] == "n=last"

@@ -184,13 +184,18 @@ class EventLoop:
         epoll = self.epoll
         conns = self.conns
         listeners = self.listeners
-        mail_fd = self.mailbox.fd
+        mailbox = self.mailbox
+        mail_fd = mailbox.fd
         epoll.register(mail_fd, _IN)
         self._start_accepting()
         next_sweep = time.monotonic() + SWEEP_INTERVAL
         while not (self.draining and not conns):
-            timeout = max(0.0, next_sweep - time.monotonic())
-            for fd, _events in epoll.poll(timeout):
+            # The mailbox rings only while `asleep` (pool.Mailbox): set it, then look.
+            mailbox.asleep = True
+            timeout = 0.0 if mailbox.waiting() else max(0.0, next_sweep - time.monotonic())
+            ready = epoll.poll(timeout)
+            mailbox.asleep = False
+            for fd, _events in ready:
                 conn = conns.get(fd)
                 if conn is not None:
                     state = conn.waiting
@@ -203,8 +208,9 @@ class EventLoop:
                             action = conn.on_body_readable()
                         elif state is LINGER:
                             action = conn.on_linger_readable()
-                        else:
-                            continue  # lent to the pool: a stale event
+                        else:  # lent: the client sent more, or a body arrives
+                            self._quiet(conn)
+                            continue
                         if action is not state or conn.transport.layered:
                             self._apply(conn, action)
                     except Exception as exc:
@@ -212,7 +218,10 @@ class EventLoop:
                 elif fd in listeners:
                     self._accept(listeners[fd], fd)
                 elif fd == mail_fd:
-                    self._on_mail()
+                    mailbox.clear()
+            # Hand-backs posted while the loop was awake rang nothing: take them every turn.
+            if mailbox.waiting() or self.drain_requested:
+                self._on_mail()
             now = time.monotonic()
             self.last_tick = now
             if now >= next_sweep:
@@ -276,10 +285,12 @@ class EventLoop:
                 conn.transport.close()
 
     def _lend(self, conn: Connection) -> None:
-        """Queue `conn` for a pool thread, or answer 503 when the queue is full."""
-        if conn.events:
-            self.epoll.unregister(conn.fd)
-            conn.events = 0
+        """Queue `conn` for a pool thread, or answer 503 when the queue is full.
+
+        It stays registered in epoll: most lent requests come back before the client sends
+        anything more, and then waiting for its next request costs no epoll_ctl at all. An
+        event while it is lent takes it out (_quiet), so a body being read by the pool
+        thread, or a pipelined request, does not wake this loop again and again."""
         conn.waiting = HANDOFF
         conn.lent = True  # before submit(): a pool thread may start on it at once
         if self.pools[conn.pool_name].submit(conn, self.mailbox):
@@ -287,6 +298,12 @@ class EventLoop:
         conn.lent = False
         self._log_busy(conn.pool_name, "the queue is full")
         self._apply(conn, conn.refuse("no blocking thread is free; retry later"))
+
+    def _quiet(self, conn: Connection) -> None:
+        """An event for a lent connection: stop watching it until it comes back."""
+        if conn.events:
+            self.epoll.unregister(conn.fd)
+            conn.events = 0
 
     def _log_busy(self, name: str, why: str) -> None:
         capacity = self.capacity
@@ -301,7 +318,8 @@ class EventLoop:
                 f"{pool.queue_limit} ([workers] blocking_queue); answering 503")
 
     def _on_mail(self) -> None:
-        """Connections handed back by pool threads, and drain requests."""
+        """Connections handed back by pool threads (a batch: all that wait, in the order
+        posted, at most one per lent connection), and drain requests."""
         for conn, action in self.mailbox.take():
             if self.conns.get(conn.fd) is not conn or not conn.lent:
                 self.ctx.error_log.error(f"loop {self.number}: a hand-back for a connection "

@@ -31,13 +31,26 @@ if TYPE_CHECKING:
     from prefork.scoreboard import ThreadSlot
     from prefork.serve.connection import Connection
 
-CLOSE = Action.CLOSE
+CLOSE, HANDOFF, WANT_READ = Action.CLOSE, Action.HANDOFF, Action.WANT_READ
+# Requests of one keep-alive connection a pool thread serves in a row when the next is
+# buffered already (Connection.serve_next): it then goes back to its loop all the same, so
+# one pipelining client cannot keep a thread to itself.
+CONSECUTIVE_LIMIT = 8
 
 T = TypeVar("T")
 
 
 class Mailbox(Generic[T]):
     """Items posted by other threads to one event loop, with an eventfd to wake it.
+
+    The eventfd is written only when the loop sleeps (or is about to) in epoll: a loop that
+    is awake takes the items before it next polls, so a busy loop gets its hand-backs for
+    the price of a deque append. The handshake: the loop sets `asleep`, then looks at the
+    items (`waiting()`), then polls; a poster appends, then reads `asleep`. Each does its
+    write before its read (the GIL orders them), so either the loop sees the item and does
+    not wait, or the poster sees the flag and rings. There is no "rung already" flag to save
+    a second ring in one sleep: resetting it races with a ring under way, and a ring lost so
+    leaves a hand-back waiting for the next sweep (half a second).
 
     The eventfd is written only under the lock and only while open, so a late post after
     the loop closed the mailbox can never write to a closed (or reused) descriptor."""
@@ -47,31 +60,42 @@ class Mailbox(Generic[T]):
         self._items: deque[T] = deque()
         self._lock = threading.Lock()
         self._closed = False
+        self.asleep = False  # set and cleared by the loop around epoll.poll()
 
     def post(self, item: T | None) -> bool:
         """Queue `item` (None: only wake the loop); False when the mailbox is closed (the loop
         has ended: the process is exiting, and the item is dropped)."""
+        if self._closed:
+            return False
+        if item is not None:
+            self._items.append(item)  # deque.append is atomic: no lock needed
+            if not self.asleep:
+                return True  # awake: it takes the item before its next poll
         with self._lock:
             if self._closed:
                 return False
-            if item is not None:
-                self._items.append(item)
             try:
                 os.eventfd_write(self.fd, 1)
             except BlockingIOError:
                 pass  # the counter is already non-zero: the loop will wake anyway
         return True
 
-    def take(self) -> list[T]:
-        """In the loop, when `fd` is readable: every item posted so far."""
+    def waiting(self) -> bool:
+        """In the loop, after setting `asleep`: whether items wait (then it must not sleep)."""
+        return bool(self._items)
+
+    def clear(self) -> None:
+        """In the loop, when `fd` was readable: reset the eventfd before taking the items."""
         try:
             os.eventfd_read(self.fd)
         except BlockingIOError:
             pass
-        with self._lock:
-            items = list(self._items)
-            self._items.clear()
-        return items
+
+    def take(self) -> list[T]:
+        """In the loop: the items posted so far, oldest first. Only those: what pool threads
+        post meanwhile waits for the next turn, after the loop has polled its sockets."""
+        items = self._items
+        return [items.popleft() for _ in range(len(items))]
 
     def close(self) -> None:
         with self._lock:
@@ -84,16 +108,26 @@ Job = tuple["Connection", Mailbox[tuple["Connection", "Action"]]]
 
 
 class BlockingPool:
-    """`size` threads behind a FIFO admission queue of at most `queue_limit` connections."""
+    """`size` threads behind a FIFO admission queue of at most `queue_limit` connections.
+
+    The queue is a deque under one plain lock; a thread with nothing to do files its own
+    wake-up lock in `_idle` and blocks on it, and submit() releases the lock of the idle
+    thread that went idle last (its stack and caches are the warmest). That is one lock
+    release per hand-off, where a Condition builds a new lock for every wait and takes its
+    own lock again on waking."""
 
     def __init__(self, size: int, queue_limit: int,
-                 slot_for: Callable[[int], ThreadSlot | None]) -> None:
+                 slot_for: Callable[[int], ThreadSlot | None], name: str = "") -> None:
         """`slot_for(index)`: the scoreboard slot of pool thread `index` (None: the thread
-        records its requests in the slot of the loop that lent the connection)."""
+        records its requests in the slot of the loop that lent the connection). `name`: the
+        pool's key in the loops' table (Connection.pool_name): "" the worker's blocking
+        pool, else an application's."""
+        self.name = name
         self.size = size
         self.queue_limit = queue_limit
         self._queue: deque[Job] = deque()
-        self._ready = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._idle: list[threading.Lock] = []  # wake-up locks of the threads waiting for work
         self._stopping = False
         slots = [slot_for(index) for index in range(size)]
         self.slots: list[ThreadSlot] = [slot for slot in slots if slot is not None]
@@ -107,16 +141,18 @@ class BlockingPool:
 
     def submit(self, conn: Connection, mailbox: Mailbox[tuple[Connection, Action]]) -> bool:
         """Queue `conn` for a thread; False when the queue is full (the caller answers 503)."""
-        with self._ready:
+        with self._lock:
             if len(self._queue) >= self.queue_limit or self._stopping:
                 return False
             self._queue.append((conn, mailbox))
-            self._ready.notify()
+            wake = self._idle.pop() if self._idle else None
+        if wake is not None:
+            wake.release()
         return True
 
     def withdraw(self, conn: Connection) -> bool:
         """Take `conn` back out of the queue; False when a thread has it already."""
-        with self._ready:
+        with self._lock:
             for job in self._queue:
                 if job[0] is conn:
                     self._queue.remove(job)
@@ -129,24 +165,45 @@ class BlockingPool:
     def shutdown(self) -> None:
         """Let the threads end once the queue is empty (they are daemons: the process exit
         does not wait for one still serving)."""
-        with self._ready:
+        with self._lock:
             self._stopping = True
-            self._ready.notify_all()
+            idle, self._idle = self._idle, []
+        for wake in idle:
+            wake.release()
+
+    def _next(self, wake: threading.Lock) -> Job | None:
+        """The oldest queued job, waiting for one (None: the pool is stopping)."""
+        while True:
+            with self._lock:
+                if self._queue:
+                    return self._queue.popleft()
+                if self._stopping:
+                    return None
+                self._idle.append(wake)  # submit() or shutdown() releases it, once
+            wake.acquire()
 
     def _work(self, slot: ThreadSlot | None) -> None:
         if slot is not None:
             slot.ident, slot.native_id = threading.get_ident(), threading.get_native_id()
-        while True:
-            with self._ready:
-                while not self._queue and not self._stopping:
-                    self._ready.wait()
-                if not self._queue:
-                    return
-                conn, mailbox = self._queue.popleft()
+        wake = threading.Lock()
+        wake.acquire()  # held: acquiring it again waits for a release by submit()
+        while (job := self._next(wake)) is not None:
+            conn, mailbox = job
             # serve_blocking() is the pool's exception barrier and returns an Action; should
             # even it fail, the connection still goes back to its loop, to be closed there.
             action = CLOSE
             try:
                 action = conn.serve_blocking(slot)
+                served = 1
+                # A pipelining connection whose next request came with this one stays with
+                # this thread (still lent: ownership does not move) while no one else waits
+                # for the pool: a round trip through the loop saved.
+                while (action is WANT_READ and served < CONSECUTIVE_LIMIT and not self._queue
+                       and not conn.transport.layered):
+                    action = conn.serve_next()
+                    if action is not HANDOFF or conn.pool_name != self.name:
+                        break
+                    action = conn.serve_blocking(slot)
+                    served += 1
             finally:
                 mailbox.post((conn, action))

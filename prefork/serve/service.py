@@ -112,7 +112,7 @@ class WorkerService:
             # waiting for an application thread is a connection the worker already took (as
             # gunicorn's requests wait in the backlog), so it is not refused below that.
             self.pools[app_pool(app)] = BlockingPool(app.threads, workers.max_connections,
-                                                     slots_from(first))
+                                                     slots_from(first), app_pool(app))
             first += app.threads
         self.tls = tls_listeners(config, listeners, error_log, tls_contexts)
         self.loops: list[EventLoop] = []
