@@ -189,6 +189,26 @@ def test_a_reload_imports_the_new_code(project: Path, tmp_path: Path,
     assert run.interrupt() == 0, run.stderr
 
 
+def test_a_reload_asked_for_during_another_follows_it(project: Path, tmp_path: Path,
+                                                     runs: list[Run]) -> None:
+    """A SIGHUP while a reload is under way (here: new workers importing slowly) is not
+    dropped: one more reload follows, and the code as it is then answers."""
+    run = start(runs, ["hello:application", "--listen", "127.0.0.1:0"], project, tmp_path)
+    run.wait_ready()
+    slow = "import time\ntime.sleep(1.5)\n" + APP
+    (project / "hello.py").write_text(slow.replace('"hello"', '"second"'))
+    os.kill(run.proc.pid, signal.SIGHUP)
+    # The master has taken that reload up once it logged its import check or generation.
+    wait_for(lambda: "reload" in run.stderr, timeout=20)
+    (project / "hello.py").write_text(slow.replace('"hello"', '"third"'))
+    os.kill(run.proc.pid, signal.SIGHUP)
+    try:
+        wait_for(lambda: b'"greeting": "third"' in run.request("GET", "/")[1], timeout=30)
+    except AssertionError:
+        raise AssertionError(run.stderr) from None
+    assert run.interrupt() == 0, run.stderr
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["missing:app"], "httpdctl: cannot import missing:app: ModuleNotFoundError: "
                       "No module named 'missing'"),

@@ -390,6 +390,8 @@ def test_a_dead_loop_reports_its_death(loop_harness) -> None:
     harness = loop_harness
     harness.kill_loop()
     wait_for(lambda: harness.deaths)
+    # The death is reported from the dying thread itself, before it has finished closing.
+    harness.loop.thread.join(timeout=5)
     assert not harness.loop.thread.is_alive()
     assert "event loop 0 died" in harness.error_log_text()
 

@@ -252,15 +252,21 @@ def reload(ctx: Context) -> None:
     config = ctx.load()  # a bad file fails here already, and names file, line and key
     from prefork.control import read_state
 
-    before = read_state(config.server.pid_file).get("reload_seq", 0)
+    state = read_state(config.server.pid_file)
+    before = state.get("reload_seq", 0)
+    # Our request is number asked + 1 or later: the outcome is ours once a reload that
+    # began after it is done (one under way when it came is followed by another).
+    asked = state.get("reload_requested")
     try:
         send(config.server.pid_file, "reload")
     except ControlError as exc:
         fail(str(exc), exc.exit_code)
-    deadline = time.monotonic() + config.workers.boot_timeout + RELOAD_MARGIN
+    # Twice the boot time: a reload under way first, then ours.
+    deadline = time.monotonic() + 2 * config.workers.boot_timeout + RELOAD_MARGIN
     while time.monotonic() < deadline:
         state = read_state(config.server.pid_file)
-        if state.get("reload_seq", 0) > before:
+        if (state.get("reload_covered", 0) > asked if isinstance(asked, int)
+                else state.get("reload_seq", 0) > before):
             result = state.get("reload", {})
             if result.get("ok"):
                 click.echo(f"httpd reloaded: {result.get('message')}")

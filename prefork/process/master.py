@@ -506,6 +506,8 @@ class Master:
             "generation": current.number if current else 0,
             "listen": current.addresses if current else [],
             "reload_seq": self.reloads.seq,
+            "reload_requested": self.reloads.requested,
+            "reload_covered": self.reloads.covered,
             "reload": self.reloads.last,
             "log_seq": self.reopen.completed_seq,
             "stopping": self.stop.requested,

@@ -35,21 +35,41 @@ class Reloads:
     def __init__(self, master: Master) -> None:
         self.master = master
         self.pending: Generation | None = None  # a reload's generation until it booted
-        self.seq = 0  # counts outcomes, so `httpdctl reload` knows which one is its own
+        self.seq = 0  # counts outcomes
+        # Requests (SIGHUP) counted as they come, and how many of them the last finished
+        # reload covered (those received before it began): `httpdctl reload` waits until its
+        # own request is covered. One asked for while another is under way is deferred (a
+        # second SIGHUP after an edit must not be lost) and begins once that one is done.
+        self.requested = 0
+        self.covering = 0  # requests the reload under way covers
+        self.covered = 0
+        self.deferred = False
         self.last: dict[str, object] = {"ok": True, "message": "started"}
         # A promoted generation whose predecessor's workers are still taking their last
         # connections: (the old workers, the new generation's number, the deadline).
         self.handover: tuple[list[WorkerProcess], int, float] | None = None
 
     def start(self) -> None:
-        """SIGHUP: load the configuration again and fork a new generation from it."""
+        """SIGHUP: load the configuration again and fork a new generation from it — now, or
+        once the reload under way is done."""
+        master = self.master
+        self.requested += 1
+        if self.pending is not None or self.handover is not None:
+            if not self.deferred and master.error_log is not None:
+                master.error_log.notice("reload requested while another is under way: it "
+                                        "follows once that one is done")
+            self.deferred = True
+            master.write_state()
+            return
+        self._begin()
+
+    def _begin(self) -> None:
         master = self.master
         log = master.error_log
         current = master.current
         assert log is not None and current is not None and master.scoreboard is not None
-        if self.pending is not None or self.handover is not None:
-            log.warn("reload requested while another is in progress; ignored")
-            return
+        self.covering = self.requested
+        master.write_state()
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC="
                   f"{time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         try:
@@ -163,6 +183,7 @@ class Reloads:
 
     def done(self, ok: bool, message: str) -> None:
         self.seq += 1
+        self.covered = self.covering
         self.last = {"ok": ok, "message": message}
         log = self.master.error_log
         if log:
@@ -172,6 +193,9 @@ class Reloads:
                 log.error(f"reload failed, previous generation keeps serving: {message}")
         self.master.write_state()
         sd_notify("READY=1\nSTATUS=" + ("serving" if ok else f"reload failed: {message}"))
+        if self.deferred:
+            self.deferred = False
+            self._begin()
 
 
 def _close_new(listeners: list[socket.socket], kept: list[socket.socket]) -> None:
