@@ -256,6 +256,19 @@ def test_shutdown_delay_keeps_serving(server_factory: ServerFactory) -> None:
     assert time.monotonic() - began >= 2  # the delay was kept in full
 
 
+def test_a_reload_asked_for_during_a_stop_is_refused(server_factory: ServerFactory) -> None:
+    """Once a stop was asked for, a SIGHUP forks no new generation: the reload fails, saying
+    why, and the stop goes on."""
+    server = server_factory({"workers": {"shutdown_delay": "2"}})
+    os.kill(server.pid, signal.SIGTERM)
+    wait_for(lambda: "([workers] shutdown_delay)" in server.log("error.log"))
+    os.kill(server.pid, signal.SIGHUP)
+    wait_for(lambda: "reload failed" in server.log("error.log"))
+    assert "the server is stopping" in server.log("error.log")
+    wait_for(lambda: not pid_alive(server.pid), timeout=20)
+    assert "starting generation 2" not in server.log("error.log")
+
+
 def test_fast_stop(server_factory: ServerFactory) -> None:
     server = server_factory()
     workers = server.worker_pids()

@@ -356,6 +356,27 @@ def test_a_key_only_root_can_read_serves_with_a_user_and_reloads() -> None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_a_generation_keeps_its_shared_contexts_through_failed_reloads(
+        cold: tuple[Server, trustme.CA, Path]) -> None:
+    """The contexts made before fork stay while their generation runs (a respawned worker
+    gets them), however many reloads come and fail meanwhile; a retired one's go."""
+    from prefork.config.settings import load_config
+    from prefork.serve.service import ServedSite
+
+    server, _ca, _directory = cold
+    site = ServedSite()
+    serving = load_config(server.config)
+    site.before_fork(serving, [])
+    for _ in range(5):  # reloads whose generation never got going: alive is the old one
+        site.before_fork(load_config(server.config), [serving])
+    kept = [made_for for made_for, contexts in site.shared_tls if contexts is not None]
+    assert any(made_for is serving for made_for in kept)
+    assert len(site.shared_tls) == 2  # the serving generation's, and the newest attempt's
+    newer = load_config(server.config)
+    site.before_fork(newer, [newer])  # the old generation retired
+    assert [made_for for made_for, _ in site.shared_tls] == [newer]
+
+
 def test_configtest_with_a_wrong_key_names_the_key(cold: tuple[Server, trustme.CA, Path]
                                                      ) -> None:
     server, ca, directory = cold

@@ -8,7 +8,7 @@ so supervision stays about processes — fork, signals, generations — whatever
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from prefork.config.settings import Config
@@ -59,10 +59,11 @@ class SiteHooks(Protocol):
         by `owner` = the workers' uid and gid when switching user); ConfigError."""
         ...
 
-    def before_fork(self, config: Config) -> None:
+    def before_fork(self, config: Config, alive: Sequence[Config]) -> None:
         """In the master before forking each generation (at start and at every reload):
-        load what the generation's workers share, with the master's privileges;
-        ConfigError."""
+        load what the generation's workers share, with the master's privileges; `alive`:
+        the configurations of the generations still running, whose shared state must stay
+        (their workers may be respawned); ConfigError."""
         ...
 
     def worker_gone(self, config: Config, pid: int, error_log: ErrorLog) -> None:

@@ -195,7 +195,7 @@ class Master:
                          f"{generation.target} workers x {config.workers.threads} threads, "
                          f"listening on {', '.join(bound_address(s) for s in listeners)}")
         self.site.prepare(config, error_log, worker_ids(config))
-        self.site.before_fork(config)
+        self.site.before_fork(config, [])
         ok, message = self._boot(generation)
         if ok:
             self.write_state()

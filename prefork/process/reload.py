@@ -54,6 +54,11 @@ class Reloads:
         once the reload under way is done."""
         master = self.master
         self.requested += 1
+        if master.stop.requested:
+            # A stop was asked for first: no new generation now (httpdctl reload says so).
+            self.covering = self.requested
+            self.done(False, "the server is stopping")
+            return
         if self.pending is not None or self.handover is not None:
             if not self.deferred and master.error_log is not None:
                 master.error_log.notice("reload requested while another is under way: it "
@@ -75,7 +80,7 @@ class Reloads:
         try:
             config = load_config(master.config_path, master.overrides)
             master.site.check(config)
-            master.site.before_fork(config)
+            master.site.before_fork(config, [g.config for g in master.generations.values()])
         except ConfigError as exc:
             self.done(False, f"configuration error: {exc}")
             return
@@ -195,7 +200,11 @@ class Reloads:
         sd_notify("READY=1\nSTATUS=" + ("serving" if ok else f"reload failed: {message}"))
         if self.deferred:
             self.deferred = False
-            self._begin()
+            if self.master.stop.requested:
+                self.covering = self.requested
+                self.done(False, "the server is stopping")
+            else:
+                self._begin()
 
 
 def _close_new(listeners: list[socket.socket], kept: list[socket.socket]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from prefork.config.settings import Config
 from prefork.http.framing import AddedFields
@@ -168,10 +168,6 @@ class WorkerService:
 class ServedSite:
     """The `process.hooks.SiteHooks` of this server: static files, uploads, status, apps."""
 
-    # Generations whose TLS contexts the master keeps for their workers: the current one and
-    # one being started by a reload (older generations start no workers).
-    KEPT_GENERATIONS = 3
-
     def __init__(self) -> None:
         # (a generation's Config, its contexts), newest last. The contexts are made in the
         # master before fork, so every worker of a generation (respawns included) inherits
@@ -195,10 +191,14 @@ class ServedSite:
         for warning in expiry_warnings(config):
             error_log.warn(warning)
 
-    def before_fork(self, config: Config) -> None:
+    def before_fork(self, config: Config, alive: Sequence[Config]) -> None:
         contexts = build_contexts(config) if any(
             address.tls for address in config.server.listen) else None
-        self.shared_tls = [*self.shared_tls, (config, contexts)][-self.KEPT_GENERATIONS:]
+        # Kept while their generation runs (its workers may be respawned), however many
+        # reloads fail meanwhile; dropped once it is retired, or its reload failed.
+        kept = [(made_for, made) for made_for, made in self.shared_tls
+                if any(made_for is running for running in alive)]
+        self.shared_tls = [*kept, (config, contexts)]
 
     def worker_gone(self, config: Config, pid: int, error_log: ErrorLog) -> None:
         site_hooks.worker_gone(config, pid, error_log)
