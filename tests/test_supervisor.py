@@ -3,6 +3,7 @@ reloads that change nothing, graceful stops under load, health, signals, systemd
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -15,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import (
@@ -267,6 +269,38 @@ def test_a_reload_asked_for_during_a_stop_is_refused(server_factory: ServerFacto
     assert "the server is stopping" in server.log("error.log")
     wait_for(lambda: not pid_alive(server.pid), timeout=20)
     assert "starting generation 2" not in server.log("error.log")
+
+
+def test_reload_says_so_when_the_master_dies_before_reporting(
+        server_factory: ServerFactory, tmp_path: Path) -> None:
+    """httpdctl reload waits for its outcome, but not for a master that is gone."""
+    (tmp_path / "slowapp.py").write_text(
+        "import os, time\n"
+        f"slow = {str(tmp_path / 'slow')!r}\n"
+        "if os.path.exists(slow) and open(slow).read() == str(os.getppid()):\n"
+        "    time.sleep(30)  # in the master's import check, not in httpdctl's\n"
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Length', '2')])\n"
+        "    return [b'ok']\n")
+    server = server_factory({"app": {"mount": "/app", "module": "slowapp:application",
+                                     "path": str(tmp_path)}})
+    (tmp_path / "slow").write_text(str(server.pid))  # the master's import check: 30 s
+    children: list[psutil.Process] = []
+    reload = subprocess.Popen([*server.launcher, "-f", str(server.config), "reload"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: server.state().get("reload_requested"))  # the master took it
+        children += psutil.Process(server.pid).children(recursive=True)  # its import check
+        os.kill(server.pid, signal.SIGKILL)
+        _out, err = reload.communicate(timeout=10)
+        assert reload.returncode == 1 and "exited before it reported" in err, err
+    finally:
+        if reload.poll() is None:
+            reload.kill()
+            reload.wait()
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
 
 
 def test_fast_stop(server_factory: ServerFactory) -> None:

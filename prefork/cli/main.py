@@ -258,7 +258,7 @@ def reload(ctx: Context) -> None:
     # began after it is done (one under way when it came is followed by another).
     asked = state.get("reload_requested")
     try:
-        send(config.server.pid_file, "reload")
+        master = send(config.server.pid_file, "reload")
     except ControlError as exc:
         fail(str(exc), exc.exit_code)
     # Twice the boot time: a reload under way first, then ours.
@@ -272,8 +272,21 @@ def reload(ctx: Context) -> None:
                 click.echo(f"httpd reloaded: {result.get('message')}")
                 return
             fail(f"reload failed: {result.get('message')} (previous generation still serving)")
+        if not _running(master.pid):
+            fail(f"the master (pid {master.pid}) exited before it reported the reload's "
+                 f"outcome (see the error log)")
         time.sleep(0.05)
     fail("the master did not report the reload's outcome in time (see the error log)")
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` is alive (not gone, not a zombie)."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _signal_command(verb: str, done: str) -> Callable[[Context], None]:
