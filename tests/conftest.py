@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -152,9 +153,7 @@ class Server:
         with contextlib.suppress(Exception):  # clean-up goes on whatever the test left
             pid_file = self.control_config().server.pid_file
             send(pid_file, "stop-now")
-            deadline = time.monotonic() + 20
-            while find_master(pid_file) is not None and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(lambda: find_master(pid_file) is None, timeout=20, interval=0.02)
         for pid in self.known_pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
@@ -235,6 +234,65 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0,
         time.sleep(pause)
         pause = min(pause * 2, interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+class KeepAliveLoad:
+    """Clients that GET `path` over keep-alive connections until stopped, counting outcomes.
+
+    `connect()` opens a connection (plain or TLS); `good(body)` says whether a 200's body is
+    whole. A response with `Connection: close` (or, with `per_connection`, that many
+    requests) is followed by a new connection, as any HTTP/1.1 client does; everything else
+    that goes wrong counts as a failure."""
+
+    def __init__(self, connect: Callable[[], http.client.HTTPConnection],
+                 path: str = "/about.html", good: Callable[[bytes], bool] = bool,
+                 clients: int = 4, per_connection: int | None = None) -> None:
+        self.connect = connect
+        self.path = path
+        self.good = good
+        self.per_connection = per_connection
+        self.ok = 0
+        self.connections = 0
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def __enter__(self) -> KeepAliveLoad:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)
+
+    def _run(self) -> None:
+        conn: http.client.HTTPConnection | None = None
+        sent = 0
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn, sent = self.connect(), 0
+                    self.connections += 1
+                conn.request("GET", self.path, headers={"Host": "localhost"})
+                response = conn.getresponse()
+                body = response.read()
+                sent += 1
+                if response.status != 200 or not self.good(body):
+                    self.failures.append(f"status {response.status}, {body[:40]!r}")
+                else:
+                    self.ok += 1
+                if response.will_close or sent == self.per_connection:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                self.failures.append(repr(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
 
 
 def tcp_state(sock: socket.socket) -> int:

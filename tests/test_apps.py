@@ -9,14 +9,13 @@ import json
 import os
 import shutil
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Server, ServerFactory, running_server, wait_for
+from tests.conftest import KeepAliveLoad, Server, ServerFactory, running_server, wait_for
 
 APPS = Path(__file__).resolve().parent / "apps"
 pytest.importorskip("flask", reason="Flask is a test dependency: pip install -e '.[test]'")
@@ -309,44 +308,18 @@ def test_twenty_reloads_with_code_changes_under_load_lose_no_request(
     server = server_factory({"workers": {"processes": "2"},
                              "app": {"mount": "/app", "module": "versioned:application",
                                      "path": str(code), "threads": "4"}})
-    stop = threading.Event()
-    failures: list[str] = []
-    served = [0]
-
-    def load() -> None:
-        while not stop.is_set():
-            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
-            try:
-                for _ in range(20):
-                    conn.request("GET", "/app/version")
-                    response = conn.getresponse()
-                    body = response.read()
-                    if response.status != 200 or not body.startswith(b"v"):
-                        failures.append(f"{response.status} {body[:40]!r}")
-                    served[0] += 1
-                    if response.will_close:
-                        break
-            except (OSError, http.client.HTTPException) as exc:
-                failures.append(repr(exc))
-            finally:
-                conn.close()
-
-    threads = [threading.Thread(target=load) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with KeepAliveLoad(lambda: http.client.HTTPConnection("127.0.0.1", server.port,
+                                                          timeout=10),
+                       path="/app/version", good=lambda body: body.startswith(b"v"),
+                       per_connection=20) as load:
         for number in range(1, 21):
             version_app(tmp_path, f"v{number}")
             outcome = server.reload_by_signal()
             assert outcome["ok"], outcome
             fresh = server.get("/app/version")[1]
             assert fresh == f"v{number}".encode()  # the new code answers once reloaded
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-    assert not failures, failures[:5]
-    assert served[0] > 100
+    assert not load.failures, load.failures[:5]
+    assert load.ok > 100
 
 
 def peak_rss(pid: int) -> int:

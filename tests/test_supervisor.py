@@ -21,6 +21,7 @@ import pytest
 
 from .conftest import (
     HTTPDCTL,
+    KeepAliveLoad,
     Server,
     ServerFactory,
     make_root,
@@ -34,55 +35,11 @@ from .conftest import (
 RELOADS_UNDER_LOAD = 50
 
 
-class KeepAliveLoad:
-    """Clients that request over keep-alive connections until stopped, counting outcomes.
-
-    A response with `Connection: close` is followed by a new connection, as any HTTP/1.1
-    client does; everything else that goes wrong counts as a failure.
-    """
-
-    def __init__(self, port: int, clients: int = 4) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> KeepAliveLoad:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(30)
-
-    def _run(self) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-        while not self.stop.is_set():
-            try:
-                conn.request("GET", "/about.html", headers={"Host": "localhost"})
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200 or not body:
-                    self.failures.append(f"status {response.status}")
-                else:
-                    self.ok += 1
-                if response.will_close:
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(repr(exc))
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-        conn.close()
-
-
 def test_fifty_reloads_under_keepalive_load_lose_nothing(server_factory: ServerFactory,
                                                          capsys: pytest.CaptureFixture) -> None:
     server = server_factory({"workers": {"processes": "2", "threads": "1"}})
-    with KeepAliveLoad(server.port) as load:
+    with KeepAliveLoad(lambda: http.client.HTTPConnection("127.0.0.1", server.port,
+                                                          timeout=15)) as load:
         for number in range(RELOADS_UNDER_LOAD):
             # SIGHUP and the outcome in the state file, as `httpdctl reload` does (the verb
             # itself is tested in test_lifecycle.py): 50 CLI processes cost half a minute.

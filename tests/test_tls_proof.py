@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import http.client
 import json
 import os
 import resource
@@ -32,7 +31,7 @@ import pytest
 import trustme
 
 from prefork.scoreboard import ProcessInfo, Scoreboard
-from tests.conftest import Server, make_root, read_all, wait_for, write_config
+from tests.conftest import KeepAliveLoad, Server, make_root, read_all, wait_for, write_config
 from tests.test_tls import TLS_HOST, TLSServer, ports_of, tls_settings
 
 HEADER_TIMEOUT = 3.0  # seconds a stalled handshake or request head is held
@@ -243,56 +242,6 @@ CLI_EVERY = 10  # every tenth reload by `httpdctl reload` itself (0.6-3 s each h
 # verb has its own tests); the others by the SIGHUP it sends, waited on as it waits
 
 
-class TLSKeepAliveLoad:
-    """Clients that GET over TLS keep-alive connections until stopped, counting outcomes. A
-    response with `Connection: close` is followed by a new connection, as any HTTP/1.1
-    client does; anything else that goes wrong (a short body, a reset) is a failure."""
-
-    def __init__(self, tls: TLSServer, clients: int = 3) -> None:
-        self.tls = tls
-        self.ok = 0
-        self.connections = 0
-        self.failures: list[str] = []
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-        self.expected = (tls.server.root / "htdocs" / "about.html").read_bytes()
-
-    def __enter__(self) -> TLSKeepAliveLoad:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(30)
-
-    def _run(self) -> None:
-        conn: http.client.HTTPSConnection | None = None
-        while not self.stop.is_set():
-            try:
-                if conn is None:
-                    conn = self.tls.https(timeout=15)
-                    self.connections += 1
-                conn.request("GET", "/about.html", headers={"Host": "localhost"})
-                response = conn.getresponse()
-                body = response.read()
-                if response.status != 200 or body != self.expected:
-                    self.failures.append(f"status {response.status}, {len(body)} bytes")
-                else:
-                    self.ok += 1
-                if response.will_close:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                self.failures.append(repr(exc))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-
 def workers_of(server: Server) -> list[ProcessInfo]:
     """The workers in the scoreboard, read directly: `httpdctl status` (or its collect())
     costs 0.1-0.4 s a call here while load threads hold the GIL."""
@@ -323,7 +272,9 @@ def test_twenty_reloads_under_tls_keep_alive_load_lose_nothing(
     server = proof.server
     started = time.monotonic()
     generation = server.status()["generation"]
-    with TLSKeepAliveLoad(proof) as load:
+    expected = (server.root / "htdocs" / "about.html").read_bytes()
+    with KeepAliveLoad(lambda: proof.https(timeout=15), good=lambda body: body == expected,
+                       clients=3) as load:
         wait_for(lambda: load.ok >= 30)
         for number in range(1, RELOADS + 1):
             if number % CLI_EVERY == 0:
