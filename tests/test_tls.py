@@ -3,6 +3,7 @@ certificates from a throwaway CA (trustme), clients from Python's ssl, curl and 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import json
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trustme
@@ -90,19 +92,38 @@ def ports_of(stdout: str) -> list[int]:
     return [int(port) for port in re.findall(r":(\d+)", match.group(1))]
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
-    base = tmp_path_factory.mktemp("tls")
+def throwaway_ca(base: Path) -> tuple[trustme.CA, Path]:
+    """A CA for one test's certificates, its certificate written to base/ca.pem for the
+    clients that trust it."""
     ca = trustme.CA()
     ca_file = base / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
-    root = make_root(base)
-    server = Server(root, write_config(root, tls_settings(base, ca)))
+    return ca, ca_file
+
+
+Running = TypeVar("Running", bound=TLSServer)
+
+
+@contextlib.contextmanager
+def running_tls(root: Path, settings: dict[str, dict[str, str]], ca: trustme.CA,
+                ca_file: Path, kind: type[Running] = TLSServer,  # type: ignore[assignment]
+                ) -> Iterator[Running]:
+    """A server started in `root` with `settings` (a plain and a TLS listener, as
+    tls_settings makes them), stopped when the block ends."""
+    server = Server(root, write_config(root, settings))
     try:
         plain, secure = ports_of(server.start().stdout)
-        yield TLSServer(server, plain, secure, ca, ca_file)
+        yield kind(server, plain, secure, ca, ca_file)
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
+    base = tmp_path_factory.mktemp("tls")
+    ca, ca_file = throwaway_ca(base)
+    with running_tls(make_root(base), tls_settings(base, ca), ca, ca_file) as server:
+        yield server
 
 
 def request(sock: socket.socket, path: str, keep_alive: bool = True) -> bytes:
@@ -292,14 +313,10 @@ def test_a_session_ticket_resumes_on_another_worker(tmp_path: Path) -> None:
     """The workers of a generation share their contexts, made before fork, and so one
     ticket key: a ticket resumes whichever worker takes the client's next connection. Each
     worker holds one connection at most, so while one is held the other takes the next."""
-    ca = trustme.CA()
-    root = make_root(tmp_path)
+    ca, ca_file = throwaway_ca(tmp_path)
     settings = tls_settings(tmp_path, ca)
     settings["workers"]["max_connections"] = "1"
-    server = Server(root, write_config(root, settings))
-    try:
-        tls = TLSServer(server, *ports_of(server.start().stdout), ca, tmp_path / "ca.pem")
-        ca.cert_pem.write_to_path(str(tls.ca_file))
+    with running_tls(make_root(tmp_path), settings, ca, ca_file) as tls:
         context = tls.context()
 
         def connect(session: ssl.SSLSession | None) -> ssl.SSLSocket:
@@ -321,8 +338,6 @@ def test_a_session_ticket_resumes_on_another_worker(tmp_path: Path) -> None:
                     resumed.append((issuer, pid_of(other, keep_alive=False),
                                     other.session_reused))
         assert all(issuer != pid and reused for issuer, pid, reused in resumed), resumed
-    finally:
-        server.cleanup()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: [server] user and a root-only key")
@@ -332,26 +347,20 @@ def test_a_key_only_root_can_read_serves_with_a_user_and_reloads() -> None:
     base = Path(tempfile.mkdtemp(prefix="prefork-tls-user-"))
     try:
         base.chmod(0o755)
-        ca = trustme.CA()
-        ca.cert_pem.write_to_path(str(base / "ca.pem"))
-        root = make_root(base)
+        ca, ca_file = throwaway_ca(base)
         settings = tls_settings(base, ca)
         del settings["app:plain"]
         settings["server"]["user"] = "nobody"
         (base / "main.key").chmod(0o600)
-        server = Server(root, write_config(root, settings))
-        try:
-            tls = TLSServer(server, *ports_of(server.start().stdout), ca, base / "ca.pem")
+        with running_tls(make_root(base), settings, ca, ca_file) as tls:
 
             def fetch() -> bytes:
                 with tls.connect() as sock:
                     sock.sendall(request(sock, "/", keep_alive=False))
                     return read_all(sock)
             assert fetch().startswith(b"HTTP/1.1 200 ")
-            server.ctl("reload")
+            tls.server.ctl("reload")
             assert fetch().startswith(b"HTTP/1.1 200 ")
-        finally:
-            server.cleanup()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

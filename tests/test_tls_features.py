@@ -40,7 +40,7 @@ from prefork.serve.transport import PlainTransport
 from prefork.site.redirect import HttpsRedirect
 from prefork.site.router import Router
 from tests.conftest import Server, make_root, read_all, wait_for, write_config
-from tests.test_tls import TLS_HOST, TLSServer, ports_of, tls_settings
+from tests.test_tls import TLS_HOST, TLSServer, ports_of, running_tls, throwaway_ca, tls_settings
 
 HSTS = "max-age=63072000; includeSubDomains"
 APP_HSTS = "max-age=60"
@@ -86,19 +86,13 @@ def feature_settings(base: Path, ca: trustme.CA) -> dict[str, dict[str, str]]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Features]:
     base = tmp_path_factory.mktemp("tlsfeatures")
-    ca = trustme.CA()
-    ca_file = base / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    ca, ca_file = throwaway_ca(base)
     root = make_root(base)
     challenge = root / "htdocs" / ".well-known" / "acme-challenge"
     challenge.mkdir(parents=True)
     (challenge / TOKEN).write_text("token-body\n")
-    server = Server(root, write_config(root, feature_settings(base, ca)))
-    try:
-        plain, secure = ports_of(server.start().stdout)
-        yield Features(server, plain, secure, ca, ca_file)
-    finally:
-        server.cleanup()
+    with running_tls(root, feature_settings(base, ca), ca, ca_file, Features) as site:
+        yield site
 
 
 @dataclass

@@ -28,11 +28,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-import trustme
 
 from prefork.scoreboard import ProcessInfo, Scoreboard
-from tests.conftest import KeepAliveLoad, Server, make_root, read_all, wait_for, write_config
-from tests.test_tls import TLS_HOST, TLSServer, ports_of, tls_settings
+from tests.conftest import KeepAliveLoad, Server, make_root, read_all, wait_for
+from tests.test_tls import TLS_HOST, TLSServer, running_tls, throwaway_ca, tls_settings
 
 HEADER_TIMEOUT = 3.0  # seconds a stalled handshake or request head is held
 HUNDRED_MIB = 100 << 20
@@ -42,9 +41,7 @@ CHUNK = 1 << 20
 @pytest.fixture(scope="module")
 def proof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
     base = tmp_path_factory.mktemp("tlsproof")
-    ca = trustme.CA()
-    ca_file = base / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
+    ca, ca_file = throwaway_ca(base)
     root = make_root(base)
     (root / "htdocs" / "hundred.bin").write_bytes(os.urandom(HUNDRED_MIB))
     settings = tls_settings(base, ca)
@@ -52,12 +49,8 @@ def proof(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSServer]:
     settings["workers"]["max_connections"] = "3000"
     settings["http"]["header_timeout"] = str(HEADER_TIMEOUT)
     raise_nofile(2 * STALLED + 256)  # before the start: the workers inherit it
-    server = Server(root, write_config(root, settings))
-    try:
-        plain, secure = ports_of(server.start().stdout)
-        yield TLSServer(server, plain, secure, ca, ca_file)
-    finally:
-        server.cleanup()
+    with running_tls(root, settings, ca, ca_file) as server:
+        yield server
 
 
 def head_of(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
