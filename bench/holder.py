@@ -67,6 +67,21 @@ class Conn:
             self.buf = b""
 
 
+def _connect_more(port: int, sel: selectors.BaseSelector, conns: list[Conn], count: int,
+                  pending: int, batch: int) -> int:
+    """Start non-blocking connects until `count` connections exist or `batch` are under
+    way; each waits for writability (the connect's end). Returns how many are under way."""
+    while len(conns) < count and pending < batch:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", port))
+        c = Conn(s)
+        conns.append(c)
+        sel.register(s, selectors.EVENT_WRITE, c)
+        pending += 1
+    return pending
+
+
 def open_all(port: int, path: str, count: int, deadline: float, batch: int) -> list[Conn]:
     """Connect, request and read one response on count connections, batch at a time."""
     request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
@@ -74,14 +89,7 @@ def open_all(port: int, path: str, count: int, deadline: float, batch: int) -> l
     conns: list[Conn] = []
     pending = 0
     while time.monotonic() < deadline and (len(conns) < count or pending):
-        while len(conns) < count and pending < batch:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            c = Conn(s)
-            conns.append(c)
-            sel.register(s, selectors.EVENT_WRITE, c)
-            pending += 1
+        pending = _connect_more(port, sel, conns, count, pending, batch)
         for key, events in sel.select(timeout=0.2):
             c = key.data
             if events & selectors.EVENT_WRITE:
@@ -151,14 +159,7 @@ def open_all_tls(port: int, path: str, count: int, deadline: float, batch: int) 
     conns: list[Conn] = []
     pending = 0
     while time.monotonic() < deadline and (len(conns) < count or pending):
-        while len(conns) < count and pending < batch:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setblocking(False)
-            s.connect_ex(("127.0.0.1", port))
-            c = Conn(s)
-            conns.append(c)
-            sel.register(s, selectors.EVENT_WRITE, c)
-            pending += 1
+        pending = _connect_more(port, sel, conns, count, pending, batch)
         for key, _events in sel.select(timeout=0.2):
             c = key.data
             if not isinstance(c.sock, ssl.SSLSocket):  # the TCP connect finished

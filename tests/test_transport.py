@@ -65,9 +65,9 @@ def test_a_file_region_without_sendfile_goes_out_in_bounded_pieces(tmp_path: Pat
         pass
 
 
-class StallingTransport:
-    """A transport like TLS (no sendfile) whose every other write cannot finish yet, as
-    OpenSSL's want-write; the others take at most `take` bytes. Writes to memory."""
+class MemoryTLSTransport:
+    """What the send queue asks of a transport like TLS: no sendfile, no corking (each
+    write is a record). Subclasses say what send() does with the bytes."""
 
     can_sendfile = False
     corks = False
@@ -75,6 +75,11 @@ class StallingTransport:
     layered = True
     scheme = "https"
     fd = -1
+
+
+class StallingTransport(MemoryTLSTransport):
+    """A transport like TLS whose every other write cannot finish yet, as OpenSSL's
+    want-write; the others take at most `take` bytes. Writes to memory."""
 
     def __init__(self, take: int) -> None:
         self.take = take
@@ -118,15 +123,8 @@ def test_a_file_piece_a_write_could_not_take_is_retried_not_read_again(tmp_path:
         assert queue.piece is None
 
 
-class RecordingTransport:
+class RecordingTransport(MemoryTLSTransport):
     """A transport that cannot cork (TLS: each write is a record); records every write."""
-
-    can_sendfile = False
-    corks = False
-    inverted = False
-    layered = True
-    scheme = "https"
-    fd = -1
 
     def __init__(self) -> None:
         self.writes: list[bytes] = []
