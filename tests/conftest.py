@@ -57,6 +57,16 @@ def write_config(root: Path, settings: dict[str, dict[str, str]]) -> Path:
     return path
 
 
+def write_ini(root: Path, text: str) -> Path:
+    """Write `text` as root/etc/httpd.ini (with the htdocs it names by default), for tests
+    of the configuration itself."""
+    (root / "htdocs").mkdir(exist_ok=True)
+    (root / "etc").mkdir(exist_ok=True)
+    path = root / "etc" / "httpd.ini"
+    path.write_text(text)
+    return path
+
+
 def make_root(base: Path) -> Path:
     """A server root with the project's site plus test files (a 2 MiB binary, a subdir)."""
     root = base / "srv"

@@ -21,16 +21,9 @@ from prefork.config.settings import (
 )
 from prefork.config.values import Switch
 from prefork.errors import ConfigError
+from tests.conftest import write_ini
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "etc").mkdir(exist_ok=True)
-    (tmp_path / "htdocs").mkdir(exist_ok=True)
-    path = tmp_path / "etc" / "httpd.ini"
-    path.write_text(text)
-    return path
 
 
 def test_shipped_config_lists_every_setting_with_its_default() -> None:
@@ -58,7 +51,7 @@ def test_server_root_is_above_etc(tmp_path: Path) -> None:
 
 
 def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "[server]\nlisten = 127.0.0.1:0\n\n[http]\nkeepalive = 5\n")
+    path = write_ini(tmp_path, "[server]\nlisten = 127.0.0.1:0\n\n[http]\nkeepalive = 5\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert info.value.line == 5 and info.value.key == "http.keepalive"
@@ -67,9 +60,9 @@ def test_unknown_key_names_file_line_and_key(tmp_path: Path) -> None:
 
 def test_unknown_section_and_key_before_section(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r":2: .*unknown section \[nope\]"):
-        load_config(write(tmp_path, "# comment\n[nope]\n"))
+        load_config(write_ini(tmp_path, "# comment\n[nope]\n"))
     with pytest.raises(ConfigError, match=r":1: listen.*before any \[section\]"):
-        load_config(write(tmp_path, "listen = 1\n"))
+        load_config(write_ini(tmp_path, "listen = 1\n"))
 
 
 @pytest.mark.parametrize(("line", "key", "message"), [
@@ -88,18 +81,18 @@ def test_unknown_section_and_key_before_section(tmp_path: Path) -> None:
 def test_bad_values_name_line_and_key(tmp_path: Path, line: str, key: str,
                                       message: str) -> None:
     with pytest.raises(ConfigError) as info:
-        load_config(write(tmp_path, line + "\n"))
+        load_config(write_ini(tmp_path, line + "\n"))
     assert info.value.key == key and info.value.line == 2
     assert message in str(info.value)
 
 
 def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="set twice"):
-        load_config(write(tmp_path, "[http]\ntimeout = 1\ntimeout = 2\n"))
+        load_config(write_ini(tmp_path, "[http]\ntimeout = 1\ntimeout = 2\n"))
 
 
 def test_missing_document_root(tmp_path: Path) -> None:
-    path = write(tmp_path, "[server]\ndocument_root = nowhere\n")
+    path = write_ini(tmp_path, "[server]\ndocument_root = nowhere\n")
     with pytest.raises(ConfigError, match=r"server\.document_root: not a directory"):
         load_config(path)
 
@@ -110,7 +103,7 @@ def test_missing_file() -> None:
 
 
 def test_overrides_win_and_are_validated(tmp_path: Path) -> None:
-    path = write(tmp_path, "[server]\nlisten = 127.0.0.1:8080\n")
+    path = write_ini(tmp_path, "[server]\nlisten = 127.0.0.1:8080\n")
     config = load_config(path, ["server.listen=0.0.0.0:9000", "workers.threads=3"])
     assert str(config.server.listen[0]) == "0.0.0.0:9000"
     assert config.workers.threads == 3
@@ -123,7 +116,7 @@ def test_overrides_win_and_are_validated(tmp_path: Path) -> None:
 
 
 def test_inline_comments_units_and_lists(tmp_path: Path) -> None:
-    path = write(tmp_path, "\n".join([
+    path = write_ini(tmp_path, "\n".join([
         "[server]",
         "listen = 127.0.0.1:0 [::1]:0   # two addresses",
         "server_name = example.org, www.example.org",
@@ -146,7 +139,7 @@ def test_inline_comments_units_and_lists(tmp_path: Path) -> None:
 
 def test_log_level_aliases(tmp_path: Path) -> None:
     for given, level in (("warning", "warn"), ("EMERG", "crit"), ("debug", "debug")):
-        path = write(tmp_path, f"[logging]\nlevel = {given}\n")
+        path = write_ini(tmp_path, f"[logging]\nlevel = {given}\n")
         assert load_config(path).logging.level == level
 
 
@@ -225,14 +218,14 @@ def test_named_sections_are_read_each_under_its_own_id(tmp_path: Path) -> None:
 def test_lenient_loading_skips_a_section_it_does_not_know(tmp_path: Path) -> None:
     # A newer file read by an older httpdctl: the keys under [cache:blog] must not land in
     # the section before it.
-    path = write(tmp_path, "[workers]\nthreads = 2\n[cache:blog]\nthreads = 9\n")
+    path = write_ini(tmp_path, "[workers]\nthreads = 2\n[cache:blog]\nthreads = 9\n")
     assert load_config(path, lenient=True).workers.threads == 2
     with pytest.raises(ConfigError, match=r":3: cache:blog: unknown section \[cache:blog\]"):
         load_config(path)
 
 
 def test_application_sections_are_typed_and_ordered(tmp_path: Path) -> None:
-    path = write(tmp_path, "[static]\nmount = /static/\n"
+    path = write_ini(tmp_path, "[static]\nmount = /static/\n"
                            "[app]\nmodule = site_wsgi\npath = apps/site lib\n"
                            "[app:blog]\nmount = /blog\nmodule = blog.wsgi:application\n"
                            "threads = 4\nenv = DJANGO_SETTINGS_MODULE=blog.settings A=1\n")
@@ -243,7 +236,7 @@ def test_application_sections_are_typed_and_ordered(tmp_path: Path) -> None:
     assert first.path == (str(tmp_path / "apps" / "site"), str(tmp_path / "lib"))
     assert (blog.name, blog.mount, blog.threads) == ("blog", "/blog", 6)
     assert blog.env == (("DJANGO_SETTINGS_MODULE", "blog.settings"), ("A", "1"))
-    assert load_config(write(tmp_path, "")).apps == ()
+    assert load_config(write_ini(tmp_path, "")).apps == ()
 
 
 @pytest.mark.parametrize("text, message", [
@@ -261,4 +254,4 @@ def test_application_sections_are_typed_and_ordered(tmp_path: Path) -> None:
 ])
 def test_application_sections_are_checked(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config(write(tmp_path, text))
+        load_config(write_ini(tmp_path, text))

@@ -39,7 +39,7 @@ from prefork.site.uploads.put import (
     writes_are_open,
 )
 
-from .conftest import Server, ServerFactory, read_all, running_server, wait_for
+from .conftest import Server, ServerFactory, read_all, running_server, wait_for, write_ini
 from .test_upload import leftovers, multipart, status_of, uploads
 
 MiB = 1 << 20
@@ -558,14 +558,6 @@ def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def write_ini(tmp_path: Path, text: str) -> Path:
-    (tmp_path / "htdocs").mkdir(exist_ok=True)
-    (tmp_path / "etc").mkdir(exist_ok=True)
-    path = tmp_path / "etc" / "httpd.ini"
-    path.write_text(text)
-    return path
 
 
 def test_open_writes_warning(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from prefork.site.auth import BasicAuth, load_htpasswd, weak_entries_warning
 from prefork.site.router import Router
 from prefork.site.uploads.put import can_run_script, check_upload_config
 
-from .conftest import Server, ServerFactory, make_root, wait_for, write_config
+from .conftest import Server, ServerFactory, make_root, wait_for, write_config, write_ini
 from .test_quick import compare, fresh_sides
 
 TESTS = Path(__file__).resolve().parent
@@ -49,11 +49,7 @@ def users_file(path: Path) -> Path:
 
 
 def config_from(tmp_path: Path, text: str) -> Config:
-    (tmp_path / "htdocs").mkdir(exist_ok=True)
-    (tmp_path / "etc").mkdir(exist_ok=True)
-    path = tmp_path / "etc" / "httpd.ini"
-    path.write_text(text)
-    return load_config(path)
+    return load_config(write_ini(tmp_path, text))
 
 
 # ------------------------------------------------------------------ the typed settings
