@@ -54,11 +54,6 @@ class Reloads:
         once the reload under way is done."""
         master = self.master
         self.requested += 1
-        if master.stop.requested:
-            # A stop was asked for first: no new generation now (httpdctl reload says so).
-            self.covering = self.requested
-            self.done(False, "the server is stopping")
-            return
         if self.pending is not None or self.handover is not None:
             if not self.deferred and master.error_log is not None:
                 master.error_log.notice("reload requested while another is under way: it "
@@ -74,6 +69,10 @@ class Reloads:
         current = master.current
         assert log is not None and current is not None and master.scoreboard is not None
         self.covering = self.requested
+        if master.stop.requested:
+            # A stop was asked for first: no new generation now (httpdctl reload says so).
+            self.done(False, "the server is stopping")
+            return
         master.write_state()
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC="
                   f"{time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
@@ -200,11 +199,7 @@ class Reloads:
         sd_notify("READY=1\nSTATUS=" + ("serving" if ok else f"reload failed: {message}"))
         if self.deferred:
             self.deferred = False
-            if self.master.stop.requested:
-                self.covering = self.requested
-                self.done(False, "the server is stopping")
-            else:
-                self._begin()
+            self._begin()
 
 
 def _close_new(listeners: list[socket.socket], kept: list[socket.socket]) -> None:
