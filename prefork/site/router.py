@@ -29,6 +29,7 @@ from prefork.config.sections import AppSettings
 from prefork.config.settings import Config
 from prefork.errors import BadRequest, Forbidden, MethodNotAllowed, NotImplementedMethod
 from prefork.http.message import FieldNames, Request, Response
+from prefork.http.parser import request_line_parts
 from prefork.site.access import AccessRules
 from prefork.site.auth import BasicAuth
 from prefork.site.redirect import HttpsRedirect
@@ -238,10 +239,7 @@ class Router:
     def mount_label(self, request_line: str) -> str:
         """What serves a request line, for the status page: "app:api /api", "static /";
         "" when the line names no mount (an asterisk or malformed target)."""
-        parts = request_line.split(" ")
-        if len(parts) != 3:
-            return ""
-        target = parts[1].partition("?")[0]
+        target = request_line_parts(request_line)[1]
         if "://" in target:  # absolute form: the path after the authority
             target = "/" + target.partition("://")[2].partition("/")[2]
         mount = self.mounts.find(target) if target.startswith("/") else None
