@@ -5,6 +5,7 @@ with the keys Apache 2.4's mod_status prints, read by the Prometheus apache_expo
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -313,9 +314,14 @@ def test_prometheus_apache_exporter_reads_cpu_duration_generation_and_connection
         metrics_port = wait_for(port)
 
         def metrics() -> str:
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                        timeout=10) as response:
-                return response.read().decode()
+            # A scrape the exporter is not ready to answer (its listener up before its
+            # handler, a reset under load) is polled again, as Prometheus would next time.
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                            timeout=10) as response:
+                    return response.read().decode()
+            except (OSError, http.client.HTTPException):
+                return ""
 
         text = wait_for(lambda: "apache_up 1" in (m := metrics()) and m)
     finally:
