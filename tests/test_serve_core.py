@@ -386,6 +386,26 @@ def test_a_fault_in_a_pool_thread_answers_500_and_the_loop_closes_it(loop_harnes
     assert harness.loop.thread.is_alive()
 
 
+def test_a_base_exception_in_a_pool_thread_is_a_500_and_the_thread_lives_on(loop_harness
+                                                                           ) -> None:
+    """A handler raising what `except Exception` misses (an application's sys.exit(),
+    KeyboardInterrupt) once killed the pool thread: no answer, and each such request took
+    a thread away for good until the pool answered nothing but 503. The pool's barrier
+    catches it like any fault: 500, logged with its traceback, and the thread serves on."""
+    harness = loop_harness
+    for _ in range(harness.pool.size + 1):  # more than there are threads to lose
+        with harness.connect() as sock:
+            sock.sendall(post("/exit-in-handler", b"hello"))
+            answer = Responses(sock).next()
+            assert answer is not None and answer[0] == 500, answer
+    with harness.connect() as sock:
+        sock.sendall(post("/fine", b"hello"))
+        answer = Responses(sock).next()
+        assert answer is not None and answer[0] == 200
+    assert all(thread.is_alive() for thread in harness.pool._threads)
+    assert "SystemExit" in harness.error_log_text()
+
+
 def test_a_dead_loop_reports_its_death(loop_harness) -> None:
     harness = loop_harness
     harness.kill_loop()

@@ -309,7 +309,7 @@ class Connection:
                 return self.close()  # logged as 499
             action = self._send(response, blocking=True)
             return action if action is not None else Action.WANT_READ
-        except Exception as exc:
+        except BaseException as exc:  # an app's sys.exit() too (see fail())
             return self.fail(exc)
 
     def serve_next(self) -> Action:
@@ -325,7 +325,7 @@ class Connection:
             return Action.WANT_READ  # the loop reads the socket when it has more
         try:
             return self.advance(lent=True)
-        except Exception as exc:
+        except BaseException as exc:  # as in serve_blocking()
             return self.fail(exc)
 
     def _discard_body(self, body: Body, response: Response) -> Response:
@@ -358,7 +358,13 @@ class Connection:
     def fail(self, exc: BaseException) -> Action:
         """The last exception barrier (loop and pool threads): `exc` escaped the code
         serving this connection. It is logged with its traceback; the client gets a 500 if
-        no response was started; the connection is closed, its state no longer trusted."""
+        no response was started; the connection is closed, its state no longer trusted.
+
+        In a pool thread this takes any BaseException: application code runs there, and a
+        SystemExit or KeyboardInterrupt it raises (`except Exception` misses both) would
+        otherwise end the thread — the pool a thread short for good, and the request
+        unanswered. No signal is ever delivered to a pool thread, so nothing of the
+        interpreter's own is caught by mistake."""
         line = self.request_line or (self.parser.request_line or "")
         self.ctx.error_log.error(f"internal error serving {line[:LOGGED_TARGET]!r}: {exc!r};"
                                  f" connection closed", self.client, exc)
