@@ -205,6 +205,42 @@ def test_full_pool_queue_answers_503_with_retry_after(server_factory: ServerFact
     assert "blocking pool" in server.log("error.log")
 
 
+def test_a_static_request_behind_an_app_request_is_served_by_the_loop(
+        server_factory: ServerFactory) -> None:
+    """A pool thread that finds the next request buffered begins it (pipelining); a static
+    GET begun so once went to the worker's blocking pool, where uploads filling that pool
+    got it a 503 (or a wait up to `timeout`) — the same GET alone is served by the loop at
+    once. Begun by a pool thread or not, a request the loop serves goes to the loop."""
+    server = server_factory({
+        "workers": {"processes": "1", "blocking_threads": "1", "blocking_queue": "1"},
+        "http": {"body_timeout": "10"},
+        "app:plain": {"mount": "/plain", "module": "plain:application",
+                      "path": str(Path(__file__).resolve().parent / "apps")}})
+    [worker] = server.worker_pids()
+    baseline = fd_count(worker)
+    uploads = [server.socket(timeout=20) for _ in range(3)]
+    try:
+        uploads[0].sendall(put_head("/uploads/hold0.bin", 10) + b"x")  # the only thread
+        wait_for(lambda: list((server.root / "htdocs" / "uploads").glob(".tmp-*")))
+        uploads[1].sendall(put_head("/uploads/hold1.bin", 10) + b"x")  # queued
+        # Accepted and queued in one step (its body came with the head).
+        wait_for(lambda: fd_count(worker) >= baseline + 3)  # two sockets, one temporary
+        uploads[2].sendall(put_head("/uploads/refused.bin", 2) + b"no")
+        answer = Responses(uploads[2]).next()  # the blocking pool is full: proven so
+        assert answer is not None and answer[0] == 503, answer
+        with server.socket() as sock:
+            reader = Responses(sock)
+            began = time.monotonic()
+            sock.sendall(get("/plain/environ") + get("/sample.txt") + get("/plain/pid"))
+            statuses = [answer[0] if (answer := reader.next()) else None for _ in range(3)]
+            took = time.monotonic() - began
+        assert statuses == [200, 200, 200] and took < 2, (statuses, took)
+    finally:
+        for sock in uploads:
+            sock.close()
+    wait_for(lambda: sum(" 200 " in line for line in access_lines(server)) == 3)
+
+
 def htpasswd(tmp_path: Path) -> Path:
     users = tmp_path / "htpasswd"
     hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()

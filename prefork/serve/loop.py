@@ -72,6 +72,7 @@ _OUT = select.EPOLLOUT
 _LISTEN_FLAGS = select.EPOLLIN | select.EPOLLEXCLUSIVE
 WANT_READ, WANT_WRITE, LINGER = Action.WANT_READ, Action.WANT_WRITE, Action.LINGER
 WAIT_BODY, HANDOFF, CLOSE = Action.WAIT_BODY, Action.HANDOFF, Action.CLOSE
+SERVE = Action.SERVE
 
 
 class Capacity:
@@ -328,10 +329,12 @@ class EventLoop:
             conn.lent = False
             conn.slot = self.slot
             try:
-                if action is WANT_READ:
+                if action is SERVE:  # a pipelined request the pool thread began: ours
+                    action = conn.serve_begun()
+                elif action is WANT_READ:
                     action = conn.advance()  # pipelined requests may be buffered
-                    if action is WANT_READ and self.draining:
-                        action = conn.start_draining(self.idle_grace) or action
+                if action is WANT_READ and self.draining:
+                    action = conn.start_draining(self.idle_grace) or action
                 self._apply(conn, action)
             except Exception as exc:
                 self._abandon(conn, exc)
