@@ -59,15 +59,36 @@ class Responses:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             fields[name.strip().lower()] = value.strip()
-        length = 0 if head_only or status in (100, 204, 304) else \
+        if status == 100:
+            return self.next(head_only)
+        if (not head_only and status not in (204, 304)
+                and fields.get("transfer-encoding") == "chunked"):
+            return status, fields, self._chunked()
+        length = 0 if head_only or status in (204, 304) else \
             int(fields.get("content-length", "0"))
         while len(self.buf) < length:
             if not self._fill():
                 raise AssertionError("EOF inside a response body")
         body, self.buf = self.buf[:length], self.buf[length:]
-        if status == 100:
-            return self.next(head_only)
         return status, fields, body
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise AssertionError("EOF inside a chunked body")
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _chunked(self) -> bytes:
+        """A chunked body (an application's streamed answer), without trailers."""
+        body = b""
+        while size := int(self._line().split(b";")[0], 16):
+            while len(self.buf) < size + 2:
+                if not self._fill():
+                    raise AssertionError("EOF inside a chunk")
+            body, self.buf = body + self.buf[:size], self.buf[size + 2:]
+        assert self._line() == b"", "trailers"
+        return body
 
     def closed(self, timeout: float = 5.0) -> bool:
         """True when the server closes the connection within `timeout` (nothing more sent)."""
