@@ -463,6 +463,21 @@ def test_a_base_exception_in_a_pool_thread_is_a_500_and_the_thread_lives_on(loop
     assert "SystemExit" in harness.error_log_text()
 
 
+def test_a_busy_application_pool_names_its_own_bound(loop_harness) -> None:
+    """An application's admission queue is bounded by [workers] max_connections (its
+    requests wait on connections the worker holds already), not by blocking_queue, which
+    bounds the worker's own blocking pool; the "pool busy" line named the wrong setting for
+    an application, so an operator raising blocking_queue changed nothing."""
+    from prefork.serve.pool import BlockingPool
+
+    harness = loop_harness
+    harness.loop.pools["app:demo"] = BlockingPool(1, 7, lambda _index: None, "app:demo")
+    harness.loop._log_busy("app:demo", "a request waited past its deadline")
+    line = harness.error_log_text().splitlines()[-1]
+    assert "of at most 7 ([workers] max_connections)" in line, line
+    assert "blocking_queue" not in line, line
+
+
 def test_a_dead_loop_reports_its_death(loop_harness) -> None:
     harness = loop_harness
     harness.kill_loop()

@@ -313,10 +313,13 @@ class EventLoop:
             capacity.last_busy_log = now
             pool = self.pools[name]
             threads = f"[{name}] threads" if name else "[workers] blocking_threads"
+            # An application's queue is bounded by the connections the worker holds (see
+            # WorkerService): name the setting that bounds this pool's.
+            bound = "[workers] max_connections" if name else "[workers] blocking_queue"
             self.ctx.error_log.warn(
                 f"{'the ' + name if name else 'blocking'} pool busy ({why}): {pool.size} "
                 f"threads ({threads}), {pool.queued()} requests queued of at most "
-                f"{pool.queue_limit} ([workers] blocking_queue); answering 503")
+                f"{pool.queue_limit} ({bound}); answering 503")
 
     def _on_mail(self) -> None:
         """Connections handed back by pool threads (a batch: all that wait, in the order
