@@ -16,6 +16,7 @@ from prefork.serve.loop import Capacity, EventLoop
 from prefork.serve.pool import BlockingPool
 
 EXPLODE = "/explode-in-framing"
+EXIT = "/exit-in-handler"  # a handler that raises SystemExit, as an application's sys.exit()
 
 
 class ExplodingResponse(Response):
@@ -26,7 +27,8 @@ class ExplodingResponse(Response):
 class StubRouter:
     """`/explode-in-framing` answers a response that raises when framing asks its length
     (a bug, not a field framing could refuse): framing raises after the handler returned,
-    outside the handler's own barrier. Anything else: 200 "ok"."""
+    outside the handler's own barrier. `/exit-in-handler` raises SystemExit, which no
+    `except Exception` catches. Anything else: 200 "ok"."""
 
     def pool_for(self, method: str, path: str, scheme: str = "http") -> str | None:
         return None
@@ -36,6 +38,8 @@ class StubRouter:
         request.body.read()
         if request.path == EXPLODE:
             return ExplodingResponse(200, [], b"never sent")
+        if request.path == EXIT:
+            raise SystemExit(3)
         return Response(200, [("Content-Type", "text/plain")], b"ok")
 
 

@@ -59,15 +59,36 @@ class Responses:
         for line in lines[1:]:
             name, _, value = line.partition(":")
             fields[name.strip().lower()] = value.strip()
-        length = 0 if head_only or status in (100, 204, 304) else \
+        if status == 100:
+            return self.next(head_only)
+        if (not head_only and status not in (204, 304)
+                and fields.get("transfer-encoding") == "chunked"):
+            return status, fields, self._chunked()
+        length = 0 if head_only or status in (204, 304) else \
             int(fields.get("content-length", "0"))
         while len(self.buf) < length:
             if not self._fill():
                 raise AssertionError("EOF inside a response body")
         body, self.buf = self.buf[:length], self.buf[length:]
-        if status == 100:
-            return self.next(head_only)
         return status, fields, body
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise AssertionError("EOF inside a chunked body")
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _chunked(self) -> bytes:
+        """A chunked body (an application's streamed answer), without trailers."""
+        body = b""
+        while size := int(self._line().split(b";")[0], 16):
+            while len(self.buf) < size + 2:
+                if not self._fill():
+                    raise AssertionError("EOF inside a chunk")
+            body, self.buf = body + self.buf[:size], self.buf[size + 2:]
+        assert self._line() == b"", "trailers"
+        return body
 
     def closed(self, timeout: float = 5.0) -> bool:
         """True when the server closes the connection within `timeout` (nothing more sent)."""
@@ -203,6 +224,42 @@ def test_full_pool_queue_answers_503_with_retry_after(server_factory: ServerFact
     wait_for(lambda: any('"PUT /uploads/refused.bin HTTP/1.1" 503' in line
                          for line in access_lines(server)))
     assert "blocking pool" in server.log("error.log")
+
+
+def test_a_static_request_behind_an_app_request_is_served_by_the_loop(
+        server_factory: ServerFactory) -> None:
+    """A pool thread that finds the next request buffered begins it (pipelining); a static
+    GET begun so once went to the worker's blocking pool, where uploads filling that pool
+    got it a 503 (or a wait up to `timeout`) — the same GET alone is served by the loop at
+    once. Begun by a pool thread or not, a request the loop serves goes to the loop."""
+    server = server_factory({
+        "workers": {"processes": "1", "blocking_threads": "1", "blocking_queue": "1"},
+        "http": {"body_timeout": "10"},
+        "app:plain": {"mount": "/plain", "module": "plain:application",
+                      "path": str(Path(__file__).resolve().parent / "apps")}})
+    [worker] = server.worker_pids()
+    baseline = fd_count(worker)
+    uploads = [server.socket(timeout=20) for _ in range(3)]
+    try:
+        uploads[0].sendall(put_head("/uploads/hold0.bin", 10) + b"x")  # the only thread
+        wait_for(lambda: list((server.root / "htdocs" / "uploads").glob(".tmp-*")))
+        uploads[1].sendall(put_head("/uploads/hold1.bin", 10) + b"x")  # queued
+        # Accepted and queued in one step (its body came with the head).
+        wait_for(lambda: fd_count(worker) >= baseline + 3)  # two sockets, one temporary
+        uploads[2].sendall(put_head("/uploads/refused.bin", 2) + b"no")
+        answer = Responses(uploads[2]).next()  # the blocking pool is full: proven so
+        assert answer is not None and answer[0] == 503, answer
+        with server.socket() as sock:
+            reader = Responses(sock)
+            began = time.monotonic()
+            sock.sendall(get("/plain/environ") + get("/sample.txt") + get("/plain/pid"))
+            statuses = [answer[0] if (answer := reader.next()) else None for _ in range(3)]
+            took = time.monotonic() - began
+        assert statuses == [200, 200, 200] and took < 2, (statuses, took)
+    finally:
+        for sock in uploads:
+            sock.close()
+    wait_for(lambda: sum(" 200 " in line for line in access_lines(server)) == 3)
 
 
 def htpasswd(tmp_path: Path) -> Path:
@@ -384,6 +441,41 @@ def test_a_fault_in_a_pool_thread_answers_500_and_the_loop_closes_it(loop_harnes
     # with an empty table must not pass.
     wait_for(lambda: not harness.loop.conns)
     assert harness.loop.thread.is_alive()
+
+
+def test_a_base_exception_in_a_pool_thread_is_a_500_and_the_thread_lives_on(loop_harness
+                                                                           ) -> None:
+    """A handler raising what `except Exception` misses (an application's sys.exit(),
+    KeyboardInterrupt) once killed the pool thread: no answer, and each such request took
+    a thread away for good until the pool answered nothing but 503. The pool's barrier
+    catches it like any fault: 500, logged with its traceback, and the thread serves on."""
+    harness = loop_harness
+    for _ in range(harness.pool.size + 1):  # more than there are threads to lose
+        with harness.connect() as sock:
+            sock.sendall(post("/exit-in-handler", b"hello"))
+            answer = Responses(sock).next()
+            assert answer is not None and answer[0] == 500, answer
+    with harness.connect() as sock:
+        sock.sendall(post("/fine", b"hello"))
+        answer = Responses(sock).next()
+        assert answer is not None and answer[0] == 200
+    assert all(thread.is_alive() for thread in harness.pool._threads)
+    assert "SystemExit" in harness.error_log_text()
+
+
+def test_a_busy_application_pool_names_its_own_bound(loop_harness) -> None:
+    """An application's admission queue is bounded by [workers] max_connections (its
+    requests wait on connections the worker holds already), not by blocking_queue, which
+    bounds the worker's own blocking pool; the "pool busy" line named the wrong setting for
+    an application, so an operator raising blocking_queue changed nothing."""
+    from prefork.serve.pool import BlockingPool
+
+    harness = loop_harness
+    harness.loop.pools["app:demo"] = BlockingPool(1, 7, lambda _index: None, "app:demo")
+    harness.loop._log_busy("app:demo", "a request waited past its deadline")
+    line = harness.error_log_text().splitlines()[-1]
+    assert "of at most 7 ([workers] max_connections)" in line, line
+    assert "blocking_queue" not in line, line
 
 
 def test_a_dead_loop_reports_its_death(loop_harness) -> None:

@@ -1,16 +1,22 @@
 """A bounded stress run (issue 12, "Done means"): a few seconds of mixed traffic against two
 workers — keep-alive GETs, POSTs with bodies (kept alive, and one per connection as `ab -p`
 beside keep-alive GETs, which lost responses and crashed workers once), pipelined bodies,
-aborted uploads, early 405s with bodies — then every complete request was answered, the
-access log has one line per request head sent, no worker died, and the workers hold as many
-descriptors as before."""
+aborted uploads, early 405s with bodies; and, since applications and TLS changed the
+worker's I/O core, keep-alive and pipelined requests to an application mount (static and
+upload requests pipelined behind them), aborted application uploads, and TLS clients
+(keep-alive, pipelined to the application, a download reset mid-response) — then every
+complete request was answered, the access log has one line per request head sent, no worker
+died, and the workers hold as many descriptors as before."""
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
+from pathlib import Path
 
-from .conftest import Server, ServerFactory, wait_for
+from .conftest import Server, make_root, wait_for
 from .test_serve_core import (
     JSON_BODY,
     Responses,
@@ -23,6 +29,7 @@ from .test_serve_core import (
     put_head,
     run_clients,
 )
+from .test_tls import TLSServer, running_tls, throwaway_ca, tls_settings
 
 SECONDS = 4.0
 
@@ -39,7 +46,13 @@ class Tally:
             self.heads += count
 
 
-def clients(server: Server, tally: Tally) -> list:
+def reset(sock: socket.socket) -> None:
+    """Close with an RST (SO_LINGER 0), as a client killed mid-transfer does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def clients(server: Server, tally: Tally, tls: TLSServer) -> list:
     """The client kinds; each repeats its round until `stop_at` (at least one round)."""
     def keepalive_gets() -> None:
         with server.socket() as sock:
@@ -85,6 +98,47 @@ def clients(server: Server, tally: Tally) -> list:
             tally.add(1)
         time.sleep(0.05)  # pacing: this client aborts ~20 uploads a second, not thousands
 
+    def app_keepalive() -> None:
+        with server.socket() as sock:
+            reader = Responses(sock)
+            for path in ("/plain/pid", "/plain/environ", "/plain/missing") * 3:
+                sock.sendall(get(path))
+                answer = reader.next()
+                tally.add(1)
+                assert answer is not None and answer[0] in (200, 404), answer
+
+    def app_pipelined() -> None:  # a pool thread serves its series; others go back
+        tally.add(6)
+        exchange_all(server, get("/plain/pid") + get("/plain/environ") + get("/sample.txt")
+                     + post("/plain/upload", JSON_BODY) + post("/upload", b"[2]")
+                     + get("/plain/pid"), [200, 200, 200, 200, 201, 200])
+
+    def app_aborted_upload() -> None:
+        with server.socket() as sock:
+            sock.sendall(post("/plain/upload", b"x" * 5000).replace(
+                b"Content-Length: 5000", b"Content-Length: 100000"))
+            tally.add(1)
+        time.sleep(0.05)  # pacing, as aborted_upload
+
+    def tls_clients() -> None:
+        with tls.connect() as sock:
+            reader = Responses(sock)
+            for path in ("/sample.txt", "/plain/pid"):
+                sock.sendall(get(path))
+                answer = reader.next()
+                tally.add(1)
+                assert answer is not None and answer[0] == 200, answer
+            sock.sendall(get("/plain/environ") + get("/about.html") + get("/plain/pid"))
+            tally.add(3)
+            statuses = [answer[0] if (answer := reader.next()) else None for _ in range(3)]
+            assert statuses == [200, 200, 200], statuses
+        with tls.connect() as sock:  # a download the client resets mid-response
+            sock.sendall(get("/big.bin"))
+            tally.add(1)
+            assert sock.recv(4096)
+            reset(sock)
+        time.sleep(0.02)  # pacing: handshakes cost far more than requests
+
     def repeat(round_):
         def until(stop_at: float) -> None:
             while True:
@@ -95,20 +149,27 @@ def clients(server: Server, tally: Tally) -> list:
         return until
 
     return [repeat(r) for r in [keepalive_gets] * 4 + [posts] * 2 + [closing_posts] * 2
-            + [pipelined] * 2 + [early_405s] * 2 + [aborted_upload]]
+            + [pipelined] * 2 + [early_405s] * 2 + [aborted_upload] + [app_keepalive] * 2
+            + [app_pipelined] * 2 + [app_aborted_upload] + [tls_clients]]
 
 
-def test_mixed_stress_run_loses_nothing_and_leaks_nothing(
-        server_factory: ServerFactory) -> None:
-    server = server_factory({"workers": {"processes": "2", "threads": "1"}})
+def test_mixed_stress_run_loses_nothing_and_leaks_nothing(tmp_path: Path) -> None:
+    ca, ca_file = throwaway_ca(tmp_path)
+    settings = tls_settings(tmp_path, ca)
+    settings["workers"] = {"processes": "2", "threads": "1"}
+    with running_tls(make_root(tmp_path), settings, ca, ca_file) as tls:
+        run_mixed(tls.server, tls)
+
+
+def run_mixed(server: Server, tls: TLSServer) -> None:
     workers = server.worker_pids()
     warm = Tally()
-    for target in clients(server, warm):  # every code path once, before the baseline
+    for target in clients(server, warm, tls):  # every code path once, before the baseline
         target(0.0)
     wait_for(lambda: len(access_lines(server)) == warm.heads)
     baseline = {pid: fd_count(pid) for pid in workers}
     tally = Tally()
-    errors = run_clients(clients(server, tally), SECONDS)
+    errors = run_clients(clients(server, tally, tls), SECONDS)
     assert not errors, errors[:5]
     assert tally.heads > 200
     total = warm.heads + tally.heads

@@ -211,8 +211,11 @@ class Connection:
     def advance(self, lent: bool = False) -> Action:
         """Serve every complete request the parser holds; return what to wait for next.
 
-        `lent`: called in a pool thread (serve_next): every request is lent (HANDOFF), none
-        is served here, so the pool thread decides whether it may take it itself."""
+        `lent`: called in a pool thread (serve_next): no request is served here. One that
+        needs a pool is lent (HANDOFF), so the pool thread decides whether it may take it
+        itself; one the loop serves (no body, no pool: a static GET) is begun and returns
+        SERVE, and the loop serves it (serve_begun) — never through the worker's blocking
+        pool, whose queue uploads may fill."""
         while True:
             try:
                 event = self.parser.next_event()
@@ -247,9 +250,9 @@ class Connection:
                 # an application's own pool, else the worker's blocking pool ("").
                 pool = self.ctx.router.pool_for(event.method, event.path,
                                                 self.transport.scheme)
-                blocking = event.has_body or pool is not None or lent
+                blocking = event.has_body or pool is not None
                 self.pool_name = pool or ""
-                self._begin(event, blocking)
+                self._begin(event, blocking or lent)  # the slot: the thread serving it
                 if not event.has_body:
                     try:
                         self.parser.next_event()  # the EndOfMessage of a bodiless request
@@ -257,17 +260,33 @@ class Connection:
                         return self._respond_error(exc)
                 if blocking:
                     return self._lend(event)
-                response = self._dispatch(event)
-                if response.repeatable is not None and self.ctx.quick is not None:
-                    self.ctx.quick.remember(event, self.request_line, self.listener, response,
-                                            self.added)
-                action = self._send(response, blocking=False)
+                if lent:
+                    return Action.SERVE
+                action = self._serve_inline(event)
                 if action is not None:
                     return action
                 continue
             # A BodyChunk/EndOfMessage here means a body the handler did not read: the
             # connection was already marked to close, so this cannot happen; be safe.
             return self.close()
+
+    def _serve_inline(self, head: RequestHead) -> Action | None:
+        """On the loop: serve a request that needs no pool; None when done and the
+        connection waits for the next request (see _send)."""
+        response = self._dispatch(head)
+        if response.repeatable is not None and self.ctx.quick is not None:
+            self.ctx.quick.remember(head, self.request_line, self.listener, response,
+                                    self.added)
+        return self._send(response, blocking=False)
+
+    def serve_begun(self) -> Action:
+        """On the loop, for a SERVE hand-back: serve the request a pool thread began, then
+        any that follow it, as advance() would have."""
+        head = self.head
+        assert head is not None and not self.lent
+        self.slot.begin_request(self.request_line, self.client[0], self.request_wall)
+        action = self._serve_inline(head)
+        return action if action is not None else self.advance()
 
     def _lend(self, head: RequestHead) -> Action:
         """A blocking request's head is complete: what the loop does with the connection.
@@ -309,23 +328,23 @@ class Connection:
                 return self.close()  # logged as 499
             action = self._send(response, blocking=True)
             return action if action is not None else Action.WANT_READ
-        except Exception as exc:
+        except BaseException as exc:  # an app's sys.exit() too (see fail())
             return self.fail(exc)
 
     def serve_next(self) -> Action:
         """In a pool thread, after serve_blocking() returned WANT_READ: begin the next
         request if the parser holds it already (a pipelining client sent it with the one
-        just answered). Returns HANDOFF with `pool_name` set when a request was begun (the
-        pool thread serves it if it is its own pool's, else the loop lends it on), else what
-        the loop should do. No recv: a socket that has nothing costs a syscall and a GIL
-        hand-over for nothing (measured: no gain for a fast non-pipelining client, whose
-        next request the loop reads anyway). The pool's exception barrier, as
-        serve_blocking()."""
+        just answered). Returns HANDOFF with `pool_name` set when a request that needs a
+        pool was begun (the pool thread serves it if it is its own pool's, else the loop
+        lends it on), SERVE for one the loop serves itself, else what the loop should do.
+        No recv: a socket that has nothing costs a syscall and a GIL hand-over for nothing
+        (measured: no gain for a fast non-pipelining client, whose next request the loop
+        reads anyway). The pool's exception barrier, as serve_blocking()."""
         if not self.parser.buffered:
             return Action.WANT_READ  # the loop reads the socket when it has more
         try:
             return self.advance(lent=True)
-        except Exception as exc:
+        except BaseException as exc:  # as in serve_blocking()
             return self.fail(exc)
 
     def _discard_body(self, body: Body, response: Response) -> Response:
@@ -358,7 +377,13 @@ class Connection:
     def fail(self, exc: BaseException) -> Action:
         """The last exception barrier (loop and pool threads): `exc` escaped the code
         serving this connection. It is logged with its traceback; the client gets a 500 if
-        no response was started; the connection is closed, its state no longer trusted."""
+        no response was started; the connection is closed, its state no longer trusted.
+
+        In a pool thread this takes any BaseException: application code runs there, and a
+        SystemExit or KeyboardInterrupt it raises (`except Exception` misses both) would
+        otherwise end the thread — the pool a thread short for good, and the request
+        unanswered. No signal is ever delivered to a pool thread, so nothing of the
+        interpreter's own is caught by mistake."""
         line = self.request_line or (self.parser.request_line or "")
         self.ctx.error_log.error(f"internal error serving {line[:LOGGED_TARGET]!r}: {exc!r};"
                                  f" connection closed", self.client, exc)

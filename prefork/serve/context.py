@@ -23,6 +23,9 @@ class Action(enum.Enum):
     LINGER = 4  # response sent, write side shut; read and discard until EOF or deadline
     CLOSE = 5  # closed, or (lent) to be closed by the owning loop
     WAIT_BODY = 6  # a head with a body is complete: wait for the body's first bytes
+    # (from a pool thread only) it began the next, pipelined request and it is one the loop
+    # serves itself (no body, no pool): the loop serves it (Connection.serve_begun)
+    SERVE = 7
 
 
 @dataclass(frozen=True, slots=True)

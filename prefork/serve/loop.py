@@ -72,6 +72,7 @@ _OUT = select.EPOLLOUT
 _LISTEN_FLAGS = select.EPOLLIN | select.EPOLLEXCLUSIVE
 WANT_READ, WANT_WRITE, LINGER = Action.WANT_READ, Action.WANT_WRITE, Action.LINGER
 WAIT_BODY, HANDOFF, CLOSE = Action.WAIT_BODY, Action.HANDOFF, Action.CLOSE
+SERVE = Action.SERVE
 
 
 class Capacity:
@@ -312,10 +313,13 @@ class EventLoop:
             capacity.last_busy_log = now
             pool = self.pools[name]
             threads = f"[{name}] threads" if name else "[workers] blocking_threads"
+            # An application's queue is bounded by the connections the worker holds (see
+            # WorkerService): name the setting that bounds this pool's.
+            bound = "[workers] max_connections" if name else "[workers] blocking_queue"
             self.ctx.error_log.warn(
                 f"{'the ' + name if name else 'blocking'} pool busy ({why}): {pool.size} "
                 f"threads ({threads}), {pool.queued()} requests queued of at most "
-                f"{pool.queue_limit} ([workers] blocking_queue); answering 503")
+                f"{pool.queue_limit} ({bound}); answering 503")
 
     def _on_mail(self) -> None:
         """Connections handed back by pool threads (a batch: all that wait, in the order
@@ -328,10 +332,12 @@ class EventLoop:
             conn.lent = False
             conn.slot = self.slot
             try:
-                if action is WANT_READ:
+                if action is SERVE:  # a pipelined request the pool thread began: ours
+                    action = conn.serve_begun()
+                elif action is WANT_READ:
                     action = conn.advance()  # pipelined requests may be buffered
-                    if action is WANT_READ and self.draining:
-                        action = conn.start_draining(self.idle_grace) or action
+                if action is WANT_READ and self.draining:
+                    action = conn.start_draining(self.idle_grace) or action
                 self._apply(conn, action)
             except Exception as exc:
                 self._abandon(conn, exc)

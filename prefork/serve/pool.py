@@ -190,7 +190,9 @@ class BlockingPool:
         while (job := self._next(wake)) is not None:
             conn, mailbox = job
             # serve_blocking() is the pool's exception barrier and returns an Action; should
-            # even it fail, the connection still goes back to its loop, to be closed there.
+            # even it fail, the connection still goes back to its loop, to be closed there,
+            # and the thread serves on: a pool thread that ended would leave the pool a
+            # thread short for the worker's life, and its mount answering 503 once all went.
             action = CLOSE
             try:
                 action = conn.serve_blocking(slot)
@@ -205,5 +207,12 @@ class BlockingPool:
                         break
                     action = conn.serve_blocking(slot)
                     served += 1
+            except BaseException as exc:  # the barrier itself failed
+                action = CLOSE
+                try:
+                    conn.ctx.error_log.error(f"pool thread: {exc!r} escaped the barrier; the "
+                                             f"connection is closed", conn.client, exc)
+                except BaseException:  # nothing left to tell it with
+                    pass
             finally:
                 mailbox.post((conn, action))
