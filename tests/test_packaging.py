@@ -122,6 +122,44 @@ def test_the_unit_names_this_installation_and_sandboxes_the_server(tmp_path: Pat
     assert "~@privileged" not in privileged  # setuid/setgroups must stay allowed
 
 
+def _sandbox(unit: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in unit.splitlines()
+                if line.startswith(("ProtectHome=", "PrivateTmp=")))
+
+
+def test_the_sandbox_leaves_readable_every_file_the_configuration_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ProtectHome=yes hides /home, /root and /run/user, PrivateTmp=yes /tmp and /var/tmp:
+    a certificate, an application or the interpreter's real location there must relax
+    them, or the service cannot start."""
+    root = Path("/srv/prefork")  # the unit is only rendered: nothing is read there
+    ini = root / "etc" / "httpd.ini"
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
+    monkeypatch.setattr(sys, "base_prefix", "/usr")
+    config = load_config(REPO / "etc" / "httpd.ini")
+    assert _sandbox(render_unit(config, ini)) == {"ProtectHome": "yes", "PrivateTmp": "yes"}
+
+    tls = tmp_path / "t.ini"
+    tls.write_text("[server]\nlisten = 127.0.0.1:8443 ssl\n[tls]\n"
+                   "certificate = /home/alice/tls/fullchain.pem\n"
+                   "certificate_key = /home/alice/tls/privkey.pem\n")
+    assert _sandbox(render_unit(load_config(tls, (f"server.document_root={REPO}/htdocs",)),
+                                ini))["ProtectHome"] == "read-only"
+    app = tmp_path / "a.ini"
+    app.write_text("[app]\nmount = /app\nmodule = blog:app\npath = /tmp/apps/blog\n")
+    sandbox = _sandbox(render_unit(load_config(app, (f"server.document_root={REPO}/htdocs",)),
+                                   ini))
+    assert sandbox == {"ProtectHome": "yes", "PrivateTmp": "no"}
+
+    # A virtual environment outside /home whose python links into /root (pyenv): the
+    # interpreter the unit runs and its standard library live there.
+    link = tmp_path / "venv-python"
+    link.symlink_to("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    monkeypatch.setattr(sys, "executable", str(link))
+    monkeypatch.setattr(sys, "base_prefix", "/root/.pyenv/versions/3.11.7")
+    assert _sandbox(render_unit(config, ini))["ProtectHome"] == "read-only"
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is not installed (Debian package systemd)")
 def test_the_unit_passes_verify_and_rates_at_most_4(tmp_path: Path) -> None:
