@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from prefork.cli import scaffold
 from prefork.cli.unitfile import render_unit
 from prefork.config.settings import load_config
 
@@ -43,6 +44,24 @@ def test_init_lays_out_a_root_and_refuses_to_overwrite(tmp_path: Path) -> None:
     again = ctl("init", str(target), cwd=tmp_path)
     assert again.returncode == 1 and "refusing to overwrite" in again.stderr
     assert (target / "htdocs" / "index.html").read_text() == "mine\n"
+
+
+def test_init_copies_no_byte_code_from_the_installed_package(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pip byte-compiles examples/app.py when it installs the wheel; init lays out the
+    example, never the __pycache__ of the interpreter that installed it."""
+    package = tmp_path / "package"
+    examples = package / "skeleton" / "examples"
+    (examples / "__pycache__").mkdir(parents=True)
+    (examples / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\x00")
+    (examples / "app.py").write_text("application = None\n")
+    (examples / "stale.pyc").write_bytes(b"\x00")
+    (package / "skeleton" / "htdocs").mkdir()
+    (package / "skeleton" / "htdocs" / "index.html").write_text("hi\n")
+    monkeypatch.setattr(scaffold.resources, "files", lambda _name: package)
+    files = scaffold.plan(tmp_path / "root").files
+    assert Path("examples/app.py") in files and Path("htdocs/index.html") in files
+    assert not [p for p in files if "__pycache__" in p.parts or p.suffix == ".pyc"], files
 
 
 def test_start_without_a_configuration_says_how_to_get_one(tmp_path: Path) -> None:
@@ -103,6 +122,44 @@ def test_the_unit_names_this_installation_and_sandboxes_the_server(tmp_path: Pat
     assert "~@privileged" not in privileged  # setuid/setgroups must stay allowed
 
 
+def _sandbox(unit: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in unit.splitlines()
+                if line.startswith(("ProtectHome=", "PrivateTmp=")))
+
+
+def test_the_sandbox_leaves_readable_every_file_the_configuration_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ProtectHome=yes hides /home, /root and /run/user, PrivateTmp=yes /tmp and /var/tmp:
+    a certificate, an application or the interpreter's real location there must relax
+    them, or the service cannot start."""
+    root = Path("/srv/prefork")  # the unit is only rendered: nothing is read there
+    ini = root / "etc" / "httpd.ini"
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
+    monkeypatch.setattr(sys, "base_prefix", "/usr")
+    config = load_config(REPO / "etc" / "httpd.ini")
+    assert _sandbox(render_unit(config, ini)) == {"ProtectHome": "yes", "PrivateTmp": "yes"}
+
+    tls = tmp_path / "t.ini"
+    tls.write_text("[server]\nlisten = 127.0.0.1:8443 ssl\n[tls]\n"
+                   "certificate = /home/alice/tls/fullchain.pem\n"
+                   "certificate_key = /home/alice/tls/privkey.pem\n")
+    assert _sandbox(render_unit(load_config(tls, (f"server.document_root={REPO}/htdocs",)),
+                                ini))["ProtectHome"] == "read-only"
+    app = tmp_path / "a.ini"
+    app.write_text("[app]\nmount = /app\nmodule = blog:app\npath = /tmp/apps/blog\n")
+    sandbox = _sandbox(render_unit(load_config(app, (f"server.document_root={REPO}/htdocs",)),
+                                   ini))
+    assert sandbox == {"ProtectHome": "yes", "PrivateTmp": "no"}
+
+    # A virtual environment outside /home whose python links into /root (pyenv): the
+    # interpreter the unit runs and its standard library live there.
+    link = tmp_path / "venv-python"
+    link.symlink_to("/root/.pyenv/versions/3.11.7/bin/python3.11")
+    monkeypatch.setattr(sys, "executable", str(link))
+    monkeypatch.setattr(sys, "base_prefix", "/root/.pyenv/versions/3.11.7")
+    assert _sandbox(render_unit(config, ini))["ProtectHome"] == "read-only"
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                     reason="systemd-analyze is not installed (Debian package systemd)")
 def test_the_unit_passes_verify_and_rates_at_most_4(tmp_path: Path) -> None:
@@ -150,6 +207,10 @@ def test_a_wheel_in_a_fresh_environment_inits_serves_reloads_and_stops(tmp_path:
                               text=True, timeout=90)
 
     assert run("init").returncode == 0
+    assert not list(site.rglob("__pycache__")), "init copied byte code pip wrote"
+    ini = (site / "etc" / "httpd.ini").read_text()
+    for section in ("[server]", "[uploads]", "[auth]", "[logging]", "# [app:blog]", "# [tls]"):
+        assert section in ini, section  # every setting, the repeatable sections commented
     overrides = ("--set", "server.listen=127.0.0.1:0", "--set", "workers.processes=1")
     started = run(*overrides, "start")
     assert started.returncode == 0, started.stderr
@@ -161,6 +222,12 @@ def test_a_wheel_in_a_fresh_environment_inits_serves_reloads_and_stops(tmp_path:
         assert reloaded.returncode == 0, reloaded.stderr
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/sample.txt", timeout=10) as reply:
             assert reply.status == 200
+        confirmed = subprocess.run(  # the wheel's client, on init's examples/CTest.json
+            [str(env_dir / "bin" / "httpd-client"), "confirm", "GET",
+             "--url", f"http://127.0.0.1:{port}"],
+            cwd=site, env=env, capture_output=True, text=True, timeout=90)
+        assert confirmed.returncode == 0, confirmed.stdout + confirmed.stderr
+        assert "examples/CTest.json" in confirmed.stdout
         stopped = run(*overrides, "stop")
         assert stopped.returncode == 0, stopped.stderr
     finally:

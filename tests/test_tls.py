@@ -508,3 +508,31 @@ def test_a_send_during_a_stalled_handshake_waits_for_the_client_to_write() -> No
         with pytest.raises(BlockingIOError):
             transport.send(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
         assert transport.inverted is True  # a write waiting for the client to write
+
+
+def test_goaccess_reads_the_lines_of_applications_and_tls(tls: TLSServer,
+                                                          tmp_path: Path) -> None:
+    """GoAccess --log-format=COMBINED parses every access-log line this module's server
+    wrote: static and application answers (streamed, a 500, a file) over plain HTTP and
+    TLS, beside the refused handshakes and plain-to-TLS 400s the tests above caused."""
+    if shutil.which("goaccess") is None:
+        pytest.skip("goaccess is not installed (Debian: apt-get install goaccess)")
+    for path in ("/plain/environ", "/plain/stream", "/plain/fail-before", "/plain/file",
+                 "/plain/no-such-route", "/sub/"):
+        for conn in (tls.https(), http.client.HTTPConnection("127.0.0.1", tls.plain_port,
+                                                             timeout=10)):
+            conn.request("GET", path, headers={"Host": "localhost"})
+            conn.getresponse().read()
+            conn.close()
+    log = tls.server.root / "var" / "log" / "access.log"
+    lines = wait_for(lambda: len(text := [line for line in log.read_text().splitlines()
+                                          if "/plain/" in line or "/sub/" in line]) >= 12
+                     and text)
+    assert isinstance(lines, list)
+    report, invalid = tmp_path / "report.json", tmp_path / "invalid.log"
+    subprocess.run(["goaccess", str(log), "--log-format=COMBINED", "--no-global-config",
+                    "-o", str(report), f"--invalid-requests={invalid}"], check=True,
+                   capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    general = json.loads(report.read_text())["general"]
+    assert general["total_requests"] == len(log.read_text().splitlines())
+    assert general["failed_requests"] == 0, invalid.read_text()

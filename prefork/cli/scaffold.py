@@ -28,6 +28,10 @@ CONFIG_PATH = Path("etc") / "httpd.ini"
 LOGROTATE_PATH = Path("etc") / "logrotate.d" / "prefork"
 EMPTY_DIRS = (Path("var") / "log", Path("var") / "run")
 SKELETON_TREES = ("htdocs", "examples")  # directories copied whole from prefork/skeleton/
+# Never copied: what a checkout's server stored, hidden files, and the byte code pip writes
+# next to examples/app.py when it installs the wheel (it belongs to that interpreter).
+SKIPPED_NAMES = frozenset({"uploads", "__pycache__"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 
 @dataclass(frozen=True)
@@ -77,8 +81,9 @@ def _skeleton_files() -> dict[Path, bytes]:
 
     def walk(node: Traversable, relative: Path) -> None:
         for child in node.iterdir():
-            if child.name == "uploads" or child.name.startswith("."):
-                continue  # never ship what a checkout's server stored
+            name = child.name
+            if name in SKIPPED_NAMES or name.startswith(".") or name.endswith(SKIPPED_SUFFIXES):
+                continue
             if child.is_dir():
                 walk(child, relative / child.name)
             else:

@@ -9,8 +9,11 @@ written once for every site, because what the server may do depends on it:
 - the capability bounding set holds only what the master uses: `CAP_NET_BIND_SERVICE` when a
   port below 1024 is bound, `CAP_SETUID`/`CAP_SETGID` (and `CAP_CHOWN`, to hand fresh log
   files to that user) when `[server] user` is set; nothing otherwise;
-- `ProtectHome=read-only` instead of `yes` when the server root or the interpreter lives
-  under /home or /root, since the service must still read them.
+- `ProtectHome=read-only` instead of `yes`, and `PrivateTmp=no` instead of `yes`, when a
+  file the server must read lies in what they hide (/home, /root, /run/user; /tmp,
+  /var/tmp): the server root, the interpreter (where its links lead, and its standard
+  library), the document root, the uploads directory, the users file, an application's
+  path, a certificate or key, a log file.
 
 `Type=notify`: the master says READY=1 once every worker accepts, RELOADING=1 around reloads
 and keeps the watchdog fed while the master itself is healthy (degraded workers show in
@@ -19,18 +22,19 @@ STATUS=, see docs/operations.md).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from prefork.config.settings import Config, server_root_for
 
 PRIVILEGED_PORT_LIMIT = 1024  # ports below need CAP_NET_BIND_SERVICE (ip(7))
-HOME_TREES = (Path("/home"), Path("/root"), Path("/run/user"))
+HOME_TREES = (Path("/home"), Path("/root"), Path("/run/user"))  # hidden by ProtectHome=yes
+TMP_TREES = (Path("/tmp"), Path("/var/tmp"))  # replaced by empty ones with PrivateTmp=yes
 # How the service is sandboxed beyond the paths and capabilities computed below; each line is
 # a systemd.exec(5) option that a static file and WSGI server does not need to be without.
 HARDENING = """\
 NoNewPrivileges=yes
-PrivateTmp=yes
 PrivateMounts=yes
 PrivateDevices=yes
 DevicePolicy=closed
@@ -61,8 +65,30 @@ def _quote(path: Path | str) -> str:
     return f'"{text}"' if any(ch.isspace() for ch in text) else text
 
 
-def _under_home(path: Path) -> bool:
-    return any(path == tree or tree in path.parents for tree in HOME_TREES)
+def _under(path: Path, trees: tuple[Path, ...]) -> bool:
+    return any(path == tree or tree in path.parents for tree in trees)
+
+
+def needed_paths(config: Config, root: Path) -> list[Path]:
+    """Every path the service reads or writes, as configured and where its links lead:
+    what the sandbox must leave visible."""
+    named = [root, Path(sys.executable), Path(sys.base_prefix), Path(sys.prefix),
+             Path(config.server.document_root)]
+    if config.uploads_enabled:
+        named.append(Path(config.uploads.directory))
+    named += [Path(p) for p in (config.auth.users_file, config.logging.access_log,
+                                config.logging.error_log) if p and p != "off"]
+    for app in config.apps:
+        named += [Path(p) for p in app.path]
+    for tls in config.tls:
+        named += [Path(p) for p in (tls.certificate, tls.certificate_key,
+                                    tls.key_password_file) if p]
+    seen: list[Path] = []
+    for path in named:
+        for form in (path, Path(os.path.realpath(path))):
+            if form.is_absolute() and form not in seen:
+                seen.append(form)
+    return seen
 
 
 def capabilities(config: Config) -> list[str]:
@@ -98,7 +124,9 @@ def render_unit(config: Config, config_path: Path) -> str:
         if log and log.startswith("/") and not any(w in Path(log).parents for w in writable):
             writable.append(Path(log).parent)
     caps = capabilities(config)
-    home = "read-only" if _under_home(root) or _under_home(interpreter) else "yes"
+    needed = needed_paths(config, root)
+    home = "read-only" if any(_under(p, HOME_TREES) for p in needed) else "yes"
+    private_tmp = "no" if any(_under(p, TMP_TREES) for p in needed) else "yes"
     lines = [
         "# systemd unit for prefork, written by `httpdctl systemd-unit` for",
         f"#   {config_path}",
@@ -130,6 +158,7 @@ def render_unit(config: Config, config_path: Path) -> str:
         # "-": a directory the server creates at its first start (uploads) may not exist yet.
         "ReadWritePaths=" + " ".join([_quote(writable[0]),
                                       *("-" + _quote(path) for path in writable[1:])]),
+        f"PrivateTmp={private_tmp}",
         "CapabilityBoundingSet=" + " ".join(caps),
         "AmbientCapabilities=",
         HARDENING.rstrip("\n"),

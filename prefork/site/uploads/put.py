@@ -191,6 +191,42 @@ def check_upload_config(config: Config) -> None:
     problem = upload_directory_problem(config)
     if problem:
         raise ConfigError(problem, file=config.source, key="uploads.directory")
+    _check_no_mount_shadows_uploads(config)
+
+
+def _shadowed_uploads_url(where: str) -> str | None:
+    """The uploads URL a mount at `where` would take requests from, or None: a prefix or
+    exact path at or under /uploads, or at /upload itself (a prefix mount there would lose
+    its own root to POST /upload, an exact one would clash with it)."""
+    if where == PREFIX or where.startswith(PREFIX + "/"):
+        return PREFIX + "/"
+    if where == UPLOAD_PATH:
+        return UPLOAD_PATH
+    return None
+
+
+def _check_no_mount_shadows_uploads(config: Config) -> None:
+    """While uploads are on, /uploads/... and /upload belong to their handlers: what
+    clients stored is served there with nosniff and a sandbox and written under
+    require_auth. Another mount there would take those requests instead (or, at the same
+    place, stop every worker from booting), so it is refused here, in one line."""
+    if not config.uploads_enabled:
+        return
+    mounts = [("static", config.static.mount)]
+    mounts += [(f"app:{app.name}" if app.name else "app", app.mount) for app in config.apps]
+    if config.status.enabled:
+        mounts.append(("status", config.status.path))
+    for section, where in mounts:
+        taken = _shadowed_uploads_url(where)
+        if taken is None:
+            continue
+        key = "path" if section == "status" else "mount"
+        file, line = config.where(section, key)
+        raise ConfigError(
+            f"{where} would take requests for {taken} from the uploads, which serve what "
+            f"clients stored (nosniff, sandboxed) and check require_auth: mount it "
+            f"elsewhere, or set [uploads] enabled = off", file=file, line=line,
+            key=f"{section}.{key}")
 
 
 def upload_directory_problem(config: Config) -> str | None:
