@@ -394,26 +394,50 @@ def reload(srv: Server) -> tuple[bool, float, str]:
     return proc.returncode == 0, time.monotonic() - t0, out.decode(errors="replace").strip()
 
 
+def settled(srv: Server, timeout: float = 15.0) -> tuple[int, float]:
+    """The master's descriptor count once the previous generation is gone: `reload` returns
+    when the new workers serve, while the old ones may still be finishing and their
+    generation (log files, pipes) is retired only when the last is reaped. Waits until only
+    the 2 current workers are left and the count holds for 0.3 s; (count, seconds waited)."""
+    t0 = time.monotonic()
+    last, since = -1, t0
+    while time.monotonic() - t0 < timeout:
+        n = len(os.listdir(f"/proc/{srv.master}/fd"))
+        now = time.monotonic()
+        if n != last or len(srv.workers()) != 2:
+            last, since = n, now
+        elif now - since >= 0.3:
+            break
+        time.sleep(0.05)
+    return last, time.monotonic() - t0
+
+
 def fds(srv: Server, reloads: int) -> dict[str, Any]:
     offset = srv.log_size()
     count = lambda: len(os.listdir(f"/proc/{srv.master}/fd"))  # noqa: E731
     start = count()
     failed: list[str] = []
     times: list[float] = []
-    after: dict[int, int] = {}
+    right_after: dict[int, int] = {}  # counted as `httpdctl reload` returns
+    after: dict[int, int] = {}  # once the previous generation is retired
+    waited: dict[int, float] = {}
     kinds_1: dict[str, int] = {}
     for n in range(1, reloads + 2):
         ok, took, out = reload(srv)
         times.append(took)
         if not ok:
             failed.append(f"reload {n}: {out[-200:]}")
-        if n == 1:
-            after[1], kinds_1 = count(), fd_targets(srv.master)
-    after[reloads + 1] = count()
+        if n in (1, reloads + 1):
+            right_after[n] = count()
+            after[n], waited[n] = settled(srv)
+            if n == 1:
+                kinds_1 = fd_targets(srv.master)
     kinds_n = fd_targets(srv.master)
     log = srv.log_since(offset)
     grown = {k: (kinds_1.get(k, 0), v) for k, v in kinds_n.items() if v != kinds_1.get(k, 0)}
-    return {"master_fds_start": start, "master_fds_after": after, "reloads": reloads + 1,
+    return {"master_fds_start": start, "master_fds_after": after,
+            "master_fds_right_after": right_after, "settle_s": waited,
+            "reloads": reloads + 1,
             "reload_failures": failed[:10], "reload_failures_count": len(failed),
             "reload_median_s": statistics.median(times), "fd_kinds_changed": grown,
             "worker_deaths": deaths(log), "faults": faults(log)[:20]}
@@ -488,7 +512,9 @@ def table(results: list[dict[str, Any]], opts: argparse.Namespace) -> str:
 
     def fd_row(f: dict[str, Any]) -> str:
         a = f["master_fds_after"]
-        return (f"{a[1]} → {a[f['reloads']]} (start {f['master_fds_start']}; "
+        r = f["master_fds_right_after"]
+        return (f"{a[1]} → {a[f['reloads']]} (start {f['master_fds_start']}; as reload "
+                f"returns {r[1]} → {r[f['reloads']]}; "
                 f"{f['reload_failures_count']} failed; {f['reload_median_s']:.2f} s each)")
 
     ROWS = {
