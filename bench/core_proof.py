@@ -581,7 +581,10 @@ def main() -> None:
                                                for k, v in vars(opts).items() if k != "tree"},
            "results": results, "table": text, "load_after": load_after}
     (opts.out / "latest.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
-    (opts.out / "latest.md").write_text(f"# core_proof {started}\n\n{text}\n\n{uptime}\n")
+    (opts.out / "latest.md").write_text(
+        f"# core_proof {started}\n\n`{' '.join(sys.argv)}`\n\n{text}\n\n"
+        f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; "
+        f"after: {uptime}\n")
     print(f"written {opts.out / 'latest.json'}", file=sys.stderr)
 
 
