@@ -45,9 +45,13 @@ def _chunked(data: bytes, pos: int) -> tuple[bytes, int]:
 
 
 def parse_replies(data: bytes, methods: list[str] | None = None,
-                  allow_close_delimited: bool = False) -> list[Reply]:
+                  allow_close_delimited: bool = False,
+                  versions: list[str] | None = None) -> list[Reply]:
     """Split `data` into whole responses. `methods`: the request method each response
-    answers, in order (HEAD: no body); missing entries count as GET. Raises Malformed."""
+    answers, in order (HEAD: no body); missing entries count as GET. `versions`: the HTTP
+    version of each request, in the same order: a response to an HTTP/1.0 request that
+    says `Connection: close` may delimit its body by the close (RFC 9112 §6.3, an HTTP/1.0
+    client cannot read chunked); missing entries count as HTTP/1.1. Raises Malformed."""
     replies: list[Reply] = []
     answered = 0  # final responses so far: a 1xx answers no request on its own
     pos = 0
@@ -68,6 +72,7 @@ def parse_replies(data: bytes, methods: list[str] | None = None,
             headers[name.decode("latin-1").lower()] = value.strip(b" \t").decode("latin-1")
         pos = end + 4
         method = methods[answered] if methods and answered < len(methods) else "GET"
+        version = versions[answered] if versions and answered < len(versions) else "HTTP/1.1"
         answered += status >= 200
         if method == "HEAD" or status < 200 or status in (204, 304):
             body = b""
@@ -79,7 +84,7 @@ def parse_replies(data: bytes, methods: list[str] | None = None,
             if len(body) != length:
                 raise Malformed(f"body cut short: {len(body)} of {length} bytes")
             pos += length
-        elif allow_close_delimited:
+        elif allow_close_delimited or (version == "HTTP/1.0" and _closes_fields(headers)):
             body, pos = data[pos:], len(data)
         else:
             raise Malformed("a body delimited by the close")
@@ -89,7 +94,14 @@ def parse_replies(data: bytes, methods: list[str] | None = None,
 
 def owed(data: bytes) -> tuple[int, list[str]]:
     """What a server owes a client that sent `data` and then EOF, as the parser sees it:
-    (how many answers are owed, the method of each request it will answer). A complete
+    (how many answers are owed, the method of each request it will answer); see
+    owed_requests."""
+    answers, methods, _versions = owed_requests(data)
+    return answers, methods
+
+
+def owed_requests(data: bytes) -> tuple[int, list[str], list[str]]:
+    """As owed, and the HTTP version of each request it will answer. A complete
     request or a refused one is owed an answer; a request cut short by the EOF, even in
     its body, may be dropped. A refused request is answered as its method says once the
     request-line has started (a HEAD gets no content)."""
@@ -97,27 +109,34 @@ def owed(data: bytes) -> tuple[int, list[str]]:
     parser.feed(data)
     parser.feed_eof()
     methods: list[str] = []
+    versions: list[str] = []
     complete = 0
     while True:
         try:
             event = parser.next_event()
-        except HTTPError:
+        except HTTPError:  # refused: answered with a length, whatever the version
             methods.append(parser.method or "GET")
-            return complete + 1, methods
+            versions.append("HTTP/1.1")
+            return complete + 1, methods, versions
         except ClientDisconnected:
-            return complete, methods
+            return complete, methods, versions
         if event is NEED_DATA:
-            return complete, methods
+            return complete, methods, versions
         if isinstance(event, RequestHead):
             methods.append(event.method)
+            versions.append(event.version)
         elif isinstance(event, EndOfMessage):
             complete += 1
             parser.start_next_request()
 
 
-def _closes(reply: Reply) -> bool:
+def _closes_fields(headers: dict[str, str]) -> bool:
     return "close" in (token.strip() for token in
-                       reply.headers.get("connection", "").lower().split(","))
+                       headers.get("connection", "").lower().split(","))
+
+
+def _closes(reply: Reply) -> bool:
+    return _closes_fields(reply.headers)
 
 
 def check_reply(data: bytes, reply: bytes) -> list[Reply]:
@@ -125,8 +144,8 @@ def check_reply(data: bytes, reply: bytes) -> list[Reply]:
     otherwise), none a 500, and every answer owed is there, unless a response said
     `Connection: close` (the server may stop there). An empty or short reply where answers
     are owed is what a crashed loop gives."""
-    answers_owed, methods = owed(data)
-    replies = parse_replies(reply, methods)
+    answers_owed, methods, versions = owed_requests(data)
+    replies = parse_replies(reply, methods, versions=versions)
     final = [r for r in replies if r.status >= 200]
     assert len(final) >= answers_owed or (final and _closes(final[-1])), \
         f"{len(final)} answers where {answers_owed} were owed"

@@ -2,14 +2,21 @@
 
 Every kind of request the server accepts — static GET/HEAD, ranges, conditionals, PUT,
 POST (JSON, multipart, urlencoded, chunked), DELETE, OPTIONS, absolute-form targets,
-/server-status, authenticated writes, pipelines — is mutated (bytes flipped, tokens that
-matter to a parser inserted, slices cut or repeated, lines swapped, numbers changed) and
-sent on its own connection, then half-closed. Each reply must be whole responses and
-nothing else (a HEAD answer without content), none a 500; the same bytes fed to the parser
-say how many answers are owed, so an empty or short reply where answers are owed (a crashed
-loop) fails, unless a response said Connection: close (tests/replies.py check_reply).
-Afterwards: the same worker PIDs, no traceback or unhandled error in the error log, and
-the server still answers.
+/server-status, authenticated writes; requests to a mounted WSGI application
+(tests/apps/echo.py, which never fails by itself: GET with a query, HEAD, POST with a
+Content-Length or chunked body, PUT with Expect: 100-continue, the application's own early
+403, a streamed answer of unknown length, an `[auth] require` prefix inside its mount,
+absolute-form); pipelines mixing application, static and upload requests — is mutated
+(bytes flipped, tokens that matter to a parser inserted, slices cut or repeated, lines
+swapped, numbers changed) and sent on its own connection, then half-closed. One case in
+TLS_SHARE goes to the same server's TLS listener: the HTTP bytes inside TLS are mutated,
+not the TLS records, and the client ends its data with a TCP FIN (see exchange_tls).
+
+Each reply must be whole responses and nothing else (a HEAD answer without content), none
+a 500; the same bytes fed to the parser say how many answers are owed, so an empty or short
+reply where answers are owed (a crashed loop) fails, unless a response said Connection:
+close (tests/replies.py check_reply). Afterwards: the same worker PIDs, no traceback or
+unhandled error in the error log, and the server still answers, on both listeners.
 
 PREFORK_FUZZ_SEED and PREFORK_FUZZ_CASES change the seed and the number of cases; a
 failure prints the seed, the case number and the bytes sent, so it can be replayed.
@@ -18,10 +25,12 @@ failure prints the seed, the case number and the bytes sent, so it can be replay
 from __future__ import annotations
 
 import base64
+import itertools
 import os
 import random
 import re
 import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -29,9 +38,12 @@ import bcrypt
 
 from .conftest import ServerFactory, read_all
 from .replies import Malformed, check_reply
+from .test_tls import TLS_HOST, issue, ports_of, throwaway_ca
 
+APPS = Path(__file__).resolve().parent / "apps"
 SEED = int(os.environ.get("PREFORK_FUZZ_SEED", "12"))
-CASES = int(os.environ.get("PREFORK_FUZZ_CASES", "400"))
+CASES = int(os.environ.get("PREFORK_FUZZ_CASES", "1000"))
+TLS_SHARE = 5  # one case in five goes over TLS
 BUDGET_SECONDS = 60.0  # the loop stops sending new cases after this, whatever CASES says
 REPLY_TIMEOUT = 15.0  # seconds to wait for one reply (the server's timeout is 10)
 
@@ -50,8 +62,9 @@ def request(line: str, fields: list[str], body: str = "") -> bytes:
     return (line + "\r\n" + "".join(f + "\r\n" for f in fields) + "\r\n" + body).encode()
 
 
-def seeds(port: int) -> list[bytes]:
-    """One well-formed request (or pipeline) of every kind the server accepts."""
+def seeds(origin: str) -> list[bytes]:
+    """One well-formed request (or pipeline) of every kind the server accepts; `origin`
+    (scheme://address:port of the listener) makes the absolute-form targets."""
     host = "Host: localhost"
     long_ago = "Sun, 06 Nov 1994 08:49:37 GMT"
     return [
@@ -85,7 +98,7 @@ def seeds(port: int) -> list[bytes]:
         request("OPTIONS * HTTP/1.1", [host]),
         request("OPTIONS /uploads/fuzz.txt HTTP/1.1", [host]),
         request("OPTIONS /upload HTTP/1.1", [host]),
-        request(f"GET http://127.0.0.1:{port}/about.html?x=1 HTTP/1.1", ["Host: other"]),
+        request(f"GET {origin}/about.html?x=1 HTTP/1.1", ["Host: other"]),
         request("GET /server-status?auto HTTP/1.1", [host]),
         request("GET /server-status HTTP/1.1", [host]),
         request("GET /caf%C3%A9 HTTP/1.1", [host]),
@@ -94,6 +107,47 @@ def seeds(port: int) -> list[bytes]:
         + request("GET /contact.html HTTP/1.1", [host, "Connection: close"]),
         request("POST /upload HTTP/1.1", [host, "Content-Type: application/json"], "{}")
         + request("GET /about.html HTTP/1.1", [host]),
+        *app_seeds(origin),
+    ]
+
+
+def app_seeds(origin: str) -> list[bytes]:
+    """Requests to the application mounted at /app (tests/apps/echo.py)."""
+    host = "Host: localhost"
+    form = "Content-Type: application/x-www-form-urlencoded"
+    return [
+        request("GET /app/echo?q=caf%C3%A9&n=1&n=2 HTTP/1.1", [host, "Accept: */*",
+                                                              "Cookie: a=b; c=d"]),
+        request("HEAD /app/echo?h=1 HTTP/1.1", [host]),
+        request("GET /app HTTP/1.1", [host]),
+        request("POST /app/echo HTTP/1.1", [host, form], "name=fuzz&x=%00%ff"),
+        request("POST /app/stream HTTP/1.1", [host, "Content-Type: application/json",
+                                              "Transfer-Encoding: chunked"],
+                "7\r\n{\"a\": 1\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        request("PUT /app/echo/thing HTTP/1.1", [host, "Expect: 100-continue",
+                                                 "Content-Type: text/plain"], "put body"),
+        request("POST /app/deny HTTP/1.1", [host, form], "never=read"),
+        request("GET /app/stream HTTP/1.0", []),
+        request(f"GET {origin}/app/echo?abs=1 HTTP/1.1", [host]),
+        request("GET /app/private/echo HTTP/1.1", [host]),
+        request("POST /app/private/echo HTTP/1.1", [host, AUTH, form], "who=me"),
+        request("GET /app/echo?1 HTTP/1.1", [host]) + request("GET /about.html HTTP/1.1", [host])
+        + request("POST /upload HTTP/1.1", [host, "Content-Type: application/json"], "[1]")
+        + request("POST /app/stream HTTP/1.1", [host, "Transfer-Encoding: chunked"],
+                  "3\r\nabc\r\n0\r\n\r\n")
+        + request("PUT /uploads/pipe.txt HTTP/1.1", [host, AUTH], "piped")
+        + request("HEAD /app/echo HTTP/1.1", [host])
+        + request("GET /sample.txt HTTP/1.1", [host, "Range: bytes=0-3"]),
+        request("HEAD /index.html HTTP/1.1", [host])
+        + request("PUT /app/echo HTTP/1.1", [host, "Expect: 100-continue"], "abc")
+        + request("DELETE /app/echo/x HTTP/1.1", [host])
+        + request("GET /app/deny HTTP/1.1", [host, "Connection: close"]),
+        # Past the 8 requests one application thread serves in a row (docs/apps.md).
+        b"".join(request(f"GET /app/echo?{n} HTTP/1.1", [host]) for n in range(10))
+        + request("GET /about.html HTTP/1.1", [host]) + request("GET /app/deny HTTP/1.1", [host]),
+        request("POST /app/echo HTTP/1.1", [host, "Content-Type: text/plain"], "b" * 70_000),
+        request("GET /app/stream?pad=40 HTTP/1.1", [host])
+        + request("HEAD /app/stream?pad=2 HTTP/1.1", [host]),
     ]
 
 
@@ -103,7 +157,10 @@ TOKENS = [b"\r\n", b"\r\n\r\n", b"\n", b"\r", b" ", b"\t", b":", b",", b";", b"=
           b"chunked", b"gzip, chunked", b"bytes=", b"bytes=0-0,-1", b"100-continue",
           b"close", b"keep-alive", b"HTTP/1.0", b"HTTP/2.0", b"Host: x\r\n",
           b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n",
-          b"If-None-Match: *\r\n", b"Range: bytes=1-2,4-5\r\n", b"Expect: foo\r\n"]
+          b"If-None-Match: *\r\n", b"Range: bytes=1-2,4-5\r\n", b"Expect: foo\r\n",
+          b"Expect: 100-continue\r\n", b"Connection: close\r\n", b"Content-Length: 0\r\n",
+          AUTH.encode() + b"\r\n", b"/app", b"/app/stream", b"/app/deny", b"/app/private",
+          b"/uploads/", b"/upload"]
 METHODS = [b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"TRACE", b"CONNECT",
            b"PATCH", b"BREW", b"get", b"X" * 300]
 NUMBER = re.compile(rb"[0-9]+")
@@ -148,14 +205,53 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def exchange(port: int, data: bytes) -> bytes:
+def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` cut at `cuts`: sent one send call (over TLS, one record) each."""
+    bounds = [0, *sorted(cuts), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def exchange(port: int, data: bytes, cuts: list[int]) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=REPLY_TIMEOUT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.sendall(data)
+            for piece in pieces(data, cuts):
+                sock.sendall(piece)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
             pass  # the server may close early (a 413, a 400): its answer is still there
         return read_all(sock)
+
+
+def exchange_tls(context: ssl.SSLContext, port: int, data: bytes, cuts: list[int]) -> bytes:
+    """`data` over TLS, the client's end of data sent as a bare TCP FIN. A client cannot
+    half-close TLS with close_notify and go on reading: OpenSSL discards what arrives once
+    it has sent close_notify. The server reads the FIN as the end of the client's data,
+    as close_notify; OpenSSL 3 then answers it with a decode_error alert after the
+    server's answers, and that alert ends the reply."""
+    raw = socket.create_connection((TLS_HOST, port), timeout=REPLY_TIMEOUT)
+    with context.wrap_socket(raw, server_hostname="localhost") as sock:
+        try:
+            for piece in pieces(data, cuts):
+                sock.sendall(piece)
+            # TCP's half-close under TLS: SSLSocket.shutdown would end TLS for reading too.
+            socket.socket.shutdown(sock, socket.SHUT_WR)
+        except OSError:
+            pass  # as exchange
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            except ssl.SSLError as exc:
+                if exc.reason != "TLSV1_ALERT_DECODE_ERROR":
+                    raise
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def test_mutated_requests_never_break_the_server(server_factory: ServerFactory,
@@ -163,34 +259,67 @@ def test_mutated_requests_never_break_the_server(server_factory: ServerFactory,
     users = tmp_path / "htpasswd"
     users.write_text("fuzz:" + bcrypt.hashpw(b"pass", bcrypt.gensalt(rounds=4)).decode()
                      + "\n")
+    ca, ca_file = throwaway_ca(tmp_path)
+    chain, key = issue(ca, tmp_path, "fuzz", "localhost", TLS_HOST)
     server = server_factory({
+        "server": {"listen": f"127.0.0.1:0, {TLS_HOST}:0 ssl"},
         "workers": {"processes": "2"},
         "uploads": {"require_auth": "PUT DELETE"},
-        "auth": {"users_file": str(users)},
+        "auth": {"users_file": str(users), "require": "/app/private"},
         "status": {"enabled": "on"},
-    })
+        "tls": {"certificate": str(chain), "certificate_key": str(key)},
+        "app:echo": {"mount": "/app", "module": "echo:application", "path": str(APPS),
+                     "threads": "2"},
+    }, start=False)
+    port, tls_port = ports_of(server.start().stdout)
+    context = ssl.create_default_context(cafile=str(ca_file))
     pids = sorted(server.worker_pids())
     assert len(pids) == 2
-    bases = seeds(server.port)
+    plain_bases = seeds(f"http://127.0.0.1:{port}")
+    tls_bases = seeds(f"https://{TLS_HOST}:{tls_port}")
     rng = random.Random(SEED)
+    split = random.Random(-SEED)  # apart from rng: a seed's mutations stay as they were
     deadline = time.monotonic() + BUDGET_SECONDS
-    sent = 0
+    sent = over_tls = 0
+    echoed = {False: 0, True: 0}  # the application's answers to the unmutated seeds
     for number in range(CASES):
         if time.monotonic() > deadline:
             break
-        base = bases[number % len(bases)]
-        data = base if number < len(bases) else mutate(base, rng)
+        # Every seed goes once as it is over each listener, then mutated.
+        count = len(plain_bases)
+        secure = count <= number < 2 * count or (number >= 2 * count
+                                                  and number % TLS_SHARE == 0)
+        base = (tls_bases if secure else plain_bases)[number % count]
+        data = base if number < 2 * count else mutate(base, rng)
+        # A share of the cases goes in pieces: the parser and the body readers resume
+        # across reads (over TLS, across records).
+        cuts = ([split.randrange(len(data) + 1) for _ in range(split.randint(1, 3))]
+                if number >= 2 * count and split.randrange(3) == 0 else [])
         reply = b""
         try:
-            reply = exchange(server.port, data)
-            check_reply(data, reply)
+            reply = (exchange_tls(context, tls_port, data, cuts) if secure
+                     else exchange(port, data, cuts))
+            replies = check_reply(data, reply)
+            if number < 2 * count:  # a seed as it is: the server's answers, never a fault
+                assert all(r.status < 500 for r in replies), "a server error to a seed"
+                answers = [r.body for r in replies if b'"SCRIPT_NAME": "/app"' in r.body]
+                scheme = b'"scheme": "https"' if secure else b'"scheme": "http"'
+                assert all(scheme in body for body in answers), "wsgi.url_scheme"
+                echoed[secure] += len(answers)
         except (AssertionError, Malformed, OSError) as exc:
-            raise AssertionError(f"seed {SEED}, case {number}: {exc!r}\n"
-                                 f"sent {data[:600]!r}\ngot {reply[:600]!r}") from None
+            where = "TLS" if secure else "plain"
+            raise AssertionError(f"seed {SEED}, case {number} ({where}, cut at {cuts}): "
+                                 f"{exc!r}\nsent {data[:600]!r}\ngot {reply[:600]!r}"
+                                 ) from None
         sent += 1
+        over_tls += secure
     assert sent >= min(CASES, 100), f"only {sent} cases within {BUDGET_SECONDS} s"
+    assert over_tls >= sent // TLS_SHARE  # the share did go over TLS
+    assert min(echoed.values()) >= len(app_seeds("")), echoed  # the seeds reach the app
     assert sorted(server.worker_pids()) == pids  # no worker died or was replaced
     log = server.log("error.log")
     assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
     response, body = server.get("/about.html")
     assert response.status == 200 and body
+    check_reply(app_seeds("")[0], exchange(port, app_seeds("")[0], []))
+    check_reply(app_seeds("")[0], exchange_tls(context, tls_port, app_seeds("")[0], []))
