@@ -75,10 +75,10 @@ def check_root_policy(config: Config) -> None:
     """
     if os.geteuid() != 0 or config.server.user or config.workers.allow_root:
         return
-    exposed = [str(a) for a in config.server.listen if not a.is_loopback]
+    exposed = config.exposed()
     if exposed:
         raise StartupError(
-            f"refusing to run workers as root while listening on {', '.join(exposed)}: "
+            f"refusing to run workers as root while listening on {exposed}: "
             f"set [server] user (and group), or [workers] allow_root = on")
 
 

@@ -37,6 +37,7 @@ from prefork.config.settings import MAX_PROCESSES, Config
 from prefork.control import PidFile, state_file
 from prefork.errors import ConfigError, StartupError
 from prefork.log import AccessLog, ErrorLog
+from prefork.process.activation import ActivatedSite, served_addresses
 from prefork.process.generation import Generation, WorkerProcess, signal_name, signal_worker
 from prefork.process.health import HealthMonitor
 from prefork.process.hooks import SiteHooks
@@ -131,6 +132,12 @@ class Master:
             activated = inherited_sockets()
             if activated:
                 self.socket_activated = True
+                # Who can connect is what systemd passed, not [server] listen: the site
+                # judges those addresses at start and at every reload (activation.py).
+                site = ActivatedSite(self.site, served_addresses(
+                    activated, self.config.server.listen))
+                self.site = site
+                check_root_policy(site.view(self.config))
                 return activated
             return bind_listeners(self.config.server.listen, self.config.server.backlog)
         except BaseException:
