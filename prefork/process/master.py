@@ -43,7 +43,6 @@ from prefork.process.health import HealthMonitor
 from prefork.process.hooks import SiteHooks
 from prefork.process.listeners import (
     bind_listeners,
-    bound_address,
     check_root_policy,
 )
 from prefork.process.privileges import worker_ids
@@ -166,8 +165,9 @@ class Master:
             self.stop.shutdown_all(fast=True)
             self._cleanup()
             return 1
-        self._tell_starter(f"READY {os.getpid()} "
-                           + " ".join(bound_address(s) for s in listeners))
+        assert self.current is not None
+        # The addresses end the line (", " between them: one may read "HOST:PORT ssl").
+        self._tell_starter(f"READY {os.getpid()} {', '.join(self.current.addresses)}")
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
         assert self.error_log is not None
         self.error_log.notice("ready: all workers accepting connections")
@@ -200,7 +200,7 @@ class Master:
         self.current = generation
         error_log.notice(f"prefork starting: master pid {os.getpid()}, "
                          f"{generation.target} workers x {config.workers.threads} threads, "
-                         f"listening on {', '.join(bound_address(s) for s in listeners)}")
+                         f"listening on {', '.join(generation.addresses)}")
         self.site.prepare(config, error_log, worker_ids(config))
         self.site.before_fork(config, [])
         ok, message = self._boot(generation)
