@@ -3,12 +3,17 @@ refused with `file:line: app:NAME.module: reason`, one line, before anything sta
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ServerFactory, write_config
+from tests.conftest import REPO, ServerFactory, write_config
 
 GOOD = 'def app(environ, start_response):\n    start_response("200 OK", [])\n    return [b"ok"]\n'
 
@@ -90,3 +95,42 @@ def test_what_the_app_prints_while_importing_is_not_the_report(
     result = server.ctl("configtest", check=False)
     assert result.returncode == 1
     assert "cannot import broken: the import ended the process (status 3)" in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the check runs as [server] user "
+                    "only when started as root")
+def test_an_interpreter_the_user_cannot_execute_is_named_with_the_user(
+        server_factory: ServerFactory) -> None:
+    """Started as root with [server] user, the check runs the interpreter as that user: one
+    it cannot reach (here behind a 0700 directory, in a directory anyone may search) is
+    named, with the user, the directory in the way and what to do — not a bare
+    "Permission denied"."""
+    base = Path(tempfile.mkdtemp(prefix="prefork-exec-"))
+    base.chmod(0o755)
+    private = base / "private"
+    private.mkdir(mode=0o700)
+    python = private / "python"
+    python.symlink_to(sys.executable)
+    try:
+        _check_unreachable_interpreter(server_factory, python)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _check_unreachable_interpreter(server_factory: ServerFactory, python: Path) -> None:
+    server = server_factory(start=False)
+    server.launcher = [str(python), str(REPO / "bin" / "httpdctl")]
+    server.env = {"PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    settings = app_settings(server.root, GOOD.replace("def app", "def application"))
+    settings["server"] = {"listen": "127.0.0.1:0", "server_name": "localhost",
+                          "user": "nobody"}
+    write_config(server.root, settings)
+    result = server.ctl("configtest", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "server.user: " in lines[0], lines[0]
+    assert f"user nobody cannot execute {python}" in lines[0], lines[0]
+    assert f"{python.parent} is not searchable by nobody" in lines[0], lines[0]
+    assert "install Python where nobody can read it, or run without [server] user" \
+        in lines[0], lines[0]

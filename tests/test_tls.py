@@ -309,6 +309,25 @@ def cold(tmp_path: Path) -> tuple[Server, trustme.CA, Path]:
     return Server(root, write_config(root, tls_settings(tmp_path, ca))), ca, tmp_path
 
 
+def test_addresses_are_listed_with_their_ssl_mark(cold: tuple[Server, trustme.CA, Path]
+                                                 ) -> None:
+    """configtest, start, status (text and JSON) and the error log's start line list a TLS
+    listener as the file writes it: `127.0.0.2:PORT ssl`."""
+    server = cold[0]
+    configtest = server.ctl("configtest").stdout
+    assert f"listen 127.0.0.1:0, {TLS_HOST}:0 ssl;" in configtest, configtest
+    try:
+        started = server.start().stdout
+        plain, secure = ports_of(started)
+        listed = f"127.0.0.1:{plain}, {TLS_HOST}:{secure} ssl"
+        assert f"listening on {listed}\n" in started, started
+        assert f"listening on {listed}\n" in server.ctl("status").stdout
+        assert server.status()["listen"] == [f"127.0.0.1:{plain}", f"{TLS_HOST}:{secure} ssl"]
+        assert f"listening on {listed}" in server.log("error.log")
+    finally:
+        server.cleanup()
+
+
 def test_a_session_ticket_resumes_on_another_worker(tmp_path: Path) -> None:
     """The workers of a generation share their contexts, made before fork, and so one
     ticket key: a ticket resumes whichever worker takes the client's next connection. Each

@@ -190,8 +190,8 @@ def _await_start(read_end: int, timeout: float) -> None:
     os.close(read_end)
     line = data.decode(errors="replace").strip()
     if line.startswith("READY"):
-        _word, pid, *addresses = line.split()
-        click.echo(f"httpd started (pid {pid}), listening on {', '.join(addresses)}")
+        _word, pid, addresses = [*line.split(" ", 2), ""][:3]
+        click.echo(f"httpd started (pid {pid}), listening on {addresses}")
         return
     if line.startswith("ERROR"):
         fail(line[6:] or "start-up failed (see the error log)")
@@ -366,7 +366,7 @@ def configtest(ctx: Context) -> None:
     for warning in _environment_warnings(config):
         click.echo(f"httpdctl: warning: {warning}", err=True)
     click.echo(f"Syntax OK: {config.source}")
-    click.echo(f"  listen {' '.join(str(a) for a in server.listen)}; document_root "
+    click.echo(f"  listen {', '.join(a.shown for a in server.listen)}; document_root "
                f"{server.document_root}; {config.workers.processes} workers x "
                f"{config.workers.threads} threads")
 

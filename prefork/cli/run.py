@@ -169,7 +169,7 @@ def _access_log() -> str:
 
 
 def _serve(config: Config, path: str, overrides: tuple[str, ...], module: str) -> None:
-    from prefork.process.listeners import bound_address
+    from prefork.process.listeners import shown_addresses
     from prefork.process.master import Master
     from prefork.serve.service import ServedSite
 
@@ -178,7 +178,7 @@ def _serve(config: Config, path: str, overrides: tuple[str, ...], module: str) -
         listeners = master.prepare()
     except (ControlError, StartupError) as exc:
         fail(str(exc))
-    addresses = ", ".join(bound_address(sock) for sock in listeners)
+    addresses = ", ".join(shown_addresses(listeners, config.server.listen))
     static = "" if config.static.mount == NO_STATIC_MOUNT else \
         f"; files of {config.server.document_root} at {config.static.mount}"
     click.echo(f"httpd running {module} in the foreground (Ctrl-C stops){static}, "

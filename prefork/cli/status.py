@@ -89,7 +89,7 @@ def collect(config: Config) -> dict[str, Any]:
             "config": state.get("config", config.source),
         },
         "generation": state.get("generation"),
-        "listen": state.get("listen", [str(a) for a in config.server.listen]),
+        "listen": state.get("listen", [a.shown for a in config.server.listen]),
         "last_reload": state.get("reload"),
         "workers": workers,
         "totals": {

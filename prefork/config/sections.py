@@ -79,11 +79,6 @@ class ServerSettings(Section):
         "Strict-Transport-Security sent on every response over TLS (never over plain "
         "HTTP), e.g. max-age=63072000; includeSubDomains; empty: none.")
 
-    @property
-    def loopback_only(self) -> bool:
-        """Every listen address is loopback: only this machine can connect (directly)."""
-        return all(address.is_loopback for address in self.listen)
-
 
 @dataclass(frozen=True, slots=True)
 class WorkersSettings(Section):
@@ -368,6 +363,11 @@ class Config:
     # loading (the files a setting names, an application that does not import) report
     # file and line too.
     origins: Mapping[tuple[str, str], tuple[str, int | None]] = field(default_factory=dict)
+    # What is actually served when it is not [server] listen: the sockets systemd passed
+    # (socket activation), as the master found them (getsockname; a Unix socket, reachable
+    # from this machine only, is left out). None: [server] listen is what is served. Never
+    # read from the file: the master sets it (process/activation.py), configtest cannot.
+    served: tuple[ListenAddress, ...] | None = None
 
     def where(self, section: str, key: str) -> tuple[str, int | None]:
         """(file, line) of the value of `key` in `section`: its own line, else (left at its
@@ -376,12 +376,30 @@ class Config:
                 or (self.source, None))
 
     @property
+    def addresses(self) -> tuple[ListenAddress, ...]:
+        """The addresses clients connect to: the passed sockets' under socket activation,
+        else [server] listen. What may reach the server is judged on these."""
+        return self.server.listen if self.served is None else self.served
+
+    @property
+    def loopback_only(self) -> bool:
+        """Every address served is loopback: only this machine can connect (directly)."""
+        return all(address.is_loopback for address in self.addresses)
+
+    def exposed(self) -> str:
+        """The addresses served beyond loopback, for a message ("" when there are none);
+        under socket activation it says so, since [server] listen shows others."""
+        shown = ", ".join(str(a) for a in self.addresses if not a.is_loopback)
+        return f"{shown}, from systemd socket activation" \
+            if shown and self.served is not None else shown
+
+    @property
     def uploads_enabled(self) -> bool:
         """Whether uploads are on: [uploads] enabled resolved (auto: on only while every
-        listen address is loopback)."""
+        address served is loopback)."""
         enabled = self.uploads.enabled
         if enabled is Switch.AUTO:
-            return self.server.loopback_only
+            return self.loopback_only
         return enabled is Switch.ON
 
     def get(self, section: str, key: str) -> object:

@@ -168,6 +168,12 @@ class ListenAddress:
         return f"[{self.host}]:{self.port}" if self.family == socket.AF_INET6 else \
             f"{self.host}:{self.port}"
 
+    @property
+    def shown(self) -> str:
+        """The address as the file writes it, `ssl` mark included: what the operator is
+        shown wherever addresses are listed (configtest, start, status, the start log)."""
+        return f"{self} {TLS_MARK}" if self.tls else str(self)
+
 
 def parse_listen(raw: str) -> ListenAddress:
     """Parse "host:port", "[v6]:port", "*:port" or a bare "port" (all IPv4 interfaces)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from prefork.config.settings import Config
 from prefork.log import AccessLog, ErrorLog
-from prefork.process.listeners import bound_address
+from prefork.process.listeners import shown_addresses
 
 
 @dataclass
@@ -44,10 +44,11 @@ class Generation:
     boot_deadline: float = 0.0
     workers: dict[int, WorkerProcess] = field(default_factory=dict)
     closed: bool = False
-    addresses: list[str] = field(default_factory=list)  # as bound (port 0 made real)
+    # As bound (port 0 made real), with the `ssl` mark: what status and the logs list.
+    addresses: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.addresses = [bound_address(s) for s in self.listeners]
+        self.addresses = shown_addresses(self.listeners, self.config.server.listen)
 
     def close_listeners(self, in_use: set[int]) -> None:
         """Close the master's copies of our sockets that no other generation uses (`in_use`

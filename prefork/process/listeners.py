@@ -9,8 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Sequence
 
 from prefork.config.settings import Config, ListenAddress
+from prefork.config.values import TLS_MARK
 from prefork.errors import StartupError
 
 
@@ -65,6 +67,16 @@ def bound_address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if sock.family == socket.AF_INET6 else f"{host}:{port}"
 
 
+def shown_addresses(sockets: Sequence[socket.socket], listen: Sequence[ListenAddress]
+                    ) -> list[str]:
+    """The sockets' addresses as bound (port 0 made real), each followed by `ssl` when the
+    [server] listen entry it serves is marked so — paired by position, as the serving layer
+    pairs them (also with systemd's sockets) — for the operator's listings."""
+    marked = [address.tls for address in listen]
+    return [bound_address(sock) + (f" {TLS_MARK}" if index < len(marked) and marked[index]
+                                   else "") for index, sock in enumerate(sockets)]
+
+
 def check_root_policy(config: Config) -> None:
     """Refuse to run workers as root on a network-facing server unless explicitly allowed.
 
@@ -75,10 +87,10 @@ def check_root_policy(config: Config) -> None:
     """
     if os.geteuid() != 0 or config.server.user or config.workers.allow_root:
         return
-    exposed = [str(a) for a in config.server.listen if not a.is_loopback]
+    exposed = config.exposed()
     if exposed:
         raise StartupError(
-            f"refusing to run workers as root while listening on {', '.join(exposed)}: "
+            f"refusing to run workers as root while listening on {exposed}: "
             f"set [server] user (and group), or [workers] allow_root = on")
 
 

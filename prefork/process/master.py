@@ -37,12 +37,12 @@ from prefork.config.settings import MAX_PROCESSES, Config
 from prefork.control import PidFile, state_file
 from prefork.errors import ConfigError, StartupError
 from prefork.log import AccessLog, ErrorLog
+from prefork.process.activation import ActivatedSite, served_addresses
 from prefork.process.generation import Generation, WorkerProcess, signal_name, signal_worker
 from prefork.process.health import HealthMonitor
 from prefork.process.hooks import SiteHooks
 from prefork.process.listeners import (
     bind_listeners,
-    bound_address,
     check_root_policy,
 )
 from prefork.process.privileges import worker_ids
@@ -131,6 +131,12 @@ class Master:
             activated = inherited_sockets()
             if activated:
                 self.socket_activated = True
+                # Who can connect is what systemd passed, not [server] listen: the site
+                # judges those addresses at start and at every reload (activation.py).
+                site = ActivatedSite(self.site, served_addresses(
+                    activated, self.config.server.listen))
+                self.site = site
+                check_root_policy(site.view(self.config))
                 return activated
             return bind_listeners(self.config.server.listen, self.config.server.backlog)
         except BaseException:
@@ -159,8 +165,9 @@ class Master:
             self.stop.shutdown_all(fast=True)
             self._cleanup()
             return 1
-        self._tell_starter(f"READY {os.getpid()} "
-                           + " ".join(bound_address(s) for s in listeners))
+        assert self.current is not None
+        # The addresses end the line (", " between them: one may read "HOST:PORT ssl").
+        self._tell_starter(f"READY {os.getpid()} {', '.join(self.current.addresses)}")
         sd_notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=serving")
         assert self.error_log is not None
         self.error_log.notice("ready: all workers accepting connections")
@@ -193,7 +200,7 @@ class Master:
         self.current = generation
         error_log.notice(f"prefork starting: master pid {os.getpid()}, "
                          f"{generation.target} workers x {config.workers.threads} threads, "
-                         f"listening on {', '.join(bound_address(s) for s in listeners)}")
+                         f"listening on {', '.join(generation.addresses)}")
         self.site.prepare(config, error_log, worker_ids(config))
         self.site.before_fork(config, [])
         ok, message = self._boot(generation)

@@ -10,6 +10,7 @@ from prefork.log import ErrorLog
 from prefork.site.appcheck import check_apps
 from prefork.site.auth import weak_entries_warning
 from prefork.site.uploads.put import (
+    check_open_writes,
     check_upload_config,
     open_writes_warning,
     prepare_upload_directory,
@@ -30,7 +31,10 @@ def prepare(config: Config, error_log: ErrorLog, owner: tuple[int, int] | None) 
     """In the master, before forking: create the uploads directory (handed to `owner`, the
     workers' uid and gid, when the master runs as root), remove temporaries a previous run
     left, and warn when anyone who can reach the server may write, or when the users file
-    holds weak ($apr1$, {SHA}) entries. Raises ConfigError."""
+    holds weak ($apr1$, {SHA}) entries. Raises ConfigError, also for writes open beyond
+    loopback: `check` ran on [server] listen, and under socket activation `config` now
+    tells what is served."""
+    check_open_writes(config)
     weak = weak_entries_warning(config.auth.users_file) if config.auth.users_file else None
     if weak:
         error_log.warn(weak)

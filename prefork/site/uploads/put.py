@@ -133,15 +133,11 @@ def open_write_methods(config: Config) -> tuple[str, ...]:
 
 
 def writes_are_open(config: Config) -> bool:
-    """True when uploads are on, some write method needs no credentials and a listen
-    address is not loopback: start refuses that unless [uploads] allow_anonymous = on,
-    and then warns (open_writes_warning)."""
+    """True when uploads are on, some write method needs no credentials and an address
+    served is not loopback (Config.addresses): start refuses that unless [uploads]
+    allow_anonymous = on, and then warns (open_writes_warning)."""
     return config.uploads_enabled and bool(open_write_methods(config)) \
-        and not config.server.loopback_only
-
-
-def _exposed(config: Config) -> str:
-    return ", ".join(str(a) for a in config.server.listen if not a.is_loopback)
+        and not config.loopback_only
 
 
 def open_writes_warning(config: Config) -> str | None:
@@ -149,7 +145,7 @@ def open_writes_warning(config: Config) -> str | None:
     if not writes_are_open(config):
         return None
     return (f"uploads: {' '.join(open_write_methods(config))} need no credentials and the "
-            f"server listens beyond loopback ({_exposed(config)}): anyone who can reach it "
+            f"server listens beyond loopback ({config.exposed()}): anyone who can reach it "
             f"can write to {config.uploads.directory} ([uploads] allow_anonymous = on)")
 
 
@@ -158,7 +154,7 @@ def uploads_off_notice(config: Config) -> str | None:
     if config.uploads.enabled is not Switch.AUTO or config.uploads_enabled:
         return None
     return (f"uploads: off: [uploads] enabled = auto and the server listens beyond loopback "
-            f"({_exposed(config)}); set enabled = on, with require_auth, to accept writes")
+            f"({config.exposed()}); set enabled = on, with require_auth, to accept writes")
 
 
 def check_upload_config(config: Config) -> None:
@@ -182,16 +178,24 @@ def check_upload_config(config: Config) -> None:
                           file=config.source, key="auth.require")
     if config.auth.users_file:
         load_htpasswd(config.auth.users_file)
-    if writes_are_open(config) and not config.uploads.allow_anonymous:
-        raise ConfigError(
-            f"{', '.join(open_write_methods(config))} would need no credentials and the "
-            f"server listens beyond loopback ({_exposed(config)}): list them in [uploads] "
-            f"require_auth (with [auth] users_file), or set [uploads] allow_anonymous = on",
-            file=config.source, key="uploads.require_auth")
+    check_open_writes(config)
     problem = upload_directory_problem(config)
     if problem:
         raise ConfigError(problem, file=config.source, key="uploads.directory")
     _check_no_mount_shadows_uploads(config)
+
+
+def check_open_writes(config: Config) -> None:
+    """Refuse write methods that need no credentials on a server reachable beyond loopback,
+    unless [uploads] allow_anonymous = on. configtest judges [server] listen; start and
+    reload judge what is actually served (Config.served), so this runs again in the master
+    once systemd's sockets are known. Raises ConfigError (one line)."""
+    if writes_are_open(config) and not config.uploads.allow_anonymous:
+        raise ConfigError(
+            f"{', '.join(open_write_methods(config))} would need no credentials and the "
+            f"server listens beyond loopback ({config.exposed()}): list them in [uploads] "
+            f"require_auth (with [auth] users_file), or set [uploads] allow_anonymous = on",
+            file=config.source, key="uploads.require_auth")
 
 
 def _shadowed_uploads_url(where: str) -> str | None:
