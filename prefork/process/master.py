@@ -509,6 +509,7 @@ class Master:
             "reload_requested": self.reloads.requested,
             "reload_covered": self.reloads.covered,
             "reload": self.reloads.last,
+            "reloads": list(self.reloads.outcomes),
             "log_seq": self.reopen.completed_seq,
             "stopping": self.stop.requested,
             "scoreboard": self.config.server.scoreboard_file,

@@ -12,9 +12,11 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from collections import deque
 from typing import TYPE_CHECKING
 
 from prefork.config.settings import load_config
+from prefork.control import last_reload_ticket, reload_tickets_file
 from prefork.errors import ConfigError, StartupError
 from prefork.process.generation import Generation, WorkerProcess
 from prefork.process.listeners import bind_listeners, refuse_new_connections
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 FAST_KILL_GRACE = 3.0  # seconds to reap a failed generation after SIGKILL
 HANDOVER_TIMEOUT = 5.0  # seconds old workers get to stop accepting before a reload reports
 REAP_STEP = 0.02  # seconds between reaping attempts while a failed generation dies
+OUTCOMES_KEPT = 16  # reload outcomes in the state file, with the ticket each began after
 
 
 class Reloads:
@@ -45,6 +48,13 @@ class Reloads:
         self.covered = 0
         self.deferred = False
         self.last: dict[str, object] = {"ok": True, "message": "started"}
+        # `httpdctl reload` takes a ticket before its SIGHUP (control.take_reload_ticket);
+        # a reload notes the last ticket taken when it begins, before it reads the
+        # configuration, and its outcome is filed under it: a command reports the first
+        # outcome whose ticket is at least its own. The last few are kept, so that a command
+        # still sees its own when a deferred reload finished right after it.
+        self.ticket = 0  # the last ticket a reload began after
+        self.outcomes: deque[dict[str, object]] = deque(maxlen=OUTCOMES_KEPT)
         # A promoted generation whose predecessor's workers are still taking their last
         # connections: (the old workers, the new generation's number, the deadline).
         self.handover: tuple[list[WorkerProcess], int, float] | None = None
@@ -69,6 +79,15 @@ class Reloads:
         current = master.current
         assert log is not None and current is not None and master.scoreboard is not None
         self.covering = self.requested
+        ticket = last_reload_ticket(master.pid_file.path)
+        if ticket is None:
+            # Not newer than the last: a command whose ticket this misses waits for the
+            # reload its own SIGHUP brings.
+            log.warn(f"cannot read the reload tickets "
+                     f"{reload_tickets_file(master.pid_file.path)}: httpdctl reload waits "
+                     f"for the next reload")
+        else:
+            self.ticket = max(self.ticket, ticket)
         if master.stop.requested:
             # A stop was asked for first: no new generation now (httpdctl reload says so).
             self.done(False, "the server is stopping")
@@ -189,6 +208,7 @@ class Reloads:
         self.seq += 1
         self.covered = self.covering
         self.last = {"ok": ok, "message": message}
+        self.outcomes.append({"seq": self.seq, "ticket": self.ticket, **self.last})
         log = self.master.error_log
         if log:
             if ok:
