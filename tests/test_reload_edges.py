@@ -1,5 +1,6 @@
 """Reloads at their edges: two `httpdctl reload` commands at once each get the outcome of
-their own reload.
+their own reload, and a reload never fails for lack of scoreboard slots while workers of an
+older generation are only finishing their requests.
 
 The slow parts are held by files, not by sleeps: a new worker's import of tests' gated
 application waits while `boot-gate` exists (the import checks in httpdctl and in the master
@@ -12,6 +13,7 @@ import contextlib
 import http.client
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +164,54 @@ def test_two_reload_commands_each_report_their_own_reload(server_factory: Server
             assert code == 0 and "generation 4 serving" in output, output
     assert get(server.port, "/app/") == 200  # generation 4 serves on
 
+
+SLOTS_WAIT = "waiting for workers of older generations to finish"
+
+
+def test_a_reload_waits_for_slots_that_finishing_workers_hold(server_factory: ServerFactory,
+                                                              tmp_path: Path) -> None:
+    """64 workers, the most there are: the scoreboard holds 2 x 64 + 1 process slots. Two
+    workers of generation 1 each hold a long request; two reloads are asked for back to
+    back. The first starts generation 2 (64 + 64 slots); the second, deferred, needs 64
+    slots while generation 2 and the two finishing workers hold 66 of 129. It waits for
+    them instead of failing, and both reloads succeed once the long requests are done."""
+    app_dir = tmp_path / "app"
+    app = gated_app(app_dir)
+    # One connection per worker: a worker holding a request stops polling the listeners,
+    # so the next request goes to another worker. One thread of each kind keeps 192
+    # processes light.
+    workers = {"processes": "64", "threads": "1", "blocking_threads": "1",
+               "max_connections": "1"}
+    server = server_factory({"app": app, "workers": workers})
+    request_gate = app_dir / "request-gate"
+    request_gate.touch()
+    statuses: list[int] = []
+    held: list[threading.Thread] = []
+    with commands() as started:
+        try:
+            for number in (1, 2):
+                thread = threading.Thread(
+                    target=lambda: statuses.append(get(server.port, "/app/hold")))
+                thread.start()
+                held.append(thread)
+                wait_for(lambda n=number: len(markers(app_dir, "holding")) == n, timeout=30)
+            first = reload_command(server)
+            started.append(first)
+            wait_for(lambda: "starting generation 2" in server.log("error.log"), timeout=30)
+            second = reload_command(server)
+            started.append(second)
+            code, output = finish(first)
+            assert code == 0 and "generation 2 serving" in output, output
+            # The second reload began once the first was done, and waits for slots.
+            wait_for(lambda: SLOTS_WAIT in server.log("error.log") or second.poll() is not None,
+                     timeout=30)
+            assert second.poll() is None, finish(second)[1]
+        finally:
+            request_gate.unlink()
+            for thread in held:
+                thread.join(30)
+        code, output = finish(second)
+        assert code == 0 and "generation 3 serving" in output, output
+    assert statuses == [200, 200]  # the long requests were answered in full
+    assert server.status()["generation"] == 3
+    assert len(server.worker_pids(generation=3)) == 64

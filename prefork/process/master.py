@@ -433,6 +433,7 @@ class Master:
         self.reap()
         stop.tick(time.monotonic())
         if stop.stopping:
+            self.reloads.give_up_waiting()
             if not any(g.workers for g in self.generations.values()):
                 return True
             if time.monotonic() > stop.deadline:
