@@ -11,6 +11,7 @@ import fcntl
 import json
 import os
 import signal
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,64 @@ def state_file(pid_file: str) -> str:
     """The master's state file (bound addresses, generation, reload and log-reopen
     outcomes), beside its PID file: var/run/httpd.pid -> var/run/httpd.state."""
     return os.path.splitext(pid_file)[0] + ".state"
+
+
+def reload_tickets_file(pid_file: str) -> str:
+    """The reload tickets beside the PID file: var/run/httpd.pid -> var/run/httpd.reloads.
+    It holds one number, the last ticket an `httpdctl reload` took; it only grows (across
+    masters too), so a ticket names one request for good."""
+    return os.path.splitext(pid_file)[0] + ".reloads"
+
+
+def take_reload_ticket(pid_file: str) -> int:
+    """Take the next reload ticket (the number in the tickets file plus one, written back
+    under an exclusive flock, so two commands never hold the same one); raises OSError.
+
+    A signal carries no payload, and SIGHUPs sent at once collapse into one, so the ticket
+    is what tells a command's request apart: the master notes the last ticket taken when a
+    reload begins, and that reload covers every ticket up to it (their configuration was
+    written before it was read)."""
+    fd = os.open(reload_tickets_file(pid_file), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        ticket = _ticket_value(os.pread(fd, 32, 0)) + 1
+        data = f"{ticket}\n".encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+        return ticket
+    finally:
+        os.close(fd)  # and the lock with it
+
+
+def last_reload_ticket(pid_file: str, attempts: int = 50, pause: float = 0.002) -> int | None:
+    """The last ticket taken (0 when none ever was), read under a shared flock; None when
+    the file cannot be read or a command holds the lock all along (a command holds it for
+    microseconds: one stopped right there must not stall the master's loop)."""
+    try:
+        fd = os.open(reload_tickets_file(pid_file), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return 0
+    except OSError:
+        return None
+    try:
+        for _ in range(attempts):
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                time.sleep(pause)
+                continue
+            try:
+                return _ticket_value(os.pread(fd, 32, 0))
+            except (OSError, ValueError):
+                return None
+        return None
+    finally:
+        os.close(fd)
+
+
+def _ticket_value(data: bytes) -> int:
+    text = data.decode("ascii").strip()
+    return int(text) if text else 0
 
 
 def read_state(pid_file: str) -> dict[str, Any]:

@@ -23,7 +23,8 @@ MAGIC = b"PFSB0003"
 # Capacity, like Apache's ServerLimit/ThreadLimit, derived from the limits the configuration
 # enforces (config.MAX_PROCESSES, MAX_THREAD_SLOTS), so a configuration that passes
 # configtest always fits: a reload runs two generations side by side, and one recycled
-# worker's replacement may start during it.
+# worker's replacement may start during it. A reload that finds fewer free slots than it has
+# workers (an older generation's workers still finishing requests) waits for them.
 PROCESS_LIMIT = 2 * MAX_PROCESSES + 1
 THREAD_LIMIT = MAX_THREAD_SLOTS
 

@@ -250,24 +250,29 @@ def reload(ctx: Context) -> None:
     running generation then keeps serving.
     """
     config = ctx.load()  # a bad file fails here already, and names file, line and key
-    from prefork.control import read_state
+    from prefork.control import read_state, take_reload_ticket
 
-    state = read_state(config.server.pid_file)
-    before = state.get("reload_seq", 0)
-    # Our request is number asked + 1 or later: the outcome is ours once a reload that
-    # began after it is done (one under way when it came is followed by another).
-    asked = state.get("reload_requested")
+    pid_file = config.server.pid_file
+    state = read_state(pid_file)
+    asked = Asked(state.get("pid"), state.get("reload_seq", 0), state.get("reload_requested"))
+    # The ticket is taken after the configuration was written (and checked, above), so the
+    # first reload that begins after it reads that configuration: its outcome is ours.
     try:
-        master = send(config.server.pid_file, "reload")
+        asked.ticket = take_reload_ticket(pid_file)
+    except (OSError, ValueError):
+        pass  # var/run not writable by us: the request count says which reload is ours
+    try:
+        master = send(pid_file, "reload")
     except ControlError as exc:
         fail(str(exc), exc.exit_code)
-    # Twice the boot time: a reload under way first, then ours.
-    deadline = time.monotonic() + 2 * config.workers.boot_timeout + RELOAD_MARGIN
+    # A reload under way first, then ours; either may wait up to graceful_timeout for
+    # scoreboard slots that workers of older generations still hold.
+    workers = config.workers
+    deadline = time.monotonic() + 2 * (workers.boot_timeout + workers.graceful_timeout) \
+        + RELOAD_MARGIN
     while time.monotonic() < deadline:
-        state = read_state(config.server.pid_file)
-        if (state.get("reload_covered", 0) > asked if isinstance(asked, int)
-                else state.get("reload_seq", 0) > before):
-            result = state.get("reload", {})
+        result = asked.outcome(read_state(pid_file))
+        if result is not None:
             if result.get("ok"):
                 click.echo(f"httpd reloaded: {result.get('message')}")
                 return
@@ -277,6 +282,38 @@ def reload(ctx: Context) -> None:
                  f"outcome (see the error log)")
         time.sleep(0.05)
     fail("the master did not report the reload's outcome in time (see the error log)")
+
+
+class Asked:
+    """One `httpdctl reload` request, and how to find its outcome in the state file."""
+
+    def __init__(self, pid: object, seq: object, requested: object) -> None:
+        self.pid = pid  # the master whose state was read before the request
+        self.seq = seq if isinstance(seq, int) else 0
+        self.requested = requested if isinstance(requested, int) else None
+        self.ticket: int | None = None
+
+    def outcome(self, state: dict[str, Any]) -> dict[str, Any] | None:
+        """The outcome of the first reload that began after our ticket was taken; None
+        while there is none yet. Without a ticket (or with a master that files no
+        tickets), that of the reload that covered our request by count."""
+        outcomes = state.get("reloads")
+        if self.ticket is not None and isinstance(outcomes, list):
+            # Outcomes of this master finished before we asked are not ours, whatever their
+            # ticket (a tickets file removed meanwhile starts again from 1).
+            newer = self.seq if state.get("pid") == self.pid else 0
+            for entry in outcomes:
+                if isinstance(entry, dict) and entry.get("seq", 0) > newer \
+                        and entry.get("ticket", 0) >= self.ticket:
+                    return entry
+            return None
+        # Our request is number requested + 1 or later: the outcome is ours once a reload
+        # that began after it is done (one under way when it came is followed by another).
+        if not (state.get("reload_covered", 0) > self.requested if self.requested is not None
+                else state.get("reload_seq", 0) > self.seq):
+            return None
+        result = state.get("reload")
+        return result if isinstance(result, dict) else {}
 
 
 def _running(pid: int) -> bool:

@@ -129,6 +129,8 @@ def level(raw: str) -> str:
 # starts, and the one source of truth for how many processes and threads can run. A reload
 # runs two generations side by side, and a recycled worker's replacement may start meanwhile,
 # so the scoreboard holds 2 x MAX_PROCESSES + 1 process slots (scoreboard.PROCESS_LIMIT).
+# Workers of a third generation still finishing long requests make the next reload wait for
+# their slots (within graceful_timeout), never fail (process/reload.py).
 MAX_PROCESSES = 64
 MAX_THREAD_SLOTS = 128  # per worker: event-loop threads + blocking threads
 

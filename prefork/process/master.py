@@ -440,6 +440,7 @@ class Master:
         self.reap()
         stop.tick(time.monotonic())
         if stop.stopping:
+            self.reloads.give_up_waiting()
             if not any(g.workers for g in self.generations.values()):
                 return True
             if time.monotonic() > stop.deadline:
@@ -516,6 +517,7 @@ class Master:
             "reload_requested": self.reloads.requested,
             "reload_covered": self.reloads.covered,
             "reload": self.reloads.last,
+            "reloads": list(self.reloads.outcomes),
             "log_seq": self.reopen.completed_seq,
             "stopping": self.stop.requested,
             "scoreboard": self.config.server.scoreboard_file,

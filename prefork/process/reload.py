@@ -4,7 +4,10 @@ The new configuration is loaded first (a bad file changes nothing); a new genera
 forked on the kept or newly bound sockets; only when all of it reported ready is the old
 generation retired (SIGUSR2: finish requests, answer what idle connections still send). If a
 new worker fails to boot or boot_timeout passes, the new generation is killed and the old
-one keeps serving. The outcome goes to the state file that `httpdctl reload` waits for.
+one keeps serving. When workers of an older generation still finishing requests hold the
+scoreboard slots the new generation needs, the reload waits for them (they end within
+graceful_timeout) while the current generation serves. The outcome goes to the state file
+that `httpdctl reload` waits for, under the last reload ticket taken when the reload began.
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prefork.config.settings import load_config
+from prefork.config.settings import Config, load_config
+from prefork.control import last_reload_ticket, reload_tickets_file
 from prefork.errors import ConfigError, StartupError
 from prefork.process.generation import Generation, WorkerProcess
 from prefork.process.listeners import bind_listeners, refuse_new_connections
@@ -27,6 +33,20 @@ if TYPE_CHECKING:
 FAST_KILL_GRACE = 3.0  # seconds to reap a failed generation after SIGKILL
 HANDOVER_TIMEOUT = 5.0  # seconds old workers get to stop accepting before a reload reports
 REAP_STEP = 0.02  # seconds between reaping attempts while a failed generation dies
+SLOT_WAIT_MARGIN = 5.0  # seconds beyond graceful_timeout a reload waits for scoreboard slots
+OUTCOMES_KEPT = 16  # reload outcomes in the state file, with the ticket each began after
+
+
+@dataclass
+class Waiting:
+    """A reload that read its configuration and bound its sockets, waiting for as many free
+    scoreboard slots as it has workers."""
+
+    config: Config
+    listeners: list[socket.socket]
+    deadline: float  # monotonic
+    bound: float  # seconds it may wait in all
+    told: bool = False  # the error log said it waits
 
 
 class Reloads:
@@ -35,6 +55,7 @@ class Reloads:
     def __init__(self, master: Master) -> None:
         self.master = master
         self.pending: Generation | None = None  # a reload's generation until it booted
+        self.waiting: Waiting | None = None  # a reload waiting for scoreboard slots
         self.seq = 0  # counts outcomes
         # Requests (SIGHUP) counted as they come, and how many of them the last finished
         # reload covered (those received before it began): `httpdctl reload` waits until its
@@ -45,6 +66,13 @@ class Reloads:
         self.covered = 0
         self.deferred = False
         self.last: dict[str, object] = {"ok": True, "message": "started"}
+        # `httpdctl reload` takes a ticket before its SIGHUP (control.take_reload_ticket);
+        # a reload notes the last ticket taken when it begins, before it reads the
+        # configuration, and its outcome is filed under it: a command reports the first
+        # outcome whose ticket is at least its own. The last few are kept, so that a command
+        # still sees its own when a deferred reload finished right after it.
+        self.ticket = 0  # the last ticket a reload began after
+        self.outcomes: deque[dict[str, object]] = deque(maxlen=OUTCOMES_KEPT)
         # A promoted generation whose predecessor's workers are still taking their last
         # connections: (the old workers, the new generation's number, the deadline).
         self.handover: tuple[list[WorkerProcess], int, float] | None = None
@@ -54,7 +82,7 @@ class Reloads:
         once the reload under way is done."""
         master = self.master
         self.requested += 1
-        if self.pending is not None or self.handover is not None:
+        if self.pending is not None or self.handover is not None or self.waiting is not None:
             if not self.deferred and master.error_log is not None:
                 master.error_log.notice("reload requested while another is under way: it "
                                         "follows once that one is done")
@@ -69,6 +97,15 @@ class Reloads:
         current = master.current
         assert log is not None and current is not None and master.scoreboard is not None
         self.covering = self.requested
+        ticket = last_reload_ticket(master.pid_file.path)
+        if ticket is None:
+            # Not newer than the last: a command whose ticket this misses waits for the
+            # reload its own SIGHUP brings.
+            log.warn(f"cannot read the reload tickets "
+                     f"{reload_tickets_file(master.pid_file.path)}: httpdctl reload waits "
+                     f"for the next reload")
+        else:
+            self.ticket = max(self.ticket, ticket)
         if master.stop.requested:
             # A stop was asked for first: no new generation now (httpdctl reload says so).
             self.done(False, "the server is stopping")
@@ -94,13 +131,42 @@ class Reloads:
             except StartupError as exc:
                 self.done(False, str(exc))
                 return
+        # Workers of older generations still finishing long requests hold scoreboard slots
+        # (three generations may not fit): the reload waits for them, as they end within
+        # graceful_timeout, rather than being refused for a bookkeeping reason. Meanwhile
+        # the master's loop goes on and the current generation serves.
+        bound = max(g.config.workers.graceful_timeout for g in master.generations.values()) \
+            + SLOT_WAIT_MARGIN
+        self.waiting = Waiting(config, listeners, time.monotonic() + bound, bound)
+        self._fork_when_slots_free()
+
+    def _fork_when_slots_free(self) -> None:
+        """Fork the waiting reload's generation once the scoreboard has a slot for each of
+        its workers; give up when the server stops or the wait outlasts its bound."""
+        waiting = self.waiting
+        master = self.master
+        current = master.current
+        assert waiting is not None and current is not None and master.scoreboard is not None
+        config = waiting.config
+        need = config.workers.processes
         free = master.scoreboard.free_process_slots()
-        if free < config.workers.processes:
-            _close_new(listeners, current.listeners)
-            self.done(False, f"{config.workers.processes} new workers need as many "
-                             f"scoreboard slots, {free} are free (workers of older "
-                             f"generations are still finishing requests)")
+        if free < need:
+            if master.stop.requested:
+                self._give_up_waiting("the server is stopping")
+            elif time.monotonic() > waiting.deadline:
+                self._give_up_waiting(
+                    f"{need} new workers need as many scoreboard slots, {free} are free "
+                    f"after waiting {waiting.bound:g}s for workers of older generations to "
+                    f"finish their requests")
+            elif not waiting.told and master.error_log is not None:
+                waiting.told = True
+                master.error_log.notice(
+                    f"reloading: {need} new workers need as many scoreboard slots, {free} "
+                    f"are free; waiting for workers of older generations to finish their "
+                    f"requests (at most {waiting.bound:g}s)")
             return
+        self.waiting = None
+        listeners = waiting.listeners
         try:
             error_log, access_log = master.open_logs(config)
         except OSError as exc:
@@ -112,14 +178,31 @@ class Reloads:
         generation.boot_deadline = time.monotonic() + config.workers.boot_timeout
         master.generations[generation.number] = generation
         self.pending = generation
-        log.notice(f"reloading: starting generation {generation.number}")
+        assert master.error_log is not None
+        master.error_log.notice(f"reloading: starting generation {generation.number}")
         for number in range(1, generation.target + 1):
             master.spawn(generation, number)
+
+    def give_up_waiting(self) -> None:
+        """A stop began: a reload still waiting for slots ends (its sockets closed)."""
+        if self.waiting is not None:
+            self._give_up_waiting("the server is stopping")
+
+    def _give_up_waiting(self, reason: str) -> None:
+        waiting = self.waiting
+        current = self.master.current
+        assert waiting is not None and current is not None
+        self.waiting = None
+        _close_new(waiting.listeners, current.listeners)
+        self.done(False, reason)
 
     def check(self) -> None:
         """Each round: promote the pending generation once all of it is ready, or give up
         on it when a worker failed or boot_timeout passed."""
         master = self.master
+        if self.waiting is not None:
+            self._fork_when_slots_free()
+            return
         if self.handover is not None:
             self._check_handover()
             return
@@ -189,6 +272,7 @@ class Reloads:
         self.seq += 1
         self.covered = self.covering
         self.last = {"ok": ok, "message": message}
+        self.outcomes.append({"seq": self.seq, "ticket": self.ticket, **self.last})
         log = self.master.error_log
         if log:
             if ok:
