@@ -337,6 +337,24 @@ def test_refuses_root_workers_beyond_loopback(server_factory: ServerFactory) -> 
     assert result.returncode == 1 and "refusing to run workers as root" in result.stderr
 
 
+
+def test_a_reload_beyond_loopback_as_root_is_refused_as_a_start_is(
+        server_factory: ServerFactory) -> None:
+    """The root policy holds at reload too: a root server on loopback reloaded into a
+    public address without [server] user fails, and the old generation serves on."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root: this checks what happens when started as root")
+    server = server_factory({"workers": {"processes": "1"}})
+    [before] = server.worker_pids()
+    write_config(server.root, {"server": {"listen": "0.0.0.0:0"},
+                               "workers": {"processes": "1"}})
+    outcome = server.reload_by_signal()
+    assert not outcome["ok"] and "refusing to run workers as root" in outcome["message"], \
+        outcome
+    assert server.worker_pids() == [before]
+    assert server.get("/about.html")[0].status == 200
+
+
 def test_workers_drop_to_the_configured_user() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root to switch users")
