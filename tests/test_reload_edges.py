@@ -252,3 +252,21 @@ def test_a_reload_waiting_for_slots_leaves_respawns_theirs(server_factory: Serve
         code, output = finish(second)
         assert code == 0 and "generation 3 serving" in output, output
     assert len(server.worker_pids(generation=3)) == 64
+
+
+def test_the_tickets_file_is_readable_by_the_master_whatever_the_umask(tmp_path: Path) -> None:
+    """The first `httpdctl reload` creates var/run/httpd.reloads. Under umask 077 (root's,
+    on hardened hosts) it was made 0600: a master running as another user could not read
+    it, filed every outcome under a stale ticket, and each command waited out its timeout
+    though its reload was done. The file holds a count, nothing secret: always 0644."""
+    from prefork.control import last_reload_ticket, reload_tickets_file, take_reload_ticket
+
+    pid_file = str(tmp_path / "httpd.pid")
+    old = os.umask(0o077)
+    try:
+        assert take_reload_ticket(pid_file) == 1
+    finally:
+        os.umask(old)
+    assert os.stat(reload_tickets_file(pid_file)).st_mode & 0o777 == 0o644
+    assert take_reload_ticket(pid_file) == 2
+    assert last_reload_ticket(pid_file) == 2
