@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from measure import parse_wrk, process_tree, read_stat
+from measure import kill_recorded, parse_wrk, process_tree
 
 BENCH = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -76,18 +76,6 @@ def git_head(tree: Path) -> str:
     return r.stdout.strip()[:72] if r.returncode == 0 else ""  # e.g. a `git archive` copy
 
 
-def kill_tree(pid: int, starts: dict[int, int]) -> None:
-    """SIGKILL what is left of a tree recorded as {pid: starttime}, by PID: a PID reused by
-    another process since (different start time) is left alone."""
-    for p, start in starts.items():
-        cur = read_stat(p)
-        if cur is not None and cur.starttime == start and p != os.getpid():
-            try:
-                os.kill(p, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 def stop_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
                grace: float = 10.0) -> None:
     tree = {st.pid: st.starttime for st in process_tree(proc.pid, proc.pid)}
@@ -99,7 +87,7 @@ def stop_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
             pass
     for st in process_tree(proc.pid, proc.pid):
         tree.setdefault(st.pid, st.starttime)
-    kill_tree(proc.pid, tree)
+    kill_recorded(tree)
     try:
         proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import resource
+import signal
 from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -80,6 +81,18 @@ def process_tree(root: int, pgrp: int | None = None) -> list[ProcStat]:
             if st.pgrp == pgrp and st.pid not in found:
                 found[st.pid] = st
     return sorted(found.values(), key=lambda s: s.pid)
+
+
+def kill_recorded(starts: dict[int, int]) -> None:
+    """SIGKILL what is left of processes recorded as {pid: starttime}, by PID: a PID reused
+    by another process since (different start time) is left alone, and so are we."""
+    for pid, start in starts.items():
+        cur = read_stat(pid)
+        if cur is not None and cur.starttime == start and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def tree_cpu_seconds(root: int, pgrp: int | None = None) -> float:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import ssl
 import subprocess
 import time
 from pathlib import Path
 
-from measure import process_tree, read_stat
+from measure import kill_recorded, process_tree
 from servers import HOST, Launch, Server
 
 _RUNNING: list[Running] = []
@@ -83,13 +82,7 @@ class Running:
                 pass
         for st in process_tree(self.pid, self.pid):
             tree.setdefault(st.pid, st.starttime)
-        for pid, start in tree.items():
-            cur = read_stat(pid)
-            if cur is not None and cur.starttime == start and pid != os.getpid():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        kill_recorded(tree)
         try:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:

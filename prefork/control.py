@@ -99,6 +99,10 @@ def take_reload_ticket(pid_file: str) -> int:
     written before it was read)."""
     fd = os.open(reload_tickets_file(pid_file), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
+        # The umask may have cut 0644 down (077: 0600). The master, perhaps another user,
+        # must read it (last_reload_ticket), and it holds a count, nothing secret.
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         ticket = _ticket_value(os.pread(fd, 32, 0)) + 1
         data = f"{ticket}\n".encode()

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
+import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .conftest import Server, ServerFactory, wait_for, write_config
@@ -168,13 +170,16 @@ def test_two_reload_commands_each_report_their_own_reload(server_factory: Server
 SLOTS_WAIT = "waiting for workers of older generations to finish"
 
 
-def test_a_reload_waits_for_slots_that_finishing_workers_hold(server_factory: ServerFactory,
-                                                              tmp_path: Path) -> None:
+@contextlib.contextmanager
+def reload_waiting_for_slots(server_factory: ServerFactory, tmp_path: Path
+                             ) -> Iterator[tuple[Server, subprocess.Popen[str],
+                                                 Callable[[], list[int]]]]:
     """64 workers, the most there are: the scoreboard holds 2 x 64 + 1 process slots. Two
     workers of generation 1 each hold a long request; two reloads are asked for back to
     back. The first starts generation 2 (64 + 64 slots); the second, deferred, needs 64
-    slots while generation 2 and the two finishing workers hold 66 of 129. It waits for
-    them instead of failing, and both reloads succeed once the long requests are done."""
+    slots while generation 2 and the two finishing workers hold 66 of 129: it waits.
+    Yields the server, the second command (still waiting) and `release`, which lets the
+    long requests end and returns their statuses."""
     app_dir = tmp_path / "app"
     app = gated_app(app_dir)
     # One connection per worker: a worker holding a request stops polling the listeners,
@@ -187,6 +192,13 @@ def test_a_reload_waits_for_slots_that_finishing_workers_hold(server_factory: Se
     request_gate.touch()
     statuses: list[int] = []
     held: list[threading.Thread] = []
+
+    def release() -> list[int]:
+        request_gate.unlink(missing_ok=True)
+        for thread in held:
+            thread.join(30)
+        return statuses
+
     with commands() as started:
         try:
             for number in (1, 2):
@@ -206,12 +218,55 @@ def test_a_reload_waits_for_slots_that_finishing_workers_hold(server_factory: Se
             wait_for(lambda: SLOTS_WAIT in server.log("error.log") or second.poll() is not None,
                      timeout=30)
             assert second.poll() is None, finish(second)[1]
+            yield server, second, release
         finally:
-            request_gate.unlink()
-            for thread in held:
-                thread.join(30)
+            release()
+
+
+def test_a_reload_waits_for_slots_that_finishing_workers_hold(server_factory: ServerFactory,
+                                                              tmp_path: Path) -> None:
+    """The second reload waits for the slots the finishing workers hold instead of failing,
+    and both reloads succeed once the long requests are done."""
+    with reload_waiting_for_slots(server_factory, tmp_path) as (server, second, release):
+        assert release() == [200, 200]  # the long requests were answered in full
         code, output = finish(second)
         assert code == 0 and "generation 3 serving" in output, output
-    assert statuses == [200, 200]  # the long requests were answered in full
     assert server.status()["generation"] == 3
     assert len(server.worker_pids(generation=3)) == 64
+
+
+def test_a_reload_waiting_for_slots_leaves_respawns_theirs(server_factory: ServerFactory,
+                                                           tmp_path: Path) -> None:
+    """A worker of the serving generation dies while a reload waits for slots: its
+    replacement gets the slot the dead worker freed. The waiting reload took it (63 + 1
+    free made its 64), and the master logged "all scoreboard slots are in use" at every
+    round while generation 2 served a worker short."""
+    with reload_waiting_for_slots(server_factory, tmp_path) as (server, second, release):
+        victim = server.worker_pids(generation=2)[0]
+        os.kill(victim, signal.SIGKILL)
+        wait_for(lambda: victim not in (pids := server.worker_pids(generation=2))
+                 and len(pids) == 64, timeout=30)
+        assert second.poll() is None, finish(second)[1]  # still waiting for the held slots
+        assert "slots are in use" not in server.log("error.log")
+        assert release() == [200, 200]
+        code, output = finish(second)
+        assert code == 0 and "generation 3 serving" in output, output
+    assert len(server.worker_pids(generation=3)) == 64
+
+
+def test_the_tickets_file_is_readable_by_the_master_whatever_the_umask(tmp_path: Path) -> None:
+    """The first `httpdctl reload` creates var/run/httpd.reloads. Under umask 077 (root's,
+    on hardened hosts) it was made 0600: a master running as another user could not read
+    it, filed every outcome under a stale ticket, and each command waited out its timeout
+    though its reload was done. The file holds a count, nothing secret: always 0644."""
+    from prefork.control import last_reload_ticket, reload_tickets_file, take_reload_ticket
+
+    pid_file = str(tmp_path / "httpd.pid")
+    old = os.umask(0o077)
+    try:
+        assert take_reload_ticket(pid_file) == 1
+    finally:
+        os.umask(old)
+    assert os.stat(reload_tickets_file(pid_file)).st_mode & 0o777 == 0o644
+    assert take_reload_ticket(pid_file) == 2
+    assert last_reload_ticket(pid_file) == 2

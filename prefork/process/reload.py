@@ -157,7 +157,10 @@ class Reloads:
         assert waiting is not None and current is not None and master.scoreboard is not None
         config = waiting.config
         need = config.workers.processes
-        free = master.scoreboard.free_process_slots()
+        # Slots the serving generation's own respawns need come first: a worker of it that
+        # died frees a slot its replacement is owed, not the waiting reload.
+        active = sum(1 for w in current.workers.values() if not w.stopping and not w.retiring)
+        free = max(0, master.scoreboard.free_process_slots() - max(0, current.target - active))
         if free < need:
             if master.stop.requested:
                 self._give_up_waiting("the server is stopping")
