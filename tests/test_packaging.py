@@ -122,6 +122,14 @@ def test_the_unit_names_this_installation_and_sandboxes_the_server(tmp_path: Pat
     assert "~@privileged" not in privileged  # setuid/setgroups must stay allowed
 
 
+# Every path of the shipped configuration outside /tmp and /home, wherever this checkout lies (a
+# CI clone under /tmp or /home would otherwise relax the sandbox through the document root).
+OUTSIDE_TMP_AND_HOME = ("server.document_root=/usr/share",  # must exist; only rendered
+             "uploads.directory=/srv/prefork/htdocs/uploads",
+             "logging.access_log=/srv/prefork/var/log/access.log",
+             "logging.error_log=/srv/prefork/var/log/error.log")
+
+
 def _sandbox(unit: str) -> dict[str, str]:
     return dict(line.split("=", 1) for line in unit.splitlines()
                 if line.startswith(("ProtectHome=", "PrivateTmp=")))
@@ -136,18 +144,21 @@ def test_the_sandbox_leaves_readable_every_file_the_configuration_names(
     ini = root / "etc" / "httpd.ini"
     monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
     monkeypatch.setattr(sys, "base_prefix", "/usr")
-    config = load_config(REPO / "etc" / "httpd.ini")
+    # and no virtual environment: a checkout under /tmp (a CI clone) has its venv's
+    # site-packages there, which rightly turns PrivateTmp off
+    monkeypatch.setattr(sys, "prefix", "/usr")
+    config = load_config(REPO / "etc" / "httpd.ini", OUTSIDE_TMP_AND_HOME)
     assert _sandbox(render_unit(config, ini)) == {"ProtectHome": "yes", "PrivateTmp": "yes"}
 
     tls = tmp_path / "t.ini"
     tls.write_text("[server]\nlisten = 127.0.0.1:8443 ssl\n[tls]\n"
                    "certificate = /home/alice/tls/fullchain.pem\n"
                    "certificate_key = /home/alice/tls/privkey.pem\n")
-    assert _sandbox(render_unit(load_config(tls, (f"server.document_root={REPO}/htdocs",)),
+    assert _sandbox(render_unit(load_config(tls, OUTSIDE_TMP_AND_HOME),
                                 ini))["ProtectHome"] == "read-only"
     app = tmp_path / "a.ini"
     app.write_text("[app]\nmount = /app\nmodule = blog:app\npath = /tmp/apps/blog\n")
-    sandbox = _sandbox(render_unit(load_config(app, (f"server.document_root={REPO}/htdocs",)),
+    sandbox = _sandbox(render_unit(load_config(app, OUTSIDE_TMP_AND_HOME),
                                    ini))
     assert sandbox == {"ProtectHome": "yes", "PrivateTmp": "no"}
 
