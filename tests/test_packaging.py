@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from prefork.cli import scaffold
 from prefork.cli.unitfile import render_unit
-from prefork.config.settings import load_config
+from prefork.config.settings import Config, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 HTTPDCTL = [sys.executable, str(REPO / "bin" / "httpdctl")]
@@ -127,6 +128,20 @@ def _sandbox(unit: str) -> dict[str, str]:
                 if line.startswith(("ProtectHome=", "PrivateTmp=")))
 
 
+def _under_srv(config: Config) -> Config:
+    """The configuration with its document root, uploads directory and logs where a root at
+    /srv/prefork has them. Loading needs a document root that exists (the checkout's), but
+    the checkout may live under /home, /root or /tmp, and then its own paths would rightly
+    relax the sandbox: the unit is only rendered, so the paths are set after loading."""
+    srv = Path("/srv/prefork")
+    return replace(
+        config,
+        server=replace(config.server, document_root=str(srv / "htdocs")),
+        uploads=replace(config.uploads, directory=str(srv / "htdocs" / "uploads")),
+        logging=replace(config.logging, access_log=str(srv / "var/log/access.log"),
+                        error_log=str(srv / "var/log/error.log")))
+
+
 def test_the_sandbox_leaves_readable_every_file_the_configuration_names(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """ProtectHome=yes hides /home, /root and /run/user, PrivateTmp=yes /tmp and /var/tmp:
@@ -136,7 +151,8 @@ def test_the_sandbox_leaves_readable_every_file_the_configuration_names(
     ini = root / "etc" / "httpd.ini"
     monkeypatch.setattr(sys, "executable", "/usr/bin/python3")
     monkeypatch.setattr(sys, "base_prefix", "/usr")
-    config = load_config(REPO / "etc" / "httpd.ini")
+    monkeypatch.setattr(sys, "prefix", "/usr")  # not the test run's venv, wherever it lies
+    config = _under_srv(load_config(REPO / "etc" / "httpd.ini"))
     assert _sandbox(render_unit(config, ini)) == {"ProtectHome": "yes", "PrivateTmp": "yes"}
 
     tls = tmp_path / "t.ini"
@@ -147,8 +163,8 @@ def test_the_sandbox_leaves_readable_every_file_the_configuration_names(
                                 ini))["ProtectHome"] == "read-only"
     app = tmp_path / "a.ini"
     app.write_text("[app]\nmount = /app\nmodule = blog:app\npath = /tmp/apps/blog\n")
-    sandbox = _sandbox(render_unit(load_config(app, (f"server.document_root={REPO}/htdocs",)),
-                                   ini))
+    sandbox = _sandbox(render_unit(
+        _under_srv(load_config(app, (f"server.document_root={REPO}/htdocs",))), ini))
     assert sandbox == {"ProtectHome": "yes", "PrivateTmp": "no"}
 
     # A virtual environment outside /home whose python links into /root (pyenv): the
