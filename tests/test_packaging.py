@@ -248,3 +248,15 @@ def test_a_wheel_in_a_fresh_environment_inits_serves_reloads_and_stops(tmp_path:
                 os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
             except (ValueError, ProcessLookupError):
                 pass
+
+
+def test_the_checkout_script_without_dependencies_says_so_in_one_line() -> None:
+    """bin/httpdctl run by an interpreter that lacks prefork's dependencies (here: no
+    site-packages at all, -S) names what it could not import and how to get it, instead of
+    a traceback."""
+    result = subprocess.run([sys.executable, "-S", str(REPO / "bin" / "httpdctl"), "status"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = result.stderr.splitlines()
+    assert "cannot import" in line and ".venv/bin/pip install -e ." in line, line
