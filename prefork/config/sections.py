@@ -366,7 +366,7 @@ class Config:
     # What is actually served when it is not [server] listen: the sockets systemd passed
     # (socket activation), as the master found them (getsockname; a Unix socket, reachable
     # from this machine only, is left out). None: [server] listen is what is served. Never
-    # read from the file: the master sets it (process/activation.py), configtest cannot.
+    # read from the file: the master sets it (Master.as_served), configtest cannot.
     served: tuple[ListenAddress, ...] | None = None
 
     def where(self, section: str, key: str) -> tuple[str, int | None]:

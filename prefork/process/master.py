@@ -24,6 +24,7 @@ only written for display (the state file's "started").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -34,10 +35,10 @@ import time
 from collections import deque
 
 from prefork.config.settings import MAX_PROCESSES, Config
+from prefork.config.values import ListenAddress
 from prefork.control import PidFile, state_file
 from prefork.errors import ConfigError, StartupError
 from prefork.log import AccessLog, ErrorLog
-from prefork.process.activation import ActivatedSite, served_addresses
 from prefork.process.generation import Generation, WorkerProcess, signal_name, signal_worker
 from prefork.process.health import HealthMonitor
 from prefork.process.hooks import SiteHooks
@@ -50,7 +51,12 @@ from prefork.process.recycle import Recycling
 from prefork.process.reload import Reloads
 from prefork.process.reopen import LogReopen
 from prefork.process.stopping import Stopping
-from prefork.process.systemd import inherited_sockets, sd_notify, watchdog_interval
+from prefork.process.systemd import (
+    inherited_sockets,
+    sd_notify,
+    served_addresses,
+    watchdog_interval,
+)
 from prefork.process.worker import EXIT_BOOT_FAILED, WorkerSpec, run_worker
 from prefork.scoreboard import STARTING, Scoreboard
 
@@ -114,6 +120,7 @@ class Master:
         self.stop = Stopping(self)
         self.reopen = LogReopen(self)
         self.socket_activated = False
+        self.served: tuple[ListenAddress, ...] | None = None  # systemd's sockets' addresses
         self.next_status = 0.0
         self.health: HealthMonitor | None = None
         self.scoreboard: Scoreboard | None = None
@@ -131,17 +138,23 @@ class Master:
             activated = inherited_sockets()
             if activated:
                 self.socket_activated = True
-                # Who can connect is what systemd passed, not [server] listen: the site
-                # judges those addresses at start and at every reload (activation.py).
-                site = ActivatedSite(self.site, served_addresses(
-                    activated, self.config.server.listen))
-                self.site = site
-                check_root_policy(site.view(self.config))
+                # Who can connect is what systemd passed, not [server] listen: every
+                # configuration, this one and each a reload loads, carries those addresses.
+                self.served = served_addresses(activated, self.config.server.listen)
+                self.config = self.as_served(self.config)
+                check_root_policy(self.config)
                 return activated
             return bind_listeners(self.config.server.listen, self.config.server.backlog)
         except BaseException:
             self.pid_file.release(remove=True)  # we hold the lock: the file is ours to remove
             raise
+
+    def as_served(self, config: Config) -> Config:
+        """`config` with Config.served set to the addresses of the sockets systemd passed
+        (socket activation), which decide who can connect; unchanged otherwise."""
+        if self.served is None:
+            return config
+        return dataclasses.replace(config, served=self.served)
 
     def run(self, listeners: list[socket.socket]) -> int:
         """Start the first generation and supervise until stopped; returns the exit code.

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 from prefork.config.settings import Config, load_config
 from prefork.control import last_reload_ticket, reload_tickets_file
 from prefork.errors import ConfigError, StartupError
-from prefork.process.activation import ActivatedSite
 from prefork.process.generation import Generation, WorkerProcess
 from prefork.process.listeners import bind_listeners, check_root_policy, refuse_new_connections
 from prefork.process.systemd import sd_notify
@@ -115,11 +114,10 @@ class Reloads:
         sd_notify(f"RELOADING=1\nMONOTONIC_USEC="
                   f"{time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
         try:
-            config = load_config(master.config_path, master.overrides)
+            config = master.as_served(load_config(master.config_path, master.overrides))
             # As at start: workers keep root only while nobody beyond loopback can reach
             # them, judged on what is served (systemd's sockets, when it passed them).
-            site = master.site
-            check_root_policy(site.view(config) if isinstance(site, ActivatedSite) else config)
+            check_root_policy(config)
             master.site.check(config)
             master.site.before_fork(config, [g.config for g in master.generations.values()])
         except ConfigError as exc:

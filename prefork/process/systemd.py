@@ -1,9 +1,12 @@
-"""systemd integration without extra dependencies: sd_notify(3) datagrams."""
+"""systemd integration without extra dependencies: sd_notify(3) datagrams, socket activation."""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
+
+from prefork.config.values import ListenAddress
 
 
 def sd_notify(message: str) -> None:
@@ -45,6 +48,21 @@ def inherited_sockets() -> list[socket.socket]:
         sock.set_inheritable(True)
         sockets.append(sock)
     return sockets
+
+
+def served_addresses(sockets: Sequence[socket.socket], listen: Sequence[ListenAddress]
+                     ) -> tuple[ListenAddress, ...]:
+    """The addresses `sockets` are bound to (getsockname), `ssl` marked by position as the
+    serving layer pairs them with [server] listen. A Unix socket is left out: only this
+    machine reaches it, as loopback."""
+    found = []
+    for index, sock in enumerate(sockets):
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        host, port = sock.getsockname()[:2]
+        tls = index < len(listen) and listen[index].tls
+        found.append(ListenAddress(host, port, sock.family, tls=tls))
+    return tuple(found)
 
 
 def watchdog_interval() -> float | None:
