@@ -216,6 +216,48 @@ class Server:
                         and s["reload"], timeout=timeout, interval=0.005)  # type: ignore[return-value]
 
 
+def start_activated(server: Server, host: str, stderr: int = subprocess.DEVNULL
+                    ) -> tuple[subprocess.Popen[bytes], int]:
+    """Start `server` in the foreground as systemd socket activation does: a socket bound
+    to `host`, port 0, handed over as fd 3 with LISTEN_PID/LISTEN_FDS (whatever [server]
+    listen says). Returns the master's process and the socket's port."""
+    activated = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    activated.bind((host, 0))
+    activated.listen(16)
+    port, fd = activated.getsockname()[1], activated.fileno()
+    script = f'exec 3<&{fd}; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
+    process = subprocess.Popen(["bash", "-c", script, "bash", *HTTPDCTL, "-f",
+                                str(server.config), "start", "--foreground"], pass_fds=[fd],
+                               stdout=subprocess.DEVNULL, stderr=stderr,
+                               stdin=subprocess.DEVNULL)
+    activated.close()
+    server.known_pids.add(process.pid)
+    server.pid, server.port = process.pid, port
+    return process, port
+
+
+def stop_activated(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def refused_activated_start(server: Server, host: str) -> tuple[int, str]:
+    """start_activated where the start must fail: returns the socket's port and what the
+    master wrote on stderr, once it exited 1."""
+    process, port = start_activated(server, host, stderr=subprocess.PIPE)
+    try:
+        _out, err = process.communicate(timeout=30)
+    finally:
+        stop_activated(process)
+    assert process.returncode == 1, err
+    return port, err.decode()
+
+
 def read_all(sock: socket.socket) -> bytes:
     chunks = []
     while True:

@@ -40,6 +40,8 @@ from .conftest import (
     make_root,
     pid_alive,
     read_all,
+    start_activated,
+    stop_activated,
     wait_for,
     write_config,
 )
@@ -305,33 +307,16 @@ def test_reload_under_socket_activation_with_another_listen_count(
         server_factory: ServerFactory) -> None:
     server = server_factory({"server": {"listen": "127.0.0.1:0 [::1]:0"},
                              "workers": {"processes": "1"}}, start=False)
-    activated = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    activated.bind(("127.0.0.1", 0))
-    activated.listen(16)
-    port = activated.getsockname()[1]
-    fd = activated.fileno()
-    script = f'exec 3<&{fd}; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
-    process = subprocess.Popen(["bash", "-c", script, "bash", *HTTPDCTL, "-f",
-                                str(server.config), "start", "--foreground"], pass_fds=[fd],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               stdin=subprocess.DEVNULL)
-    activated.close()
-    server.known_pids.add(process.pid)
+    process, port = start_activated(server, "127.0.0.1")
     try:
         wait_for(lambda: server.state().get("generation") == 1, timeout=20)
-        server.pid, server.port = process.pid, port
         outcome = server.reload_by_signal()
         assert outcome["ok"], outcome
         assert process.poll() is None
         assert server.get("/")[0].status == 200
         assert server.state()["listen"] == [f"127.0.0.1:{port}"]
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_activated(process)
 
 
 @contextlib.contextmanager

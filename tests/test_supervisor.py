@@ -28,6 +28,8 @@ from .conftest import (
     pid_alive,
     read_all,
     refuses_connections,
+    start_activated,
+    stop_activated,
     wait_for,
     write_config,
 )
@@ -384,30 +386,16 @@ def test_socket_activation_uses_the_passed_socket(server_factory: ServerFactory)
     """systemd socket activation: a listening socket handed over as fd 3 (LISTEN_FDS=1,
     LISTEN_PID = the master's pid) is used instead of binding [server] listen."""
     server = server_factory({"workers": {"processes": "1"}}, start=False)
-    activated = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    activated.bind(("127.0.0.1", 0))
-    activated.listen(16)
-    port = activated.getsockname()[1]
-    fd = activated.fileno()
-    script = f'exec 3<&{fd}; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
-    process = subprocess.Popen(["bash", "-c", script, "bash", *HTTPDCTL, "-f", str(server.config),
-                                "start", "--foreground"], pass_fds=[fd],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               stdin=subprocess.DEVNULL)
-    activated.close()
-    server.known_pids.add(process.pid)
+    process, port = start_activated(server, "127.0.0.1")
     try:
         wait_for((server.root / "var" / "run" / "httpd.state").exists, timeout=15)
         assert server.status()["listen"] == [f"127.0.0.1:{port}"]
-        server.port = port
         server.known_pids.update(server.worker_pids())
         assert server.get("/")[0].status == 200
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        stop_activated(process)
 
 
 def test_the_watchdog_is_fed_while_workers_are_degraded() -> None:

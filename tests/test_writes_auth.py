@@ -14,9 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
-import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,10 +31,12 @@ from prefork.site.router import Router
 from prefork.site.uploads.put import can_run_script, check_upload_config
 
 from .conftest import (
-    HTTPDCTL,
     Server,
     ServerFactory,
     make_root,
+    refused_activated_start,
+    start_activated,
+    stop_activated,
     wait_for,
     write_config,
     write_ini,
@@ -194,36 +193,6 @@ def test_configtest_start_and_reload_refuse_open_writes_beyond_loopback(
     assert server.get("/uploads/still.txt", "PUT", body=b"on")[0].status == 201
 
 
-def start_activated(server: Server, host: str, stderr: int = subprocess.DEVNULL
-                    ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start `server` in the foreground as systemd socket activation does: a socket bound
-    to `host`, port 0, handed over as fd 3 with LISTEN_PID/LISTEN_FDS (whatever [server]
-    listen says). Returns the master's process and the socket's port."""
-    activated = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    activated.bind((host, 0))
-    activated.listen(16)
-    port, fd = activated.getsockname()[1], activated.fileno()
-    script = f'exec 3<&{fd}; export LISTEN_PID=$$ LISTEN_FDS=1; exec "$@"'
-    process = subprocess.Popen(["bash", "-c", script, "bash", *HTTPDCTL, "-f",
-                                str(server.config), "start", "--foreground"], pass_fds=[fd],
-                               stdout=subprocess.DEVNULL, stderr=stderr,
-                               stdin=subprocess.DEVNULL)
-    activated.close()
-    server.known_pids.add(process.pid)
-    server.pid, server.port = process.pid, port
-    return process, port
-
-
-def stop_activated(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def test_socket_activation_beyond_loopback_turns_auto_uploads_off(
         server_factory: ServerFactory) -> None:
     """[server] listen says 127.0.0.1, but systemd passes a socket on 0.0.0.0: what is
@@ -254,13 +223,8 @@ def test_socket_activation_beyond_loopback_refuses_open_writes(
         server_factory: ServerFactory) -> None:
     server = server_factory({"workers": {"processes": "1", "allow_root": "on"},
                              "uploads": {"enabled": "on"}}, start=False)
-    process, port = start_activated(server, "0.0.0.0", stderr=subprocess.PIPE)
-    try:
-        _out, err = process.communicate(timeout=30)
-    finally:
-        stop_activated(process)
-    assert process.returncode == 1, err
-    reason = [line for line in err.decode().splitlines() if "start-up failed" in line]
+    port, err = refused_activated_start(server, "0.0.0.0")
+    reason = [line for line in err.splitlines() if "start-up failed" in line]
     assert len(reason) == 1, err
     assert "uploads.require_auth" in reason[0] and f"0.0.0.0:{port}" in reason[0], reason
     assert "allow_anonymous" in reason[0], reason
@@ -272,14 +236,8 @@ def test_socket_activation_beyond_loopback_needs_a_user_as_root(
     """Workers keep root only while nothing beyond loopback can reach them: the passed
     socket decides that too, not [server] listen."""
     server = server_factory({"workers": {"processes": "1"}}, start=False)
-    process, port = start_activated(server, "0.0.0.0", stderr=subprocess.PIPE)
-    try:
-        _out, err = process.communicate(timeout=30)
-    finally:
-        stop_activated(process)
-    assert process.returncode == 1, err
-    assert f"refusing to run workers as root while listening on 0.0.0.0:{port}" \
-        in err.decode(), err
+    port, err = refused_activated_start(server, "0.0.0.0")
+    assert f"refusing to run workers as root while listening on 0.0.0.0:{port}" in err, err
 
 
 def test_auto_beyond_loopback_starts_with_writes_off(server_factory: ServerFactory) -> None:
