@@ -54,23 +54,25 @@ def reset(sock: socket.socket) -> None:
 
 def clients(server: Server, tally: Tally, tls: TLSServer) -> list:
     """The client kinds; each repeats its round until `stop_at` (at least one round)."""
+    def one_by_one(sock: socket.socket, reader: Responses, requests: list[bytes],
+                   statuses: tuple[int, ...]) -> None:
+        """Keep-alive: each request sent once the one before was answered, its status
+        one of `statuses`."""
+        for request in requests:
+            sock.sendall(request)
+            answer = reader.next()
+            tally.add(1)
+            assert answer is not None and answer[0] in statuses, answer
+
     def keepalive_gets() -> None:
         with server.socket() as sock:
-            reader = Responses(sock)
-            for path in ("/sample.txt", "/about.html", "/missing") * 5:
-                sock.sendall(get(path))
-                answer = reader.next()
-                tally.add(1)
-                assert answer is not None and answer[0] in (200, 404), answer
+            one_by_one(sock, Responses(sock),
+                       [get(path) for path in ("/sample.txt", "/about.html", "/missing") * 5],
+                       (200, 404))
 
     def posts() -> None:
         with server.socket() as sock:
-            reader = Responses(sock)
-            for _ in range(3):
-                sock.sendall(post("/upload", JSON_BODY))
-                answer = reader.next()
-                tally.add(1)
-                assert answer is not None and answer[0] == 201, answer
+            one_by_one(sock, Responses(sock), [post("/upload", JSON_BODY)] * 3, (201,))
 
     def closing_posts() -> None:  # as `ab -p`: one POST per connection, closed after it
         tally.add(1)
@@ -100,12 +102,8 @@ def clients(server: Server, tally: Tally, tls: TLSServer) -> list:
 
     def app_keepalive() -> None:
         with server.socket() as sock:
-            reader = Responses(sock)
-            for path in ("/plain/pid", "/plain/environ", "/plain/missing") * 3:
-                sock.sendall(get(path))
-                answer = reader.next()
-                tally.add(1)
-                assert answer is not None and answer[0] in (200, 404), answer
+            one_by_one(sock, Responses(sock), [get(path) for path in (
+                "/plain/pid", "/plain/environ", "/plain/missing") * 3], (200, 404))
 
     def app_pipelined() -> None:  # a pool thread serves its series; others go back
         tally.add(6)
@@ -123,11 +121,7 @@ def clients(server: Server, tally: Tally, tls: TLSServer) -> list:
     def tls_clients() -> None:
         with tls.connect() as sock:
             reader = Responses(sock)
-            for path in ("/sample.txt", "/plain/pid"):
-                sock.sendall(get(path))
-                answer = reader.next()
-                tally.add(1)
-                assert answer is not None and answer[0] == 200, answer
+            one_by_one(sock, reader, [get("/sample.txt"), get("/plain/pid")], (200,))
             sock.sendall(get("/plain/environ") + get("/about.html") + get("/plain/pid"))
             tally.add(3)
             statuses = [answer[0] if (answer := reader.next()) else None for _ in range(3)]
