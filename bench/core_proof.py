@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from measure import kill_recorded, parse_wrk, process_tree
+from measure import parse_wrk, process_tree, stop_tree
 
 BENCH = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -78,20 +78,7 @@ def git_head(tree: Path) -> str:
 
 def stop_child(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
                grace: float = 10.0) -> None:
-    tree = {st.pid: st.starttime for st in process_tree(proc.pid, proc.pid)}
-    if proc.poll() is None:
-        try:
-            os.kill(proc.pid, sig)
-            proc.wait(timeout=grace)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            pass
-    for st in process_tree(proc.pid, proc.pid):
-        tree.setdefault(st.pid, st.starttime)
-    kill_recorded(tree)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
+    stop_tree(proc, sig, grace)
     if proc in _STARTED:
         _STARTED.remove(proc)
 

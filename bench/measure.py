@@ -18,6 +18,7 @@ import os
 import re
 import resource
 import signal
+import subprocess
 from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -94,6 +95,26 @@ def kill_recorded(starts: dict[int, int]) -> None:
             except ProcessLookupError:
                 pass
 
+
+
+def stop_tree(proc: subprocess.Popen[bytes], sig: int, grace: float) -> None:
+    """Send `sig` to a child started in its own session; after `grace` seconds SIGKILL, by
+    PID, whatever of its tree is left (recorded before and after the signal, so a process
+    that forked meanwhile is not missed), then reap the child."""
+    tree = {st.pid: st.starttime for st in process_tree(proc.pid, proc.pid)}
+    if proc.poll() is None:
+        try:
+            os.kill(proc.pid, sig)
+            proc.wait(timeout=grace)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+    for st in process_tree(proc.pid, proc.pid):
+        tree.setdefault(st.pid, st.starttime)
+    kill_recorded(tree)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
 
 def tree_cpu_seconds(root: int, pgrp: int | None = None) -> float:
     return sum(st.cpu_ticks for st in process_tree(root, pgrp)) / CLK_TCK

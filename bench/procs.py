@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from measure import kill_recorded, process_tree
+from measure import stop_tree
 from servers import HOST, Launch, Server
 
 _RUNNING: list[Running] = []
@@ -73,20 +73,7 @@ class Running:
         """Signal the root; after grace seconds SIGKILL by PID whatever of its tree is left."""
         if self not in _RUNNING:
             return
-        tree = {st.pid: st.starttime for st in process_tree(self.pid, self.pid)}
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.pid, self.stop_signal)
-                self.proc.wait(timeout=grace)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        for st in process_tree(self.pid, self.pid):
-            tree.setdefault(st.pid, st.starttime)
-        kill_recorded(tree)
-        try:
-            self.proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
+        stop_tree(self.proc, self.stop_signal, grace)
         _RUNNING.remove(self)
 
 
